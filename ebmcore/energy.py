@@ -1,0 +1,102 @@
+"""The energy contract: ``p(x) ∝ exp(-E(x))`` over a batch of points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NumbaFace:
+    """What an energy gives the fused numba / numba.cuda kernels.
+
+    Both functions are plain Python over one point, using only ``math``, loops and indexing,
+    so that the backends can compile them with ``numba.njit`` and ``numba.cuda.jit(device=True)``.
+    Parameters travel in ``params``, never as captured globals (numba freezes globals).
+
+    Attributes:
+        energy: ``energy(x, p) -> float`` for one point ``x`` (1-D array of length ``dim``).
+        grad: ``grad(x, p, out) -> None`` writes ``∂E/∂x`` into ``out`` (length ``dim``).
+        params: Every parameter packed into one flat float64 array.
+        dim: The flattened event size ``D`` the functions expect.
+    """
+
+    energy: Callable[..., float]
+    grad: Callable[..., None]
+    params: np.ndarray
+    dim: int
+
+    def __post_init__(self) -> None:
+        params = np.ascontiguousarray(np.asarray(self.params, dtype=np.float64).reshape(-1))
+        object.__setattr__(self, "params", params)
+
+
+class Energy(nn.Module):
+    """Base class of every energy.
+
+    Subclasses implement :meth:`forward`; the rest has working defaults. An energy may also
+    declare what it knows in closed form: :meth:`grad` (override it), :attr:`log_z`,
+    :meth:`sample` (exact samples) and :meth:`numba_face` (opens the fused backends).
+
+    Attributes:
+        event_shape: The shape of one point, or ``None`` when any shape is accepted.
+    """
+
+    event_shape: tuple[int, ...] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Return the energies ``(B,)`` of a batch ``x`` of shape ``(B, *event_shape)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``∂E/∂x`` with the shape of ``x`` (autograd unless overridden)."""
+        return self.energy_and_grad(x)[1]
+
+    def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return energies ``(B,)`` and gradients, sharing one evaluation where possible.
+
+        The default runs autograd on a detached copy of ``x``, so it never builds a graph
+        through the caller's tensor. Energies with a closed-form gradient override this.
+        """
+        with torch.enable_grad():
+            x_ = x.detach().requires_grad_(True)
+            e = self.forward(x_)
+            (g,) = torch.autograd.grad(e.sum(), x_)
+        return e.detach(), g
+
+    @property
+    def log_z(self) -> float | None:
+        """The exact log normaliser ``log ∫ exp(-E(x)) dx``, or ``None`` when unknown."""
+        return None
+
+    @property
+    def has_exact_sampler(self) -> bool:
+        """Whether :meth:`sample` draws exact samples."""
+        return type(self).sample is not Energy.sample
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` exact samples; only energies that know how override this."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw exact samples")
+
+    def numba_face(self) -> NumbaFace | None:
+        """Return the energy's numba functions and packed parameters, or ``None``."""
+        return None
+
+    def extra_repr(self) -> str:
+        shape = "any" if self.event_shape is None else tuple(self.event_shape)
+        return f"event_shape={shape}"
+
+
+def as_energy(obj: Any) -> Energy:
+    """Return ``obj`` when it is an :class:`Energy`, else raise a TypeError saying what is."""
+    if not isinstance(obj, Energy):
+        raise TypeError(
+            f"energy must be an ebmcore.Energy, got {type(obj).__name__}; wrap a plain "
+            f"callable with ebmcore.create('energy', 'callable', fn=...)"
+        )
+    return obj

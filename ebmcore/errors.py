@@ -1,0 +1,37 @@
+"""Exceptions raised by the registry and the contracts."""
+
+from __future__ import annotations
+
+
+class EbmcoreError(Exception):
+    """Base class of every error ebmcore raises on purpose."""
+
+
+class UnknownComponentError(EbmcoreError, LookupError):
+    """No component of the requested kind has the requested name."""
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousComponentError(EbmcoreError, LookupError):
+    """Two plugins provide the same name and none was chosen with ``plugin:name``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownKindError(EbmcoreError, ValueError):
+    """The kind is not one of :func:`ebmcore.kinds`."""
+
+
+class PluginLoadError(EbmcoreError, ImportError):
+    """A plugin failed to load (raised in strict mode) or a lazy target failed to import."""
+
+
+class BackendUnavailableError(EbmcoreError, RuntimeError):
+    """The requested sampler backend cannot serve this energy, tensor or machine."""
+
+
+class CheckpointError(EbmcoreError, ValueError):
+    """A checkpoint file is missing, truncated, corrupt or not an ebmcore checkpoint."""
