@@ -10,20 +10,27 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ebmcore.cli import registry_commands
+from ebmcore.cli import registry_commands, run_commands
 from ebmcore.errors import EbmcoreError
 
 #: Modules that each contribute sub-commands through ``add_commands(subparsers)``.
-COMMAND_MODULES = [registry_commands]
+COMMAND_MODULES = [registry_commands, run_commands]
 
 
 class CommandError(Exception):
     """A user error detected by a command; printed as one line, exit status 2."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on standard error, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every sub-command attached."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="ebmcore",
         description="Energy-based modelling for PyTorch: components, plugins, sampling, training.",
     )

@@ -1,0 +1,171 @@
+"""Run configuration: defaults, ``--set section.key=value`` overrides and TOML round trips.
+
+A configuration is a plain nested dict. Component sections (``dataset``, ``model``, ``loss``,
+``sampler``, ``energy``) hold ``name`` and ``params``; the other sections (``train``,
+``evaluate``, ``sample``) hold settings directly. ``config.toml`` in a run folder is the fully
+resolved configuration: replaying it with ``--config`` repeats the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+#: Sections naming a registry component: ``{"name": ..., "params": {...}}``.
+COMPONENT_SECTIONS: tuple[str, ...] = ("dataset", "model", "loss", "sampler", "energy")
+#: Sections holding settings directly.
+SETTING_SECTIONS: tuple[str, ...] = ("train", "evaluate", "sample")
+
+#: The built-in defaults of ``ebmcore train`` (and so of ``ebmcore demo``).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "device": "cpu",
+    "dataset": {"name": "eight_gaussians", "params": {}},
+    "model": {"name": "mlp", "params": {}},
+    "loss": {"name": "pcd", "params": {}},
+    "sampler": {"name": "langevin", "params": {}},
+    "train": {"steps": 2000, "batch_size": 256, "lr": 1e-3, "log_every": 50,
+              "checkpoint_every": 500},
+    "evaluate": {"n_test": 20000, "bounds": [-5.0, 5.0], "resolution": 256},
+    "sample": {"n_chains": 2000, "n_steps": 500, "burn_in": 0, "thin": 5, "backend": "auto"},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value, file or ``--set`` item is malformed."""
+
+
+def parse_value(text: str) -> Any:
+    """Read a ``--set`` value as TOML (``0.1``, ``[64, 64]``, ``true``, ``"s"``), else a string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config: dict[str, Any], items: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``config`` with each ``section.key=value`` item applied.
+
+    In a component section the key names a parameter (``sampler.step_size=0.01``), except
+    ``name``, which picks the component. ``seed=1`` and ``device=cuda`` set top-level keys.
+    """
+    result = copy.deepcopy(config)
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        value = parse_value(raw.strip())
+        section, dot, field = key.partition(".")
+        if not dot:
+            if section not in ("seed", "device"):
+                raise ConfigError(
+                    f"--set {item!r}: expected section.key=value with a section among "
+                    f"{', '.join(COMPONENT_SECTIONS + SETTING_SECTIONS)}, or seed=/device="
+                )
+            result[section] = value
+            continue
+        if not field or "." in field:
+            raise ConfigError(f"--set {item!r}: expected exactly one '.' in the key")
+        if section in COMPONENT_SECTIONS:
+            block = result.setdefault(section, {"name": None, "params": {}})
+            if field == "name":
+                block["name"] = value
+            else:
+                block.setdefault("params", {})[field] = value
+        elif section in SETTING_SECTIONS:
+            result.setdefault(section, {})[field] = value
+        else:
+            raise ConfigError(
+                f"--set {item!r}: unknown section {section!r}; expected one of "
+                f"{', '.join(COMPONENT_SECTIONS + SETTING_SECTIONS)}"
+            )
+    return result
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated recursively with ``override``."""
+    result = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a configuration file, raising ConfigError with the path when it is unreadable."""
+    target = Path(path)
+    try:
+        return tomllib.loads(target.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(target)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {str(target)!r} is not valid TOML: {exc}") from None
+
+
+def _toml_value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    raise ConfigError(f"{where} = {value!r} cannot be written to TOML")
+
+
+def dump_toml(config: Mapping[str, Any]) -> str:
+    """Write a nested dict of TOML-representable values (``None`` entries are left out)."""
+    lines: list[str] = []
+
+    def emit(table: Mapping[str, Any], prefix: str) -> None:
+        scalars = {k: v for k, v in table.items()
+                   if v is not None and not isinstance(v, Mapping)}
+        tables = {k: v for k, v in table.items() if isinstance(v, Mapping)}
+        if prefix and (scalars or not tables):
+            lines.append(f"\n[{prefix}]")
+        for key, value in scalars.items():
+            lines.append(f"{key} = {_toml_value(value, f'{prefix}.{key}'.strip('.'))}")
+        for key, value in tables.items():
+            emit(value, f"{prefix}.{key}" if prefix else key)
+
+    emit(config, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def resolved_params(target: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``params`` plus every default of ``target``'s signature that TOML can hold."""
+    result: dict[str, Any] = {}
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return dict(params)
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
+            continue
+        default = list(p.default) if isinstance(p.default, tuple) else p.default
+        try:
+            _toml_value(default, p.name)
+        except ConfigError:
+            continue
+        result[p.name] = default
+    result.update(params)
+    return result

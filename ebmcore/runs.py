@@ -1,0 +1,442 @@
+"""The main jobs behind the command line: train, sample and evaluate, each into a run folder.
+
+Each function takes a resolved configuration (see :mod:`ebmcore.config`), writes its outputs
+into a folder and returns the metrics it wrote, so the CLI stays a thin layer over it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ebmcore
+from ebmcore.config import dump_toml, resolved_params
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def prepare_output_dir(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Create ``path`` (and parents), check it is writable, and refuse to clobber a run.
+
+    Raises:
+        OSError: When the folder cannot be created or written.
+        FileExistsError: When it already holds a run and ``overwrite`` is false.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output folder {str(out)!r} is a file")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"output folder {str(out)!r} is not empty; choose another --out or pass --overwrite"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".ebmcore-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"cannot write to output folder {str(out)!r}: "
+                      f"{exc.strerror or exc}") from None
+    return out
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software a run used, for its metrics file."""
+    from importlib import metadata
+
+    found = {"ebmcore": ebmcore.__version__, "torch": torch.__version__,
+             "python": platform.python_version()}
+    for dist in ("numba", "pluggy"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    return found
+
+
+def _component_config(kind: str, block: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(block, dict) or not block.get("name"):
+        raise ValueError(f"the [{kind}] section needs a component name")
+    params = block.get("params") or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"[{kind}.params] must be a table of parameters")
+    return {"name": block["name"], "params": dict(params)}
+
+
+def _accepts(target: Any, parameter: str) -> bool:
+    import inspect
+
+    try:
+        return parameter in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def build_training(config: dict[str, Any]) -> dict[str, Any]:
+    """Create the data set, model, sampler and loss a configuration names.
+
+    Returns a dict with the objects and ``config``: the input with every component's
+    parameters completed by its signature's defaults (the fully resolved configuration).
+    """
+    resolved = dict(config)
+    device = torch.device(config.get("device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
+
+    dataset_cfg = _component_config("dataset", config["dataset"])
+    dataset = ebmcore.create("dataset", dataset_cfg["name"], **dataset_cfg["params"])
+
+    model_cfg = _component_config("model", config["model"])
+    model_target = ebmcore.get("model", model_cfg["name"])
+    if _accepts(model_target, "dim") and "dim" not in model_cfg["params"]:
+        event = tuple(getattr(dataset, "event_shape", ()))
+        if len(event) == 1:
+            model_cfg["params"]["dim"] = int(event[0])
+    model = ebmcore.create("model", model_cfg["name"], **model_cfg["params"]).to(device)
+
+    sampler_cfg = _component_config("sampler", config["sampler"])
+    sampler = ebmcore.create("sampler", sampler_cfg["name"], **sampler_cfg["params"])
+
+    loss_cfg = _component_config("loss", config["loss"])
+    loss_target = ebmcore.get("loss", loss_cfg["name"])
+    loss_params = dict(loss_cfg["params"])
+    if _accepts(loss_target, "sampler"):
+        loss_params["sampler"] = sampler
+    loss = ebmcore.create("loss", loss_cfg["name"], **loss_params)
+
+    for kind, block, target in (
+        ("dataset", dataset_cfg, ebmcore.get("dataset", dataset_cfg["name"])),
+        ("model", model_cfg, model_target),
+        ("sampler", sampler_cfg, ebmcore.get("sampler", sampler_cfg["name"])),
+        ("loss", loss_cfg, loss_target),
+    ):
+        resolved[kind] = {"name": block["name"],
+                          "params": resolved_params(target, block["params"])}
+    return {"dataset": dataset, "model": model, "sampler": sampler, "loss": loss,
+            "device": device, "config": resolved}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _scalar_summary(values: torch.Tensor) -> dict[str, float]:
+    values = values.double().flatten()
+    return {"min": float(values.min()), "median": float(values.median()),
+            "max": float(values.max())}
+
+
+def chain_diagnostics(trajectory: torch.Tensor) -> dict[str, Any]:
+    """R-hat, bulk and tail ESS per coordinate of a trajectory ``(T, B, *event)``."""
+    from ebmcore import diagnostics
+
+    draws = diagnostics.from_trajectory(trajectory)
+    return {"rhat": _scalar_summary(diagnostics.rhat(draws)),
+            "ess_bulk": _scalar_summary(diagnostics.ess_bulk(draws)),
+            "ess_tail": _scalar_summary(diagnostics.ess_tail(draws)),
+            "n_chains": int(draws.shape[0]), "n_draws": int(draws.shape[1])}
+
+
+def _initial_points(n: int, event_shape: tuple[int, ...], bounds: list[float],
+                    generator: torch.Generator, dtype: torch.dtype,
+                    device: torch.device) -> torch.Tensor:
+    low, high = float(bounds[0]), float(bounds[1])
+    x = torch.rand((n, *event_shape), generator=generator, dtype=dtype)
+    return (low + (high - low) * x).to(device)
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def train_run(config: dict[str, Any], out: str | Path, *, progress: bool = False,
+              log: Log = _quiet, overwrite: bool = False) -> dict[str, Any]:
+    """Train, then sample and evaluate the model, writing a run folder.
+
+    The folder gets ``checkpoints/`` (full trainer state), ``model.pt`` (weights and how to
+    rebuild them), ``config.toml`` (the resolved configuration), ``metrics.json`` and PNG
+    plots. Ctrl-C during training writes a final checkpoint and returns with
+    ``metrics["interrupted"] = True``.
+
+    Args:
+        config: A configuration such as :data:`ebmcore.config.TRAIN_DEFAULTS`.
+        out: The run folder (created; must be empty unless ``overwrite``).
+        progress: Show progress bars on a terminal.
+        log: Receives one line per stage.
+        overwrite: Allow writing into a non-empty folder.
+    """
+    from ebmcore.checkpoint import save_model
+    from ebmcore.train import Trainer
+
+    out = prepare_output_dir(out, overwrite=overwrite)
+    seed = int(config.get("seed", 0))
+    torch.manual_seed(seed)
+    built = build_training(config)
+    resolved = built["config"]
+    (out / "config.toml").write_text(dump_toml(resolved), encoding="utf-8")
+
+    train_cfg = dict(resolved.get("train", {}))
+    trainer = Trainer(built["model"], built["loss"], data=built["dataset"],
+                      steps=int(train_cfg.pop("steps")),
+                      batch_size=int(train_cfg.pop("batch_size")),
+                      checkpoint_dir=out / "checkpoints", progress=progress, seed=seed,
+                      **train_cfg)
+    log(f"training {resolved['model']['name']} on {resolved['dataset']['name']} with "
+        f"{resolved['loss']['name']} + {resolved['sampler']['name']} for {trainer.steps} steps")
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+        trainer.save_checkpoint()
+        log(f"interrupted at step {trainer.step}; checkpoint written")
+    train_seconds = time.perf_counter() - started
+
+    model = trainer.ema_model or built["model"]
+    model.eval()
+    spec = {"kind": "model", "name": resolved["model"]["name"],
+            "params": resolved["model"]["params"]}
+    save_model(out / "model.pt", model, spec=spec,
+               meta={"dataset": resolved["dataset"], "config_toml": dump_toml(resolved)})
+
+    metrics: dict[str, Any] = {
+        "seed": seed, "interrupted": interrupted, "steps_done": trainer.step,
+        "history": trainer.history, "versions": versions(),
+        "timings": {"train_seconds": train_seconds,
+                    "seconds_per_step": train_seconds / max(trainer.step, 1)},
+    }
+    if not interrupted:
+        log("evaluating and sampling the trained model")
+        metrics.update(_evaluate_and_sample(model, built["dataset"], built["sampler"],
+                                            resolved, seed, out, progress))
+    history = {k: [row[k] for row in trainer.history if k in row]
+               for k in (trainer.history[0] if trainer.history else {})}
+    if history:
+        from ebmcore import plot
+
+        _save_figure(plot.training_curves(history), out / "training.png")
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _evaluate_and_sample(model: Any, dataset: Any, sampler: Any, config: dict[str, Any],
+                         seed: int, out: Path, progress: bool) -> dict[str, Any]:
+    from ebmcore import plot
+    from ebmcore.evaluate import grid_evaluation, mmd
+
+    eval_cfg, sample_cfg = config["evaluate"], config["sample"]
+    bounds = [float(b) for b in eval_cfg["bounds"]]
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    test_generator = torch.Generator().manual_seed(seed + 10_000)
+    test_x = dataset.sample(int(eval_cfg["n_test"]), generator=test_generator)
+    result: dict[str, Any] = {}
+    started = time.perf_counter()
+    two_d = tuple(dataset.event_shape) == (2,)
+    if two_d:
+        evaluation = grid_evaluation(
+            model, dataset if dataset.has_log_prob else None, test_x.to(device, dtype),
+            bounds=bounds, resolution=int(eval_cfg["resolution"]))
+        result["evaluation"] = evaluation.to_dict()
+        _save_figure(plot.energy_contours(model, test_x, bounds=bounds), out / "density.png")
+
+    generator = torch.Generator(device=device).manual_seed(seed + 20_000)
+    x0 = _initial_points(int(sample_cfg["n_chains"]), tuple(dataset.event_shape), bounds,
+                         torch.Generator().manual_seed(seed + 30_000), dtype, device)
+    sampled = sampler.sample(model, x0, int(sample_cfg["n_steps"]),
+                             burn_in=int(sample_cfg["burn_in"]), thin=int(sample_cfg["thin"]),
+                             generator=generator, return_trajectory=True,
+                             backend=str(sample_cfg["backend"]), progress=progress)
+    samples = sampled.samples.detach()
+    torch.save(samples.cpu(), out / "samples.pt")
+    sample_metrics: dict[str, Any] = {
+        "backend": sampled.diagnostics.get("backend"),
+        "seconds": sampled.diagnostics.get("seconds"),
+        "nonfinite_chains": int(sampled.diagnostics["nonfinite_chains"].numel())
+        if "nonfinite_chains" in sampled.diagnostics else None,
+        "chains": chain_diagnostics(sampled.trajectory),
+    }
+    finite = samples[torch.isfinite(samples.flatten(1)).all(1)]
+    n_compare = min(2000, finite.shape[0], test_x.shape[0])
+    if n_compare >= 10:
+        test = mmd(finite[:n_compare].cpu().double(), test_x[:n_compare].double(),
+                   n_permutations=200, generator=torch.Generator().manual_seed(seed + 40_000))
+        sample_metrics["mmd_to_test_data"] = asdict(test)
+    result["sampling"] = sample_metrics
+    if two_d:
+        _save_figure(plot.sample_scatter(finite.cpu(), model, bounds=bounds),
+                     out / "samples.png")
+    _save_figure(plot.trace_plot(sampled.trajectory), out / "trace.png")
+    result["evaluate_seconds"] = time.perf_counter() - started
+    return result
+
+
+def _plot_chains(trajectory: torch.Tensor, samples: torch.Tensor, energy: Any,
+                 out: Path) -> list[str]:
+    from ebmcore import plot
+
+    written = [
+        _save_figure(plot.trace_plot(trajectory), out / "trace.png"),
+        _save_figure(plot.rank_plot(trajectory), out / "rank.png"),
+        _save_figure(plot.autocorrelation_plot(trajectory), out / "autocorrelation.png"),
+    ]
+    event = tuple(samples.shape[1:])
+    finite = samples[torch.isfinite(samples.flatten(1)).all(1)]
+    if event == (2,):
+        spread = float(finite.abs().quantile(0.99)) if finite.numel() else 4.0
+        bound = max(1.0, 1.2 * spread)
+        written.append(_save_figure(
+            plot.sample_scatter(finite, energy, bounds=(-bound, bound)), out / "samples.png"))
+    elif len(event) == 3 and event[0] in (1, 3):
+        written.append(_save_figure(plot.image_grid(finite), out / "samples.png"))
+    return [str(p) for p in written]
+
+
+def load_energy(spec: dict[str, Any] | None, checkpoint: str | Path | None,
+                device: torch.device) -> Any:
+    """Build the energy to sample: a registry component from ``spec`` or a saved model."""
+    if (spec is None) == (checkpoint is None):
+        raise ValueError("give exactly one of an energy name (--energy) or --checkpoint")
+    if checkpoint is not None:
+        from ebmcore.checkpoint import build_model
+
+        energy = build_model(checkpoint)
+        energy.eval()
+    else:
+        block = _component_config("energy", spec)
+        energy = ebmcore.create("energy", block["name"], **block["params"])
+    return energy.to(device)
+
+
+def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, Any],
+               out: str | Path, *, seed: int = 0, progress: bool = False,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Sample ``energy`` and write samples (``.pt``, ``.npy``), diagnostics and plots.
+
+    Args:
+        energy: An :class:`ebmcore.Energy`.
+        sampler_spec: ``{"name": ..., "params": {...}}`` of the sampler.
+        settings: ``n_chains``, ``n_steps``, ``burn_in``, ``thin``, ``backend``, ``init_scale``
+            and, for energies without an ``event_shape``, ``dim``.
+        out: The output folder (created; must be empty unless ``overwrite``).
+        seed: Seeds the initial points and the sampler.
+        progress: Show a progress bar on a terminal.
+        overwrite: Allow writing into a non-empty folder.
+    """
+    import numpy as np
+
+    block = _component_config("sampler", sampler_spec)
+    sampler = ebmcore.create("sampler", block["name"], **block["params"])
+    event_shape = energy.event_shape
+    if event_shape is None:
+        if not settings.get("dim"):
+            raise ValueError(f"{type(energy).__name__} accepts any dimension; pass --dim")
+        event_shape = (int(settings["dim"]),)
+    out = prepare_output_dir(out, overwrite=overwrite)
+    ref = next(iter(energy.buffers()), None)
+    ref = next(iter(energy.parameters()), ref)
+    dtype = ref.dtype if ref is not None else torch.float32
+    device = ref.device if ref is not None else torch.device("cpu")
+    x0 = float(settings.get("init_scale", 1.0)) * torch.randn(
+        (int(settings["n_chains"]), *event_shape), generator=torch.Generator().manual_seed(seed),
+        dtype=dtype).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed + 1)
+    result = sampler.sample(energy, x0, int(settings["n_steps"]),
+                            burn_in=int(settings.get("burn_in", 0)),
+                            thin=int(settings.get("thin", 1)), generator=generator,
+                            return_trajectory=True, backend=str(settings.get("backend", "auto")),
+                            progress=progress)
+    samples = result.samples.detach().cpu()
+    torch.save(samples, out / "samples.pt")
+    np.save(out / "samples.npy", samples.numpy())
+    diag = result.diagnostics
+    acceptance = diag.get("acceptance")
+    report = {
+        "sampler": block, "backend": diag.get("backend"), "seconds": diag.get("seconds"),
+        "n_chains": int(samples.shape[0]), "event_shape": list(event_shape), "seed": seed,
+        "acceptance_mean": None if acceptance is None else float(acceptance.mean()),
+        "nonfinite_chains": int(diag["nonfinite_chains"].numel())
+        if "nonfinite_chains" in diag else None,
+        "chains": chain_diagnostics(result.trajectory),
+        "versions": versions(),
+    }
+    report["plots"] = _plot_chains(result.trajectory.detach().cpu(), samples, energy, out)
+    _write_json(out / "diagnostics.json", report)
+    return report
+
+
+def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: int = 500,
+                        n_ais_temps: int = 200, resolution: int = 256,
+                        bounds: tuple[float, float] = (-5.0, 5.0), seed: int = 0
+                        ) -> dict[str, Any]:
+    """Evaluate a model saved by a training run: exact 2-D figures, AIS bounds, MMD and KSD.
+
+    Args:
+        path: ``model.pt`` from a run folder, or the run folder itself.
+        n_test: Held-out points drawn from the run's data set.
+        n_ais_chains: Annealing chains for the AIS bounds of ``log Z``.
+        n_ais_temps: Temperatures along the AIS path.
+        resolution: Grid cells per axis for the exact 2-D evaluation.
+        bounds: The box of the grid evaluation and of the AIS base's scale.
+        seed: Seeds every draw.
+    """
+    from ebmcore.checkpoint import build_model, load_checkpoint_with_meta
+    from ebmcore.evaluate import ais, grid_evaluation, ksd, mmd, reverse_ais
+
+    target = Path(path)
+    if target.is_dir():
+        target = target / "model.pt"
+    model = build_model(target)
+    model.eval()
+    _, meta = load_checkpoint_with_meta(target)
+    dataset_spec = meta.get("dataset")
+    if not isinstance(dataset_spec, dict):
+        raise ValueError(f"{str(target)!r} records no data set; was it written by ebmcore train?")
+    dataset = ebmcore.create("dataset", dataset_spec["name"], **dataset_spec.get("params", {}))
+    dtype = next(model.parameters()).dtype
+    test_x = dataset.sample(n_test, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    report: dict[str, Any] = {"checkpoint": str(target), "dataset": dataset_spec}
+    if tuple(dataset.event_shape) == (2,):
+        grid = grid_evaluation(model, dataset if dataset.has_log_prob else None, test_x,
+                               bounds=bounds, resolution=resolution)
+        report["grid"] = grid.to_dict()
+    dim = int(torch.tensor(dataset.event_shape).prod())
+    scale2 = (0.5 * (bounds[1] - bounds[0])) ** 2 / 4.0
+    base = ebmcore.create("energy", "gaussian", mean=[0.0] * dim, diag=[scale2] * dim)
+    base = base.to(dtype) if hasattr(base, "to") else base
+    generator = torch.Generator().manual_seed(seed + 1)
+    lower = ais(model, base, n_chains=n_ais_chains, n_temps=n_ais_temps, generator=generator)
+    upper = reverse_ais(model, lower.samples, base, n_temps=n_ais_temps, generator=generator)
+    report["ais"] = {
+        "log_z_lower": lower.log_z, "lower_stderr": lower.stderr, "lower_ess": lower.ess,
+        "log_z_upper_approx": upper.log_z, "upper_stderr": upper.stderr,
+        "upper_ess": upper.ess,
+        "note": "the upper bound starts from AIS samples, not exact draws, so it is approximate",
+    }
+    n = min(1000, n_test, lower.samples.shape[0])
+    samples = lower.samples[:n].detach()
+    report["mmd_ais_samples_vs_data"] = asdict(mmd(samples.double(), test_x[:n].double(),
+                                                 n_permutations=200, generator=generator))
+    report["ksd_data_vs_model"] = asdict(ksd(test_x[:n], model, generator=generator))
+    return report
