@@ -33,7 +33,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "dataset": {"name": "eight_gaussians", "params": {}},
     "model": {"name": "mlp", "params": {}},
     "loss": {"name": "pcd", "params": {}},
-    "sampler": {"name": "langevin", "params": {}},
+    "sampler": {"name": "langevin", "params": {"step_size": 0.01}},
     "train": {"steps": 2000, "batch_size": 256, "lr": 1e-3, "log_every": 50,
               "checkpoint_every": 500},
     "evaluate": {"n_test": 20000, "bounds": [-5.0, 5.0], "resolution": 256},

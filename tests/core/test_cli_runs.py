@@ -1,0 +1,154 @@
+"""The working sub-commands: train, demo, sample and evaluate, and their error messages."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ebmcore.cli import main
+
+TINY = ["--steps", "15", "--set", "sample.n_chains=100", "--set", "sample.n_steps=20",
+        "--set", "evaluate.n_test=1000", "--set", "evaluate.resolution=48",
+        "--set", "loss.buffer_size=256", "--set", "loss.k=5", "--set", "train.batch_size=64",
+        "--set", "train.log_every=5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "first"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run_folder(trained_run):
+    for name in ("config.toml", "metrics.json", "model.pt", "samples.pt", "density.png",
+                 "samples.png", "training.png", "trace.png"):
+        assert (trained_run / name).is_file(), name
+    assert list((trained_run / "checkpoints").glob("step-*.pt"))
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["steps_done"] == 15 and metrics["seed"] == 0
+    assert metrics["evaluation"]["nll"] > 0 and metrics["evaluation"]["data_nll"] > 0
+    assert {"torch", "ebmcore", "numba"} <= set(metrics["versions"])
+    assert metrics["history"] and "loss" in metrics["history"][-1]
+
+
+def test_config_replays_the_run_exactly(trained_run, tmp_path):
+    out = tmp_path / "replay"
+    assert main(["train", "--config", str(trained_run / "config.toml"), "--out", str(out),
+                 "--quiet"]) == 0
+    first = json.loads((trained_run / "metrics.json").read_text())
+    second = json.loads((out / "metrics.json").read_text())
+    def without_timing(history):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    assert without_timing(first["history"]) == without_timing(second["history"])
+    assert first["evaluation"] == second["evaluation"]
+
+
+def test_evaluate_prints_a_table_and_json(trained_run, capsys):
+    args = ["evaluate", str(trained_run), "--n-test", "500", "--ais-chains", "50",
+            "--ais-temps", "20"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "AIS log Z lower" in out and "grid nll" in out
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ais"]["log_z_lower"] == pytest.approx(report["grid"]["log_z"], abs=1.0)
+
+
+def test_sample_an_energy_writes_samples_and_diagnostics(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sample", "--energy", "gaussian", "--set", "energy.mean=[1.0, -1.0]",
+                 "--set", "energy.cov=[[1.0, 0.3], [0.3, 0.5]]", "--sampler", "mala",
+                 "--set", "sampler.step_size=0.4", "--chains", "200", "--steps", "100",
+                 "--burn-in", "50", "--out", str(out), "--quiet"]) == 0
+    samples = torch.load(out / "samples.pt")
+    assert samples.shape == (200, 2)
+    import numpy as np
+
+    assert np.array_equal(np.load(out / "samples.npy"), samples.numpy())
+    report = json.loads((out / "diagnostics.json").read_text())
+    assert report["backend"] and 0.0 < report["acceptance_mean"] <= 1.0
+    assert report["chains"]["rhat"]["max"] < 1.1
+    assert (out / "rank.png").is_file() and (out / "samples.png").is_file()
+
+
+def test_sample_a_trained_checkpoint(trained_run, tmp_path):
+    assert main(["sample", "--checkpoint", str(trained_run / "model.pt"), "--sampler",
+                 "langevin", "--set", "sampler.step_size=0.01", "--chains", "50", "--steps",
+                 "10", "--burn-in", "0", "--out", str(tmp_path / "c"), "--quiet"]) == 0
+
+
+def test_ctrl_c_writes_a_final_checkpoint(monkeypatch, tmp_path):
+    from ebmcore.train import Trainer
+
+    original = Trainer.train_step
+
+    def interrupted_step(self):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    out = tmp_path / "stopped"
+    assert main(["train", "--out", str(out), *TINY]) == 130
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] and metrics["steps_done"] == 4
+    assert (out / "checkpoints" / "step-000000004.pt").is_file()
+
+
+def one_line_error(capsys, args, code=1):
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--loss", "pcdd"], "Did you mean 'pcd'"),
+    (["train", "--set", "no_equals_sign"], "--set expects section.key=value"),
+    (["train", "--set", "colour.x=1"], "unknown section 'colour'"),
+    (["train", "--set", "model.bogus=1"], "Accepted parameters"),
+    (["sample", "--energy", "gausian"], "Did you mean 'gaussian'"),
+    (["evaluate", "/nonexistent/model.pt"], "does not exist"),
+])
+def test_bad_arguments_fail_with_one_line(capsys, tmp_path, args, expected):
+    if args[0] == "train":
+        args = [*args, "--out", str(tmp_path / "x")]
+    err = one_line_error(capsys, args)
+    assert expected in err
+
+
+def test_corrupt_checkpoint_is_rejected(capsys, tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    assert "cannot be read safely" in one_line_error(capsys, ["evaluate", str(bad)])
+
+
+def test_unwritable_output_folder_is_rejected(capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    err = one_line_error(capsys, ["train", "--out", str(blocker / "run"), *TINY])
+    assert "cannot write to output folder" in err
+
+
+def test_non_empty_output_folder_is_not_clobbered(capsys, trained_run):
+    err = one_line_error(capsys, ["train", "--out", str(trained_run), *TINY])
+    assert "not empty" in err
+
+
+def test_usage_errors_are_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--energy", "gaussian", "--backend", "fortran"])
+    assert info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_no_traceback_from_the_console_script(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ebmcore", "train", "--model", "mpl",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "Did you mean 'mlp'" in done.stderr and "Traceback" not in done.stderr
