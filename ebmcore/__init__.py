@@ -53,6 +53,11 @@ _LAZY = {
     "Loss": "ebmcore.loss",
     "LossOutput": "ebmcore.loss",
     "Dataset": "ebmcore.dataset",
+    "save_checkpoint": "ebmcore.checkpoint",
+    "load_checkpoint": "ebmcore.checkpoint",
+    "save_model": "ebmcore.checkpoint",
+    "load_model": "ebmcore.checkpoint",
+    "build_model": "ebmcore.checkpoint",
 }
 
 __all__ = [

@@ -13,4 +13,20 @@ EBMCORE_PLUGIN_API = 1
 @ebmcore.hookimpl
 def ebmcore_datasets() -> list[ebmcore.Component]:
     """Return the built-in datasets."""
-    return []
+    C = ebmcore.Component
+    return [
+        C("eight_gaussians", "ebmcore_datasets.gaussians:EightGaussians",
+          "Gaussians evenly spaced on a circle (FFJORD's 8gaussians); exact log_prob."),
+        C("two_moons", "ebmcore_datasets.moons:TwoMoons",
+          "Two interleaving noisy half circles.", aliases=("moons",)),
+        C("swiss_roll", "ebmcore_datasets.swiss_roll:SwissRoll",
+          "A noisy 2-D Swiss roll spiral.", aliases=("swissroll",)),
+        C("checkerboard", "ebmcore_datasets.checkerboard:Checkerboard",
+          "Uniform on the black squares of a checkerboard; exact log_prob."),
+        C("rings", "ebmcore_datasets.rings:Rings",
+          "Concentric rings with Gaussian noise; exact log_prob (Rice/Bessel form)."),
+        C("spirals", "ebmcore_datasets.spirals:Spirals",
+          "Interleaved noisy spiral arms (FFJORD's 2spirals).", aliases=("two_spirals",)),
+        C("pinwheel", "ebmcore_datasets.pinwheel:Pinwheel",
+          "Curved Gaussian blades arranged like a pinwheel."),
+    ]

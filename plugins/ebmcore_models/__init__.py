@@ -13,4 +13,10 @@ EBMCORE_PLUGIN_API = 1
 @ebmcore.hookimpl
 def ebmcore_models() -> list[ebmcore.Component]:
     """Return the built-in models."""
-    return []
+    return [
+        ebmcore.Component("mlp", "ebmcore_models.mlp:MLPEnergy",
+                          "Multilayer-perceptron energy for vectors (optional spectral norm)."),
+        ebmcore.Component("conv", "ebmcore_models.conv:ConvEnergy",
+                          "Small convolutional energy for images, no batch norm.",
+                          aliases=("cnn",)),
+    ]

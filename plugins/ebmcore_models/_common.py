@@ -1,0 +1,70 @@
+"""Pieces shared by the neural energies: activations by name, layer wrapping, shape checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmcore.component import normalize_name
+from ebmcore.validation import check_int
+
+#: Activations selectable by name, each built with torch's default settings.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def make_activation(name: Any) -> nn.Module:
+    """Return a fresh activation module for ``name`` (case and ``-``/``_`` ignored)."""
+    if not isinstance(name, str):
+        raise TypeError(f"activation must be a string, got {type(name).__name__}")
+    factory = ACTIVATIONS.get(normalize_name(name))
+    if factory is None:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return factory()
+
+
+def check_widths(name: str, widths: Any, *, allow_empty: bool) -> tuple[int, ...]:
+    """Return ``widths`` as a tuple of positive layer sizes."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"{name} must be a list or tuple of positive integers, got "
+                        f"{type(widths).__name__}")
+    if not widths and not allow_empty:
+        raise ValueError(f"{name} must hold at least one width, got an empty sequence")
+    return tuple(check_int(f"{name}[{i}]", w, minimum=1) for i, w in enumerate(widths))
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return ``value`` after checking it is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
+
+
+def maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
+    """Wrap ``layer`` in spectral normalisation of its weight when ``enabled``."""
+    return nn.utils.parametrizations.spectral_norm(layer) if enabled else layer
+
+
+def check_input(x: torch.Tensor, event_shape: tuple[int, ...]) -> None:
+    """Raise a ValueError unless ``x`` has shape ``(B, *event_shape)``; shapes only, no data.
+
+    Only metadata is read, so the check costs nothing per step and ``torch.compile`` turns
+    it into a shape guard: right-shaped calls trace as one graph. A wrong shape raises this
+    ValueError eagerly and under plain ``torch.compile``; with ``fullgraph=True`` dynamo
+    wraps it in its own error (it cannot raise from inside a graph), message included.
+    """
+    if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != event_shape:
+        raise ValueError(
+            f"x must have shape (B, {', '.join(map(str, event_shape))}) for event shape "
+            f"{event_shape}, got {tuple(x.shape)}"
+        )

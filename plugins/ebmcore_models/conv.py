@@ -1,0 +1,84 @@
+"""A small convolutional energy for images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ebmcore.component import normalize_name
+from ebmcore.energy import Energy
+from ebmcore.validation import check_int
+from ebmcore_models._common import (
+    check_flag,
+    check_input,
+    check_widths,
+    make_activation,
+    maybe_spectral_norm,
+)
+
+
+def _halved(size: int) -> int:
+    """Spatial size after a 3×3 convolution with stride 2 and padding 1."""
+    return (size - 1) // 2 + 1
+
+
+class ConvEnergy(Energy):
+    """A convolutional network ``(C, H, W) -> R`` used as an energy ``E(x)``.
+
+    The first 3×3 convolution keeps the resolution; each further one halves it (stride 2).
+    The feature map is flattened (its size computed from ``image_size``, so the layout of
+    each pixel is kept) and a Linear layer gives the energy. There is no batch norm, so
+    each image's energy is independent of the rest of the batch, as an energy must be.
+    With the defaults a 28×28 image ends as 128×7×7 and a 32×32 one as 128×8×8.
+
+    Args:
+        in_channels: Number of image channels ``C``.
+        image_size: Height and width of the images, one int for square images or ``(H, W)``.
+        channels: Output channels of each convolution.
+        activation: One of ``silu``, ``relu``, ``elu``, ``gelu``, ``tanh``, ``softplus``,
+            ``leaky_relu`` (torch's default settings).
+        spectral_norm: Spectrally normalise every convolution and Linear weight.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int | Sequence[int] = 28,
+                 channels: Sequence[int] = (32, 64, 128), activation: str = "silu",
+                 spectral_norm: bool = False) -> None:
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        if isinstance(image_size, int) and not isinstance(image_size, bool):
+            height = width = check_int("image_size", image_size, minimum=1)
+        elif isinstance(image_size, Sequence) and len(image_size) == 2:
+            height = check_int("image_size[0]", image_size[0], minimum=1)
+            width = check_int("image_size[1]", image_size[1], minimum=1)
+        else:
+            raise TypeError(f"image_size must be an int or a pair (H, W), got {image_size!r}")
+        self.channels = check_widths("channels", channels, allow_empty=False)
+        make_activation(activation)  # validate before building anything
+        self.activation = normalize_name(activation)
+        self.spectral_norm = check_flag("spectral_norm", spectral_norm)
+        self.event_shape = (self.in_channels, height, width)
+
+        layers: list[nn.Module] = []
+        fan_in = self.in_channels
+        for i, fan_out in enumerate(self.channels):
+            stride = 1 if i == 0 else 2
+            conv = nn.Conv2d(fan_in, fan_out, kernel_size=3, stride=stride, padding=1)
+            layers += [maybe_spectral_norm(conv, self.spectral_norm), make_activation(activation)]
+            if stride == 2:
+                height, width = _halved(height), _halved(width)
+            fan_in = fan_out
+        layers.append(nn.Flatten())
+        head = nn.Linear(fan_in * height * width, 1)
+        layers.append(maybe_spectral_norm(head, self.spectral_norm))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the energies ``(B,)`` of a batch ``x`` of shape ``(B, C, H, W)``."""
+        check_input(x, self.event_shape)
+        return self.net(x).squeeze(-1)
+
+    def extra_repr(self) -> str:
+        return (f"event_shape={self.event_shape}, channels={self.channels}, "
+                f"activation={self.activation!r}, spectral_norm={self.spectral_norm}")
