@@ -1,0 +1,109 @@
+"""Small building blocks the built-in samplers share: noise, per-chain scalars, energy calls."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from ebmcore.energy import Energy
+from ebmcore.sampler import check_finite_points
+from ebmcore.validation import check_energy_output
+
+_DEFAULT_GENERATORS: dict[str, torch.Generator] = {}
+_LOCK = threading.Lock()
+
+
+def default_generator(device: torch.device | str) -> torch.Generator:
+    """Return a private, non-deterministically seeded generator for ``device``.
+
+    Used when the caller passes no generator, so that the global torch RNG is never touched.
+    """
+    key = str(torch.device(device))
+    with _LOCK:
+        gen = _DEFAULT_GENERATORS.get(key)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            gen.seed()
+            _DEFAULT_GENERATORS[key] = gen
+    return gen
+
+
+def generator_for(generator: torch.Generator | None, x: torch.Tensor) -> torch.Generator:
+    """Return ``generator``, or the private default generator of ``x``'s device."""
+    return default_generator(x.device) if generator is None else generator
+
+
+def randn_(buf: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fill ``buf`` with standard normal draws in place (no allocation) and return it."""
+    return torch.randn(buf.shape, generator=generator, out=buf)
+
+
+def rand_(buf: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fill ``buf`` with uniform draws on ``[0, 1)`` in place and return it."""
+    return torch.rand(buf.shape, generator=generator, out=buf)
+
+
+def per_chain(values: torch.Tensor, ndim: int) -> torch.Tensor:
+    """View per-chain values ``(B,)`` as ``(B, 1, ..., 1)`` so they broadcast over events."""
+    return values.view(values.shape[0], *([1] * (ndim - 1)))
+
+
+def flat(x: torch.Tensor) -> torch.Tensor:
+    """View a batch ``(B, *event)`` as ``(B, D)`` (copies only if ``x`` is not contiguous)."""
+    return x.reshape(x.shape[0], -1)
+
+
+def sq_norm(x: torch.Tensor) -> torch.Tensor:
+    """Per-chain squared Euclidean norm ``(B,)`` of a batch of any event shape."""
+    f = flat(x)
+    return torch.linalg.vecdot(f, f)
+
+
+def axpy_(y: torch.Tensor, a: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y += a * x`` in place, with ``a`` a number or per-chain values ``(B, 1, ...)``."""
+    if isinstance(a, torch.Tensor):
+        return y.addcmul_(x, a)
+    return y.add_(x, alpha=a)
+
+
+def check_grad_output(energy: Energy, x: torch.Tensor, g: object) -> torch.Tensor:
+    """Check that a gradient has the shape of ``x``."""
+    if not isinstance(g, torch.Tensor) or g.shape != x.shape:
+        got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
+        raise ValueError(f"{type(energy).__name__} must return gradients of the input's shape "
+                         f"{tuple(x.shape)}, got {got}")
+    return g
+
+
+def initial_energy_and_grad(energy: Energy, x: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check ``x``, copy it, and return ``(x_copy, energy, grad)`` with shapes validated.
+
+    The copy means steps may update the state in place without touching the caller's tensor.
+    """
+    check_finite_points("x", x, energy.event_shape)
+    x = x.detach().clone(memory_format=torch.contiguous_format)
+    e, g = energy.energy_and_grad(x)
+    check_energy_output(energy, x, e)
+    check_grad_output(energy, x, g)
+    return x, e.detach(), g.detach()
+
+
+def grad_gives_energy(energy: Energy) -> bool:
+    """Whether ``energy.grad`` computes the energy anyway (so asking for both costs nothing)."""
+    return type(energy).grad is Energy.grad
+
+
+def validate_target_accept(value: object) -> float:
+    """Return ``value`` as a float after checking it lies strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"target_accept must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """Return ``value`` after checking it is a bool (``1`` or ``"yes"`` are refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value

@@ -1,0 +1,123 @@
+"""Unadjusted Langevin dynamics (ULA): ``x' = x - eps * grad E(x) + s * sqrt(2 eps) * xi``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ebmcore.energy import Energy
+from ebmcore.sampler import Sampler, SamplerState
+from ebmcore.validation import check_positive
+from ebmcore_samplers import _common
+from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
+
+
+@dataclass
+class LangevinState(SamplerState):
+    """State of :class:`Langevin` chains.
+
+    Attributes:
+        noise: Preallocated buffer the Gaussian noise is drawn into.
+        t: Number of steps taken since :meth:`Langevin.init` (the schedules' clock).
+    """
+
+    noise: torch.Tensor | None = None
+    t: int = 0
+
+
+def _check_clamp(clamp: Any) -> tuple[float | None, float | None] | None:
+    if clamp is None:
+        return None
+    if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
+        raise ValueError(f"clamp must be a (min, max) pair or None, got {clamp!r}")
+    lo, hi = clamp
+    for label, v in (("min", lo), ("max", hi)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or math.isnan(v)):
+            raise ValueError(f"clamp {label} must be a number or None, got {v!r}")
+    if lo is None and hi is None:
+        raise ValueError("clamp needs at least one of min and max; pass clamp=None for no box")
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"clamp must satisfy min < max, got {clamp!r}")
+    return (None if lo is None else float(lo), None if hi is None else float(hi))
+
+
+class Langevin(Sampler):
+    """Unadjusted Langevin algorithm, also the engine of SGLD-style EBM training.
+
+    Each step computes ``x' = x - eps * g + noise_scale * sqrt(2 * eps) * xi`` with
+    ``g = grad E(x)`` (optionally clipped to norm ``grad_clip`` per chain) and ``xi ~ N(0, I)``,
+    then clamps ``x'`` to the box ``clamp``. Without a Metropolis correction the stationary
+    law is biased by ``O(eps)``: on a Gaussian of variance ``s2`` it has variance
+    ``s2 / (1 - eps / (2 * s2))``. ``noise_scale < 1`` is the usual EBM-training heuristic and
+    samples a colder distribution.
+
+    Args:
+        step_size: ``eps``, a positive number or a schedule of the step number.
+        noise_scale: Multiplier of the injected noise (number or schedule; ``0`` gives
+            gradient descent).
+        grad_clip: Clip each chain's gradient to at most this Euclidean norm (``None``: no
+            clipping).
+        clamp: ``(min, max)`` box every coordinate is clamped to after each step; either
+            bound may be ``None``.
+    """
+
+    def __init__(self, step_size: float | Schedule, noise_scale: float | Schedule = 1.0,
+                 grad_clip: float | None = None,
+                 clamp: tuple[float | None, float | None] | None = None) -> None:
+        self.step_size = as_schedule("step_size", step_size)
+        self.noise_scale = as_schedule("noise_scale", noise_scale, allow_zero=True)
+        self.grad_clip = (None if grad_clip is None
+                          else check_positive("grad_clip", grad_clip))
+        self.clamp = _check_clamp(clamp)
+
+    def init(self, energy: Energy, x: torch.Tensor) -> LangevinState:
+        """Return chains at a copy of ``x`` with their energy and gradient cached."""
+        x, e, g = _common.initial_energy_and_grad(energy, x)
+        return LangevinState(x=x, energy=e, grad=g, noise=torch.empty_like(x), t=0)
+
+    def step(self, energy: Energy, state: LangevinState,
+             generator: torch.Generator | None = None
+             ) -> tuple[LangevinState, dict[str, torch.Tensor]]:
+        """Move every chain once, in place; the info is empty (there is no rejection)."""
+        gen = _common.generator_for(generator, state.x)
+        x = state.x
+        eps = self.step_size(state.t)
+        noise_sd = self.noise_scale(state.t) * math.sqrt(2.0 * eps)
+        g = state.grad
+        if self.grad_clip is not None:
+            norm = _common.sq_norm(g).sqrt_()
+            scale = (self.grad_clip / norm.clamp_min_(1e-30)).clamp_max_(1.0)
+            g = g * _common.per_chain(scale, g.ndim)
+        x.add_(g, alpha=-eps)
+        _common.axpy_(x, noise_sd, _common.randn_(state.noise, gen))
+        if self.clamp is not None:
+            x.clamp_(*self.clamp)
+        # The energy comes free with autograd gradients; closed-form ones skip it unless
+        # the loop records it after this step.
+        if state.need_energy or _common.grad_gives_energy(energy):
+            e, g = energy.energy_and_grad(x)
+            state.energy = e.detach()
+        else:
+            g = energy.grad(x)
+            state.energy = None
+        state.grad = g.detach()
+        state.t += 1
+        return state, {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the parameters, schedules as state dicts."""
+        return {"step_size": self.step_size.state_dict(),
+                "noise_scale": self.noise_scale.state_dict(),
+                "grad_clip": self.grad_clip, "clamp": self.clamp}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.step_size = as_schedule("step_size", from_state_dict(state["step_size"]))
+        self.noise_scale = as_schedule("noise_scale", from_state_dict(state["noise_scale"]),
+                                       allow_zero=True)
+        self.grad_clip = state["grad_clip"]
+        self.clamp = _check_clamp(state["clamp"])

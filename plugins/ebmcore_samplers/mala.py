@@ -1,0 +1,153 @@
+"""Metropolis-adjusted Langevin algorithm (MALA) with per-chain step-size adaptation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ebmcore.energy import Energy
+from ebmcore.sampler import Sampler, SamplerState
+from ebmcore_samplers import _common
+from ebmcore_samplers.adaptation import DualAveraging
+from ebmcore_samplers.schedules import Constant, Schedule, as_schedule, from_state_dict
+
+
+@dataclass
+class MALAState(SamplerState):
+    """State of :class:`MALA` chains.
+
+    Attributes:
+        t: Steps taken since :meth:`MALA.init` (the schedules' clock).
+        step_size: Per-chain step sizes ``(B,)`` once adaptation has run, else ``None``
+            (the sampler's ``step_size`` schedule applies).
+        adaptation: The running :class:`DualAveraging` during burn-in.
+        proposal: Buffer for the proposed positions.
+        noise: Buffer for the Gaussian noise.
+        uniform: Buffer ``(B,)`` for the acceptance draws.
+    """
+
+    t: int = 0
+    step_size: torch.Tensor | None = None
+    adaptation: DualAveraging | None = None
+    proposal: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    uniform: torch.Tensor | None = None
+
+
+def check_adaptable(step_size: Schedule, adapt_step_size: bool) -> None:
+    """Refuse to adapt a step size that is a non-constant schedule."""
+    if adapt_step_size and not isinstance(step_size, Constant):
+        raise ValueError(
+            "step_size is a schedule, which cannot be adapted; pass adapt_step_size=False "
+            "to follow the schedule, or a number to adapt it")
+
+
+class MALA(Sampler):
+    """Metropolis-adjusted Langevin algorithm.
+
+    Proposes ``y = x - eps * grad E(x) + sqrt(2 eps) * xi`` and accepts it per chain with the
+    Metropolis-Hastings probability, so the stationary law is exact. Each step costs one
+    energy-and-gradient evaluation: the energy and gradient at the current point are cached
+    in the state and reused when a proposal is rejected. With ``adapt_step_size`` every
+    chain tunes its own step size by dual averaging during burn-in; afterwards the averaged
+    step size stays fixed (reported as ``diagnostics["step_size"]``).
+
+    Args:
+        step_size: ``eps``, a positive number (the initial value when adapting) or a
+            schedule (only with ``adapt_step_size=False``).
+        adapt_step_size: Tune the per-chain step size during burn-in.
+        target_accept: Acceptance probability the adaptation aims for (0.574 is optimal
+            for MALA in high dimension).
+    """
+
+    acceptance_key = "accept_prob"
+
+    def __init__(self, step_size: float | Schedule, adapt_step_size: bool = True,
+                 target_accept: float = 0.574) -> None:
+        self.step_size = as_schedule("step_size", step_size)
+        self.adapt_step_size = _common.check_flag("adapt_step_size", adapt_step_size)
+        self.target_accept = _common.validate_target_accept(target_accept)
+        check_adaptable(self.step_size, self.adapt_step_size)
+
+    def init(self, energy: Energy, x: torch.Tensor) -> MALAState:
+        """Return chains at a copy of ``x`` with their energy and gradient cached."""
+        x, e, g = _common.initial_energy_and_grad(energy, x)
+        return MALAState(x=x, energy=e.clone(), grad=g.clone(), proposal=torch.empty_like(x),
+                         noise=torch.empty_like(x),
+                         uniform=torch.empty(x.shape[0], dtype=x.dtype, device=x.device))
+
+    def step(self, energy: Energy, state: MALAState,
+             generator: torch.Generator | None = None
+             ) -> tuple[MALAState, dict[str, torch.Tensor]]:
+        """Propose, then accept or reject per chain; info has ``accept_prob`` and ``accepted``."""
+        gen = _common.generator_for(generator, state.x)
+        x, g, y, xi = state.x, state.grad, state.proposal, state.noise
+        if state.step_size is None:
+            eps: float | torch.Tensor = self.step_size(state.t)
+            eps_b: float | torch.Tensor = eps
+            sd: float | torch.Tensor = math.sqrt(2.0 * eps)
+        else:
+            eps = state.step_size
+            eps_b = _common.per_chain(eps, x.ndim)
+            sd = _common.per_chain((2.0 * eps).sqrt(), x.ndim)
+        # y = x - eps * g + sqrt(2 eps) * xi
+        if isinstance(eps_b, torch.Tensor):
+            torch.addcmul(x, g, eps_b, value=-1.0, out=y)
+        else:
+            torch.add(x, g, alpha=-eps_b, out=y)
+        _common.randn_(xi, gen)
+        forward = _common.sq_norm(xi).mul_(0.5)  # -log q(y|x) up to the shared constant
+        _common.axpy_(y, sd, xi)
+        e_y, g_y = energy.energy_and_grad(y)
+        # Reverse move x <- y: residual r = x - y + eps * grad E(y), reusing the noise buffer.
+        r = torch.sub(x, y, out=xi)
+        _common.axpy_(r, eps_b, g_y)
+        backward = _common.sq_norm(r).div_(4.0 * eps)
+        log_alpha = (state.energy - e_y).add_(forward).sub_(backward)
+        accept_prob = log_alpha.clamp_max_(0.0).exp_().nan_to_num_(nan=0.0)
+        accepted = _common.rand_(state.uniform, gen) < accept_prob
+        acc_b = _common.per_chain(accepted, x.ndim)
+        torch.where(acc_b, y, x, out=x)
+        torch.where(acc_b, g_y, g, out=g)
+        torch.where(accepted, e_y, state.energy, out=state.energy)
+        state.t += 1
+        return state, {"accept_prob": accept_prob, "accepted": accepted}
+
+    def adapt(self, state: MALAState, info: dict[str, torch.Tensor], iteration: int,
+              n_adapt: int) -> MALAState:
+        """Dual-average each chain's step size; fix it to the average at the last iteration."""
+        if not self.adapt_step_size:
+            return state
+        if state.adaptation is None:
+            state.adaptation = DualAveraging(
+                self.step_size(0) if state.step_size is None else state.step_size,
+                self.target_accept, n_chains=state.x.shape[0], dtype=state.x.dtype,
+                device=state.x.device)
+        state.step_size = state.adaptation.update(info["accept_prob"])
+        if iteration >= n_adapt - 1:
+            state.step_size = state.adaptation.final()
+            state.adaptation = None
+        return state
+
+    def final_diagnostics(self, state: MALAState) -> dict[str, Any]:
+        """Report the per-chain step sizes in use at the end."""
+        if state.step_size is not None:
+            return {"step_size": state.step_size.clone()}
+        return {"step_size": torch.full((state.x.shape[0],), self.step_size(max(state.t - 1, 0)),
+                                        dtype=state.x.dtype, device=state.x.device)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the parameters, the step size as a schedule state dict."""
+        return {"step_size": self.step_size.state_dict(),
+                "adapt_step_size": self.adapt_step_size, "target_accept": self.target_accept}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        step_size = as_schedule("step_size", from_state_dict(state["step_size"]))
+        check_adaptable(step_size, bool(state["adapt_step_size"]))
+        self.step_size = step_size
+        self.adapt_step_size = bool(state["adapt_step_size"])
+        self.target_accept = _common.validate_target_accept(state["target_accept"])

@@ -1,0 +1,73 @@
+"""Tests of the burn-in adaptation blocks: dual averaging, Welford, mass windows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ebmcore_samplers.adaptation import DualAveraging, Welford, mass_windows
+
+
+def test_dual_averaging_finds_the_step_size_of_the_target_acceptance() -> None:
+    # A deterministic acceptance curve accept(eps) = exp(-eps): the fixed point is
+    # eps* = -log(target); chains start on both sides of it.
+    target = 0.65
+    da = DualAveraging(torch.tensor([0.01, 0.5, 5.0], dtype=torch.float64), target)
+    eps = da.final()
+    for _ in range(3000):
+        eps = da.update(torch.exp(-eps))
+    final = da.final()
+    assert torch.allclose(final, torch.full_like(final, -math.log(target)), rtol=1e-2)
+
+
+def test_dual_averaging_shrinks_the_step_on_divergence() -> None:
+    da = DualAveraging(1.0, 0.8, n_chains=2)
+    eps = da.update(torch.tensor([float("nan"), 1.0]))
+    assert eps[0] < eps[1]
+
+
+def test_dual_averaging_validates() -> None:
+    with pytest.raises(ValueError, match="target_accept"):
+        DualAveraging(1.0, 1.0, n_chains=1)
+    with pytest.raises(ValueError, match="n_chains"):
+        DualAveraging(1.0, 0.5)
+    with pytest.raises(ValueError, match="step_size"):
+        DualAveraging(-1.0, 0.5, n_chains=3)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_welford_batches_match_the_pooled_covariance(dense: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 3.0])
+               + 5.0 for n in (7, 1, 30, 12)]
+    w = Welford(3, dense=dense)
+    for b in batches:
+        w.update(b)
+    data = torch.cat(batches)
+    assert w.n == data.shape[0]
+    assert torch.allclose(w.mean, data.mean(0))
+    expected = torch.cov(data.T) if dense else data.var(0)
+    assert torch.allclose(w.covariance(regularize=False), expected)
+    n = data.shape[0]
+    shrink = 1e-3 * 5 / (n + 5)
+    reg = expected * n / (n + 5) + (shrink * torch.eye(3, dtype=torch.float64) if dense else shrink)
+    assert torch.allclose(w.covariance(), reg)
+
+
+def test_welford_flattens_events_and_checks_sizes() -> None:
+    w = Welford(4)
+    w.update(torch.ones(2, 2, 2))
+    with pytest.raises(ValueError, match="rows of length 4"):
+        w.update(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="at least 2"):
+        Welford(4).covariance()
+
+
+def test_mass_windows() -> None:
+    assert mass_windows(19) == []
+    for n in (20, 100, 1000):
+        windows = mass_windows(n)
+        assert windows[0][0] == int(0.15 * n) and windows[-1][1] == int(0.9 * n)
+        assert all(a < b for a, b in windows)
+        assert all(windows[i][1] == windows[i + 1][0] for i in range(len(windows) - 1))
