@@ -185,6 +185,10 @@ class Registry:
             if record.status != "active":
                 self._add_record(record)
                 continue
+            clash = self._name_clash(record)
+            if clash is not None:
+                self._fail(record, clash, None, strict)
+                continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # any import-time failure stays inside the plugin
@@ -193,13 +197,20 @@ class Registry:
             self._load(plugin, record, strict)
 
     def _add_record(self, record: PluginRecord) -> None:
-        if normalize_name(record.name) in {normalize_name(n) for n in self._plugins}:
-            raise PluginLoadError(
-                f"Two plugins are named {record.name!r} "
-                f"(distributions {self._plugins[record.name].distribution!r} and "
-                f"{record.distribution!r}); plugin names must be unique"
-            )
-        self._plugins[record.name] = record
+        key, n = record.name, 1
+        while key in self._plugins:  # a duplicate name was already marked failed
+            n += 1
+            key = f"{record.name}#{n}"
+        self._plugins[key] = record
+
+    def _name_clash(self, record: PluginRecord) -> str | None:
+        """Return why ``record`` cannot load when an active plugin already has its name."""
+        for other in self._plugins.values():
+            if other.status == "active" and \
+                    normalize_name(other.name) == normalize_name(record.name):
+                return (f"another plugin named {other.name!r} (distribution "
+                        f"{other.distribution!r}) is already loaded; plugin names must be unique")
+        return None
 
     def _fail(self, record: PluginRecord, message: str, exc: BaseException | None,
               strict: bool) -> None:
@@ -303,6 +314,9 @@ class Registry:
         with self._lock:
             record = PluginRecord(name=plugin_name, distribution=distribution,
                                   version=version, builtin=builtin)
+            clash = self._name_clash(record)
+            if clash is not None:
+                raise PluginLoadError(f"Plugin {plugin_name!r} cannot be registered: {clash}")
             self._load(plugin, record, strict=True)
             self._annotate_clashes()
             return record

@@ -12,6 +12,7 @@ from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_int, check_positive
 from ebmcore_samplers import _common
 from ebmcore_samplers.adaptation import DualAveraging, Welford, mass_windows
+from ebmcore_samplers.kernels.mixin import FusedBackendMixin
 from ebmcore_samplers.mala import check_adaptable
 from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
 
@@ -134,7 +135,7 @@ def _check_adapt_mass(value: Any) -> str | None:
     raise ValueError(f"adapt_mass must be False, True, 'diag' or 'dense', got {value!r}")
 
 
-class HMC(Sampler):
+class HMC(FusedBackendMixin, Sampler):
     """Hamiltonian Monte Carlo with a leapfrog integrator and per-chain Metropolis correction.
 
     Every trajectory draws momenta ``p ~ N(0, M)``, takes ``n_leapfrog`` leapfrog steps and
@@ -271,6 +272,13 @@ class HMC(Sampler):
                 torch.full((state.x.shape[0],), self.step_size(max(state.t - 1, 0)),
                            dtype=state.x.dtype, device=state.x.device))
         return {"step_size": step, "inverse_mass": state.metric.inverse_mass()}
+
+    def _fused_params(self) -> tuple[str, dict[str, Any]]:
+        """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""
+        return "hmc", {"step_size": self.step_size, "n_leapfrog": self.n_leapfrog,
+                       "mass": self.mass, "jitter": self.jitter,
+                       "adapt_step_size": self.adapt_step_size, "adapt_mass": self.adapt_mass,
+                       "target_accept": self.target_accept}
 
     def state_dict(self) -> dict[str, Any]:
         """Return the parameters, the step size as a schedule state dict."""

@@ -12,6 +12,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_positive
 from ebmcore_samplers import _common
+from ebmcore_samplers.kernels.mixin import FusedBackendMixin
 from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
 
 
@@ -45,7 +46,7 @@ def _check_clamp(clamp: Any) -> tuple[float | None, float | None] | None:
     return (None if lo is None else float(lo), None if hi is None else float(hi))
 
 
-class Langevin(Sampler):
+class Langevin(FusedBackendMixin, Sampler):
     """Unadjusted Langevin algorithm, also the engine of SGLD-style EBM training.
 
     Each step computes ``x' = x - eps * g + noise_scale * sqrt(2 * eps) * xi`` with
@@ -107,6 +108,11 @@ class Langevin(Sampler):
         state.grad = g.detach()
         state.t += 1
         return state, {}
+
+    def _fused_params(self) -> tuple[str, dict[str, Any]]:
+        """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""
+        return "langevin", {"step_size": self.step_size, "noise_scale": self.noise_scale,
+                            "grad_clip": self.grad_clip, "clamp": self.clamp}
 
     def state_dict(self) -> dict[str, Any]:
         """Return the parameters, schedules as state dicts."""

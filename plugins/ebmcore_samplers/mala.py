@@ -12,6 +12,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore_samplers import _common
 from ebmcore_samplers.adaptation import DualAveraging
+from ebmcore_samplers.kernels.mixin import FusedBackendMixin
 from ebmcore_samplers.schedules import Constant, Schedule, as_schedule, from_state_dict
 
 
@@ -45,7 +46,7 @@ def check_adaptable(step_size: Schedule, adapt_step_size: bool) -> None:
             "to follow the schedule, or a number to adapt it")
 
 
-class MALA(Sampler):
+class MALA(FusedBackendMixin, Sampler):
     """Metropolis-adjusted Langevin algorithm.
 
     Proposes ``y = x - eps * grad E(x) + sqrt(2 eps) * xi`` and accepts it per chain with the
@@ -138,6 +139,11 @@ class MALA(Sampler):
             return {"step_size": state.step_size.clone()}
         return {"step_size": torch.full((state.x.shape[0],), self.step_size(max(state.t - 1, 0)),
                                         dtype=state.x.dtype, device=state.x.device)}
+
+    def _fused_params(self) -> tuple[str, dict[str, Any]]:
+        """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""
+        return "mala", {"step_size": self.step_size, "adapt_step_size": self.adapt_step_size,
+                        "target_accept": self.target_accept}
 
     def state_dict(self) -> dict[str, Any]:
         """Return the parameters, the step size as a schedule state dict."""

@@ -111,3 +111,29 @@ def test_real_builtins_are_discovered():
     records = {r.name: r for r in Registry().plugins()}
     for name in ("energies", "samplers", "losses", "models", "datasets"):
         assert records[name].builtin and records[name].status == "active"
+
+
+def test_two_plugins_with_one_name_do_not_break_the_host(monkeypatch):
+    import ebmcore.registry as registry_module
+
+    points = [FakeEntryPoint("same", plugin_with_energy("first_e"), dist="dist-one"),
+              FakeEntryPoint("Same", plugin_with_energy("second_e"), dist="dist-two")]
+    monkeypatch.setattr(registry_module, "_iter_entry_points", lambda: points)
+    monkeypatch.delenv("EBMCORE_STRICT_PLUGINS", raising=False)
+    registry = Registry()
+    records = {r.distribution: r for r in registry.plugins()}
+    assert records["dist-one"].status == "active"
+    assert records["dist-two"].status == "failed"
+    assert "plugin names must be unique" in records["dist-two"].error
+    assert "dist-one" in records["dist-two"].error
+    assert registry.get("energy", "first_e") is dict
+    monkeypatch.setenv("EBMCORE_STRICT_PLUGINS", "1")
+    with pytest.raises(ebmcore.PluginLoadError, match="must be unique"):
+        Registry().plugins()
+
+
+def test_registering_a_taken_name_in_process_raises(ebmcore_registry):
+    ebmcore_registry.register(plugin_with_energy("one_e"), name="mine")
+    with pytest.raises(ebmcore.PluginLoadError, match="must be unique"):
+        ebmcore_registry.register(plugin_with_energy("two_e"), name="MINE")
+    assert ebmcore.names("energy") == ["one_e"]

@@ -1,0 +1,251 @@
+"""Speed of the fused numba kernels and of ``backend="auto"`` against bare-PyTorch floors.
+
+Cases (each a ratio ``time / floor`` measured in one process, interleaved, after warm-up):
+
+- 8-component Gaussian mixture, 2-D, 100,000 chains x 100 Langevin steps: the numba
+  kernel against a hand-written vectorised torch loop (goal <= 0.4).
+- 2-D double well, 100,000 chains x 100 Langevin steps: ``Langevin.sample(backend="auto")``
+  against the floor (goal <= 1.10).
+
+torch is pinned to one thread after numba is imported (numba can reset the OpenMP thread
+count torch shares), and the script asserts it. The numba kernels run with 1 thread (the
+fair comparison with one torch thread) and with every numba thread (reported too).
+
+``--sweep`` also times the numba and torch backends over chain counts and dimensions for
+both energies: the measurements ``ebmcore_samplers.kernels.dispatch.auto_backend`` encodes.
+
+Run ``python benchmarks/kernels.py`` (full sizes, a few minutes on 2 cores),
+``python benchmarks/kernels.py --quick`` (smoke sizes) or add ``--sweep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numba  # import before pinning torch's threads (see the module docstring)
+import torch
+from ebmcore_samplers.kernels import FusedBackendMixin
+from ebmcore_samplers.kernels.dispatch import auto_backend
+from ebmcore_samplers.langevin import Langevin
+
+import ebmcore
+
+STEP = 0.01
+
+
+class FusedLangevin(FusedBackendMixin, Langevin):
+    """Langevin with the fused backends, for when the built-in class does not have them yet."""
+
+    def _fused_params(self):
+        return "langevin", {"step_size": self.step_size, "noise_scale": self.noise_scale,
+                            "grad_clip": self.grad_clip, "clamp": self.clamp}
+
+
+def langevin_sampler() -> Langevin:
+    """The built-in Langevin if it has the fused backends, else :class:`FusedLangevin`."""
+    if issubclass(Langevin, FusedBackendMixin):
+        return Langevin(step_size=STEP)
+    return FusedLangevin(step_size=STEP)
+
+
+# -- energies and floors -------------------------------------------------------------------
+
+def double_well(dim: int = 2) -> ebmcore.Energy:
+    """The registry's double well (barrier 2, centre 1)."""
+    return ebmcore.create("energy", "double_well", dim=dim, barrier=2.0, center=1.0)
+
+
+def mixture(dim: int = 2, k: int = 8) -> ebmcore.Energy:
+    """``k`` components of variance 0.3 on a circle of radius 4 (in the first two axes)."""
+    angles = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
+    means = torch.zeros(k, dim, dtype=torch.float64)
+    means[:, 0] = 4 * torch.cos(angles)
+    means[:, 1 % dim] += 4 * torch.sin(angles)
+    return ebmcore.create("energy", "gaussian_mixture", means=means, covs=0.3)
+
+
+def floor_double_well(x0: torch.Tensor, n_steps: int, gen: torch.Generator) -> torch.Tensor:
+    """ULA on the double well by hand: analytic gradient, in-place updates, preallocated noise."""
+    x = x0.clone()
+    g = torch.empty_like(x)
+    noise = torch.empty_like(x)
+    sd = math.sqrt(2 * STEP)
+    h, c = 2.0, 1.0
+    for _ in range(n_steps):
+        g.copy_(x)
+        u = x[:, 0] / c
+        g[:, 0] = u.mul(u).sub_(1.0).mul_(u).mul_(4 * h / c)
+        x.add_(g, alpha=-STEP)
+        torch.randn(x.shape, generator=gen, out=noise)
+        x.add_(noise, alpha=sd)
+    return x
+
+
+def floor_mixture(energy: ebmcore.Energy) -> Callable[..., torch.Tensor]:
+    """ULA on the mixture by hand: the log-sum-exp gradient vectorised over (B, K, D)."""
+    def run(x0: torch.Tensor, n_steps: int, gen: torch.Generator) -> torch.Tensor:
+        means = energy.means.to(x0.dtype)
+        prec = energy.precision.to(x0.dtype)
+        log_coef = energy.log_coef.to(x0.dtype)
+        x = x0.clone()
+        noise = torch.empty_like(x)
+        sd = math.sqrt(2 * STEP)
+        for _ in range(n_steps):
+            diff = x[:, None, :] - means                                   # (B, K, D)
+            pd = torch.einsum("bkd,kde->bke", diff, prec)
+            a = log_coef - 0.5 * (diff * pd).sum(-1)                       # (B, K)
+            r = torch.softmax(a, dim=1)
+            g = (r[:, :, None] * pd).sum(1)
+            x.add_(g, alpha=-STEP)
+            torch.randn(x.shape, generator=gen, out=noise)
+            x.add_(noise, alpha=sd)
+        return x
+
+    return run
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def numba_run(energy: ebmcore.Energy, x0: torch.Tensor, n_steps: int, threads: int,
+              seed: int) -> Callable[[], object]:
+    sampler = langevin_sampler()
+
+    def run() -> object:
+        numba.set_num_threads(threads)
+        return sampler.sample(energy, x0, n_steps, backend="numba",
+                              generator=torch.Generator().manual_seed(seed))
+    return run
+
+
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Warm every run up once, then time them round-robin ``rounds`` times."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def ratio_summary(times: dict[str, list[float]], name: str, floor: str) -> dict[str, float]:
+    ratios = [a / b for a, b in zip(times[name], times[floor], strict=True)]
+    # On a shared machine stalls only add time: the ratio of the best times is reported too.
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+            "best_over_best": min(times[name]) / min(times[floor]),
+            "seconds": statistics.median(times[name])}
+
+
+def headline(n_chains: int, n_steps: int, rounds: int, dtype: torch.dtype) -> dict[str, object]:
+    """The two goals: numba on the mixture and auto on the double well, against floors."""
+    seed = 0
+    max_threads = numba.config.NUMBA_NUM_THREADS
+    out: dict[str, object] = {}
+
+    mix = mixture()
+    x_mix = torch.randn(n_chains, 2, generator=torch.Generator().manual_seed(1),
+                        dtype=dtype) * 4
+    floor = floor_mixture(mix)
+    runs = {"floor": lambda: floor(x_mix, n_steps, torch.Generator().manual_seed(seed)),
+            "numba_1t": numba_run(mix, x_mix, n_steps, 1, seed)}
+    if max_threads > 1:
+        runs[f"numba_{max_threads}t"] = numba_run(mix, x_mix, n_steps, max_threads, seed)
+    t = interleaved(runs, rounds)
+    out["mixture8_langevin"] = {n: ratio_summary(t, n, "floor") for n in runs if n != "floor"}
+    out["mixture8_langevin"]["floor_seconds"] = statistics.median(t["floor"])
+
+    dw = double_well()
+    x_dw = torch.randn(n_chains, 2, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    sampler = langevin_sampler()
+    numba.set_num_threads(1)
+    chosen = auto_backend("langevin", dw, x_dw, sampler._fused_params()[1])
+    runs = {
+        "floor": lambda: floor_double_well(x_dw, n_steps, torch.Generator().manual_seed(seed)),
+        "auto": lambda: sampler.sample(dw, x_dw, n_steps, backend="auto",
+                                       generator=torch.Generator().manual_seed(seed)),
+        "torch": lambda: sampler.sample(dw, x_dw, n_steps, backend="torch",
+                                        generator=torch.Generator().manual_seed(seed)),
+        "numba_1t": numba_run(dw, x_dw, n_steps, 1, seed),
+    }
+    if max_threads > 1:
+        runs[f"numba_{max_threads}t"] = numba_run(dw, x_dw, n_steps, max_threads, seed)
+    numba.set_num_threads(1)
+    t = interleaved(runs, rounds)
+    out["double_well_langevin"] = {n: ratio_summary(t, n, "floor") for n in runs if n != "floor"}
+    out["double_well_langevin"]["floor_seconds"] = statistics.median(t["floor"])
+    out["double_well_langevin"]["auto_chose"] = chosen
+    return out
+
+
+def sweep(rounds: int, dtype: torch.dtype) -> list[dict[str, object]]:
+    """Seconds per chain-step of the torch and numba (1 thread) backends over a grid."""
+    rows = []
+    numba.set_num_threads(1)
+    for name, make in (("double_well", double_well), ("mixture8", mixture)):
+        for dim in (2, 8):
+            energy = make(dim)
+            for n_chains in (100, 1_000, 10_000, 100_000):
+                n_steps = max(10, min(200, 1_000_000 // n_chains))
+                x0 = torch.randn(n_chains, dim, generator=torch.Generator().manual_seed(3),
+                                 dtype=dtype)
+                sampler = langevin_sampler()
+                runs = {b: functools.partial(
+                    sampler.sample, energy, x0, n_steps, backend=b,
+                    generator=torch.Generator().manual_seed(0)) for b in ("torch", "numba")}
+                t = interleaved(runs, rounds)
+                per = {b: statistics.median(v) / (n_chains * n_steps) for b, v in t.items()}
+                rows.append({"energy": name, "dtype": str(dtype), "dim": dim,
+                             "chains": n_chains, "steps": n_steps,
+                             "params": energy.numba_face().params.size,
+                             "torch_s_per_chain_step": per["torch"],
+                             "numba_s_per_chain_step": per["numba"],
+                             "numba_over_torch": per["numba"] / per["torch"],
+                             "auto": auto_backend("langevin", energy, x0,
+                                                  sampler._fused_params()[1])})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke sizes (10,000 x 20)")
+    parser.add_argument("--sweep", action="store_true", help="also run the auto-rule sweep")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per case")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                        help="dtype of the chains (float32: torch's default)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    assert torch.get_num_threads() == 1, "torch must run on one thread for a fair floor"
+    n_chains, n_steps = (10_000, 20) if args.quick else (100_000, 100)
+    dtype = getattr(torch, args.dtype)
+    print(f"torch {torch.__version__} threads={torch.get_num_threads()}; numba "
+          f"{numba.__version__} NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}; "
+          f"{n_chains} chains x {n_steps} steps, {args.dtype}, {args.rounds} rounds", flush=True)
+    result = headline(n_chains, n_steps, args.rounds, dtype)
+    print(json.dumps(result, indent=2))
+    mix = result["mixture8_langevin"]["numba_1t"]
+    auto = result["double_well_langevin"]["auto"]
+    print(f"mixture8 numba(1 thread)/floor = {mix['median']:.3f} median, "
+          f"{mix['best_over_best']:.3f} best/best (goal <= 0.40); double well auto/floor = "
+          f"{auto['median']:.3f} median, {auto['best_over_best']:.3f} best/best (goal <= 1.10; "
+          f"auto chose {result['double_well_langevin']['auto_chose']})")
+    if args.sweep:
+        sweep(max(1, args.rounds // 2), dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

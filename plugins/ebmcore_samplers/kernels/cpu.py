@@ -1,0 +1,37 @@
+"""The CPU kernel source: ``prange`` over chains, each running its whole loop in one call.
+
+:func:`ebmcore_samplers.kernels.factory.cpu_kernel` compiles :func:`run_chains` with
+``numba.njit(parallel=True)`` after rebinding its globals ``D`` (event size), ``DTYPE``
+(numpy dtype of the chains) and ``chain`` (a compiled ``bodies.<method>_chain``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+D = 1
+DTYPE = np.float64
+
+
+def chain(*args):  # pragma: no cover - bound per kernel by the factory
+    """Bound per kernel to the compiled chain function (never called unbound)."""
+    raise NotImplementedError
+
+
+def run_chains(X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p, seed, n_burn,
+               n_steps, thin, plan, opts, minv, msqrt):
+    """Run every chain of ``X`` (arguments as in :mod:`.bodies`), chains in parallel.
+
+    (``plan``, not ``sched``: numba's parfor lowering names an internal argument ``sched``.)
+    """
+    for i in prange(X.shape[0]):
+        # Per-chain scratch: allocated once per chain, not per step.
+        x = np.empty(D, DTYPE)
+        g = np.empty(D, DTYPE)
+        y = np.empty(D, DTYPE)
+        gy = np.empty(D, DTYPE)
+        w = np.empty(D, DTYPE)
+        st = np.empty(2, np.uint64)
+        chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p, seed,
+              n_burn, n_steps, thin, plan, opts, minv, msqrt, x, g, y, gy, w, st)

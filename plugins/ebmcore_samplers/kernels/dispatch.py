@@ -1,0 +1,477 @@
+"""Which fused backend can run, running it, and the measured ``auto`` rule.
+
+- :func:`fused_reasons` says, per fused backend, ``None`` (it can run) or why not.
+- :func:`run_fused` runs a whole sampling run in one fused kernel call.
+- :func:`auto_backend` picks ``"torch"``, ``"numba"`` or ``"cuda"`` from measurements.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ebmcore.energy import Energy, NumbaFace
+from ebmcore.errors import BackendUnavailableError
+
+from .factory import METHODS
+
+FUSED_BACKENDS: tuple[str, ...] = ("numba", "cuda")
+_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
+_NEEDS_ENERGY = ("mala", "hmc")
+#: HMC's divergence threshold on the energy error (matches ``ebmcore_samplers.hmc``).
+DIVERGENCE_THRESHOLD = 1000.0
+
+_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "langevin": {"step_size": None, "noise_scale": 1.0, "grad_clip": None, "clamp": None},
+    "mala": {"step_size": None, "adapt_step_size": False, "target_accept": 0.574},
+    "hmc": {"step_size": None, "n_leapfrog": 10, "mass": None, "jitter": 0.0,
+            "adapt_step_size": False, "adapt_mass": None, "target_accept": 0.8},
+}
+
+
+# -- reasons ---------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def cuda_reason() -> str | None:
+    """Return why numba cannot run CUDA kernels on this machine, or ``None`` when it can."""
+    try:
+        from numba import cuda
+    except Exception as exc:  # noqa: BLE001 - any import failure means no CUDA backend
+        return (f"numba.cuda cannot be imported ({exc}); install the CUDA extra, e.g. "
+                f"pip install 'ebmcore[cuda12]'")
+    try:
+        available = bool(cuda.is_available())
+    except Exception as exc:  # noqa: BLE001 - a broken driver must not break the host
+        return f"numba.cuda found no usable GPU ({exc})"
+    if not available:
+        return "numba.cuda found no CUDA GPU or driver on this machine"
+    return None
+
+
+def simulated() -> bool:
+    """Whether numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1``)."""
+    from numba import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+def get_face(energy: Energy) -> tuple[NumbaFace | None, str | None]:
+    """Return ``(face, None)``, or ``(None, reason)`` when the energy has no numba face.
+
+    Args:
+        energy: The energy whose :meth:`~ebmcore.Energy.numba_face` to ask.
+    """
+    name = type(energy).__name__
+    try:
+        face = energy.numba_face()
+    except Exception as exc:  # noqa: BLE001 - reported as the reason, not raised
+        return None, f"{name}.numba_face() failed: {type(exc).__name__}: {exc}"
+    if face is None:
+        return None, (f"{name} has no numba face (numba_face() returned None; neural and "
+                      f"autograd-only energies run on backend='torch')")
+    if not isinstance(face, NumbaFace):
+        return None, (f"{name}.numba_face() must return ebmcore.NumbaFace or None, got "
+                      f"{type(face).__name__}")
+    return face, None
+
+
+def _face_reason(method: str, face: NumbaFace, x: torch.Tensor) -> str | None:
+    if not callable(face.grad):
+        return "the energy's numba face has no gradient function"
+    if method in _NEEDS_ENERGY and not callable(face.energy):
+        return (f"{method} needs the energy's numba energy function too (its accept/reject "
+                f"step evaluates E), and this face has none; langevin works with a gradient "
+                f"alone")
+    d = int(np.prod(x.shape[1:]))
+    if face.dim != d:
+        return (f"the energy's numba face expects points of {face.dim} coordinates but x0 has "
+                f"{d} per chain (event shape {tuple(x.shape[1:])})")
+    p = face.params
+    if p.ndim != 1 or not bool(np.isfinite(p).all()):
+        return ("the energy's numba parameters are not representable in the kernels (they "
+                "must be one flat array of finite float64 values)")
+    return None
+
+
+def params_reason(method: str, params: dict[str, Any]) -> str | None:
+    """Return why the fused kernels cannot follow these sampler settings, or ``None``.
+
+    Args:
+        method: ``"langevin"``, ``"mala"`` or ``"hmc"``.
+        params: The sampler's settings (see :func:`run_fused`).
+    """
+    if method == "hmc":
+        mass = params.get("mass")
+        if mass is not None and torch.as_tensor(mass).ndim != 1:
+            return ("the fused HMC kernels support identity or diagonal mass only, not a "
+                    "dense mass matrix")
+        if params.get("adapt_mass"):
+            return ("mass adaptation pools positions over all chains at every burn-in step, "
+                    "which a per-chain fused kernel cannot do; pass adapt_mass=False (or a "
+                    "fixed mass=...) to use a fused backend")
+    return None
+
+
+def fused_reasons(method: str, energy: Energy, x: torch.Tensor,
+                  params: dict[str, Any] | None = None) -> dict[str, str | None]:
+    """Map ``"numba"`` and ``"cuda"`` to ``None`` when they can run, else to the reason.
+
+    Args:
+        method: ``"langevin"``, ``"mala"`` or ``"hmc"`` (anything else has no kernel).
+        energy: The target energy.
+        x: The initial positions ``(B, *event_shape)``.
+        params: The sampler's settings (see :func:`run_fused`), checked when given.
+    """
+    if method not in METHODS:
+        why = f"there is no fused kernel for {method!r} (kernels exist for {', '.join(METHODS)})"
+        return {"numba": why, "cuda": why}
+    face, why = get_face(energy)
+    if why is None:
+        why = _face_reason(method, face, x)
+    if why is None and x.requires_grad:
+        why = ("x0 requires grad; the fused kernels write outside autograd, so pass "
+               "x0.detach()")
+    if why is None and x.dtype not in _DTYPES:
+        why = f"x0 has dtype {x.dtype}; the fused kernels run float32 or float64 chains"
+    if why is None and params is not None:
+        why = params_reason(method, params)
+    if why is not None:
+        return {"numba": why, "cuda": why}
+    numba_why = None if x.device.type == "cpu" else (
+        f"x0 is on {x.device}; the numba backend runs CPU tensors (use backend='cuda' for "
+        f"CUDA tensors)")
+    if x.device.type != "cuda" and not simulated():
+        # Said without importing numba.cuda, which CPU-only runs never need.
+        cuda_why = (f"x0 is on {x.device}; the cuda backend runs CUDA tensors (move x0 and "
+                    f"the generator to the GPU, or use backend='numba' on the CPU)")
+    else:
+        cuda_why = cuda_reason()
+    return {"numba": numba_why, "cuda": cuda_why}
+
+
+def check_backend(method: str, backend: str, energy: Energy, x: torch.Tensor,
+                  params: dict[str, Any] | None = None) -> NumbaFace:
+    """Return the face when ``backend`` can run, else raise BackendUnavailableError.
+
+    Args:
+        method: ``"langevin"``, ``"mala"`` or ``"hmc"``.
+        backend: ``"numba"`` or ``"cuda"``.
+        energy: The target energy.
+        x: The initial positions.
+        params: The sampler's settings, checked when given.
+    """
+    if backend not in FUSED_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(FUSED_BACKENDS)}, got {backend!r}")
+    reasons = fused_reasons(method, energy, x, params)
+    if reasons[backend] is not None:
+        usable = ["torch"] + [b for b, r in reasons.items() if r is None]
+        raise BackendUnavailableError(
+            f"backend={backend!r} cannot run here: {reasons[backend]}. Usable backends: "
+            f"{', '.join(usable)}.")
+    face, _ = get_face(energy)
+    return face
+
+
+# -- the auto rule ---------------------------------------------------------------------------
+
+def face_cost(face: NumbaFace) -> int:
+    """A cost hint of one gradient evaluation: the number of packed parameters.
+
+    Every built-in face loops over its parameters about once per evaluation (a K-component
+    mixture packs ``2 + K (1 + D + D^2)`` numbers, a double well 3), so the count tracks the
+    face's arithmetic well enough to tell cheap energies from expensive ones.
+
+    Args:
+        face: The energy's numba face.
+    """
+    return int(face.params.size)
+
+
+#: A face packing at least this many parameters per coordinate is "expensive" (see below).
+EXPENSIVE_PARAMS_PER_DIM = 8
+#: Below this many chain-coordinates (chains x D) torch's fixed cost per step dominates.
+SMALL_BATCH_COORDS = 6000
+
+
+def auto_backend(method: str, energy: Energy, x: torch.Tensor,
+                 params: dict[str, Any] | None = None) -> str:
+    """Pick the fastest backend that can run, by a rule fitted to measurements.
+
+    The rule, in order:
+
+    1. nothing fused can run -> ``"torch"``;
+    2. a CUDA tensor -> ``"cuda"`` (one fused launch instead of a dozen launches per step);
+    3. a float64 CPU tensor -> ``"numba"``;
+    4. an expensive face (at least ``EXPENSIVE_PARAMS_PER_DIM`` packed parameters per
+       coordinate) -> ``"numba"``;
+    5. a small batch (chains x D below ``SMALL_BATCH_COORDS``) -> ``"numba"``;
+    6. otherwise (a cheap energy, float32, many chains) -> ``"torch"``.
+
+    Measurements behind it (``benchmarks/kernels.py`` and its ``--sweep``; Langevin, one
+    torch thread, one numba thread, 2-core machine shared with other jobs, so single
+    numbers are noisy; ns per chain-step, best of 5 interleaved rounds):
+
+    - The fused kernel's cost is random-number generation, about 22 ns per coordinate
+      (two Box-Muller normals per log/sqrt/sin/cos), plus about 5 ns per packed parameter.
+    - torch's float32 ``randn`` is vectorised (about 3-10 ns per number) but its float64
+      ``randn`` is not (about 45-95 ns per number), and the torch loop pays about
+      0.1 ms per step whatever the batch.
+    - 2-D double well, float32: 1,000 chains numba 69 / torch 91; 10,000 chains numba 56
+      / torch 22 (floor 19); 100,000 chains numba 78 / torch 20 (floor 14). 8-D: 1,000
+      chains numba 186 / torch 127; 100,000 numba 226 / torch 62. Torch wins: rule 6.
+    - 2-D double well, float64: numba 47 / 54 / 74 against torch 142 / 64 / 71 at
+      1,000 / 10,000 / 100,000 chains; 8-D numba 183-231 against torch 241-310. Rule 3.
+    - 8-component 2-D mixture (58 parameters): numba 0.16-0.24x the hand-written float32
+      and float64 floors at 100,000 chains x 100 steps, 0.02-0.15x the torch sampler at
+      100-10,000 chains. Rule 4.
+
+    The rule depends only on the energy, dtype, device and batch shape (never on whether
+    a kernel is compiled yet), so the same call always picks the same backend and the
+    same seed gives the same bits. The first fused call in a process compiles the kernel
+    (a few seconds); ``auto`` ignores that one-off cost.
+
+    Args:
+        method: ``"langevin"``, ``"mala"`` or ``"hmc"``.
+        energy: The target energy.
+        x: The initial positions.
+        params: The sampler's settings, checked by :func:`fused_reasons`.
+    """
+    reasons = fused_reasons(method, energy, x, params)
+    if x.device.type == "cuda":
+        return "cuda" if reasons["cuda"] is None else "torch"
+    if reasons["numba"] is not None:
+        return "torch"
+    if x.dtype == torch.float64:
+        return "numba"
+    face, _ = get_face(energy)
+    if face_cost(face) >= EXPENSIVE_PARAMS_PER_DIM * face.dim:
+        return "numba"
+    if x.shape[0] * face.dim < SMALL_BATCH_COORDS:
+        return "numba"
+    return "torch"
+
+
+# -- running ---------------------------------------------------------------------------------
+
+def draw_seed(generator: torch.Generator) -> int:
+    """Draw the run's 63-bit kernel seed from ``generator`` (advances it by one draw).
+
+    Args:
+        generator: The caller's generator, on the chains' device.
+    """
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator,
+                             device=generator.device).item())
+
+
+def _schedule_values(name: str, value: Any, n: int, *, allow_zero: bool = False) -> np.ndarray:
+    from ebmcore_samplers.schedules import Constant
+
+    if isinstance(value, Constant):  # the common case: no Python call per step
+        value = float(value(0))
+    if callable(value):
+        out = np.array([float(value(t)) for t in range(n)], dtype=np.float64)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = np.full(n, float(value), dtype=np.float64)
+    else:
+        raise TypeError(f"{name} must be a number or a schedule, got {type(value).__name__}")
+    bad = ~np.isfinite(out) | (out < 0) | ((out == 0) & (not allow_zero))
+    if bad.any():
+        t = int(np.argmax(bad))
+        raise ValueError(f"{name} must stay {'non-negative' if allow_zero else 'positive'} "
+                         f"and finite, got {out[t]!r} at step {t}")
+    return out
+
+
+def _da_defaults() -> tuple[float, float, float]:
+    from ebmcore_samplers.adaptation import DualAveraging
+
+    sig = inspect.signature(DualAveraging.__init__).parameters
+    return (float(sig["gamma"].default), float(sig["t0"].default),
+            float(sig["kappa"].default))
+
+
+def kernel_inputs(method: str, params: dict[str, Any], dim: int, n_total: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Turn sampler settings into the kernel's ``sched``, ``opts``, ``minv`` and ``msqrt``.
+
+    Args:
+        method: ``"langevin"``, ``"mala"`` or ``"hmc"``.
+        params: The settings; keys as in :func:`run_fused`.
+        dim: The event size ``D``.
+        n_total: ``burn_in + n_steps``, the number of transitions.
+    """
+    unknown = set(params) - set(_PARAM_DEFAULTS[method])
+    if unknown:
+        raise ValueError(f"unknown {method} kernel parameters {sorted(unknown)}; expected "
+                         f"{sorted(_PARAM_DEFAULTS[method])}")
+    q = {**_PARAM_DEFAULTS[method], **params}
+    if q["step_size"] is None:
+        raise ValueError(f"{method} kernel parameters need a step_size")
+    why = params_reason(method, q)
+    if why is not None:
+        raise BackendUnavailableError(why)
+    sched = np.zeros((n_total, 2), dtype=np.float64)
+    sched[:, 0] = _schedule_values("step_size", q["step_size"], n_total)
+    minv = np.ones(dim, dtype=np.float64)
+    msqrt = np.ones(dim, dtype=np.float64)
+    gamma, t0, kappa = _da_defaults()
+    if method == "langevin":
+        noise = _schedule_values("noise_scale", q["noise_scale"], n_total, allow_zero=True)
+        sched[:, 1] = noise * np.sqrt(2.0 * sched[:, 0])
+        clip = q["grad_clip"]
+        lo, hi = q["clamp"] if q["clamp"] is not None else (None, None)
+        opts = [0.0 if clip is None else float(clip),
+                0.0 if lo is None else float(lo), 0.0 if hi is None else float(hi),
+                float(lo is not None), float(hi is not None)]
+    else:
+        opts = [float(bool(q["adapt_step_size"])), float(q["target_accept"]), gamma, t0, kappa]
+        if method == "hmc":
+            opts += [float(q["jitter"]), float(q["n_leapfrog"]), DIVERGENCE_THRESHOLD]
+            if q["mass"] is not None:
+                mass = torch.as_tensor(q["mass"], dtype=torch.float64).reshape(-1).numpy()
+                if mass.shape != (dim,):
+                    raise ValueError(f"mass has {mass.size} entries but the points have {dim} "
+                                     f"coordinates per chain")
+                minv, msqrt = 1.0 / mass, np.sqrt(mass)
+    return sched, np.asarray(opts, dtype=np.float64), minv, msqrt
+
+
+def trace_indices(n_kept: int, k: int) -> list[int]:
+    """Up to ``k`` kept-step indices spread evenly over ``range(n_kept)``, with the last.
+
+    Args:
+        n_kept: Number of kept steps.
+        k: Most indices to return.
+    """
+    if n_kept <= 0 or k <= 0:
+        return []
+    if k >= n_kept:
+        return list(range(n_kept))
+    return sorted({round((j + 1) * n_kept / k) - 1 for j in range(k)})
+
+
+def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n_steps: int,
+              burn_in: int, thin: int, params: dict[str, Any],
+              generator: torch.Generator, return_trajectory: bool,
+              trace_points: int = 10) -> tuple[torch.Tensor, torch.Tensor | None,
+                                               torch.Tensor | None, dict[str, Any]]:
+    """Run ``burn_in + n_steps`` transitions of every chain in one fused kernel call.
+
+    The caller checks applicability first (:func:`fused_reasons`); this function checks
+    only what it needs to run safely.
+
+    Args:
+        method: ``"langevin"``, ``"mala"`` or ``"hmc"``.
+        backend: ``"numba"`` (CPU tensors) or ``"cuda"`` (CUDA tensors).
+        face: The energy's numba face.
+        x0: Initial positions ``(B, *event_shape)``; never modified.
+        n_steps: Kept transitions after burn-in (at least 1).
+        burn_in: Transitions run first (step sizes adapt there when asked).
+        thin: Record every ``thin``-th kept transition.
+        params: Sampler settings. Langevin: ``step_size``, ``noise_scale``, ``grad_clip``,
+            ``clamp``. MALA: ``step_size``, ``adapt_step_size``, ``target_accept``. HMC:
+            ``step_size``, ``n_leapfrog``, ``mass`` (``None`` or a vector), ``jitter``,
+            ``adapt_step_size``, ``adapt_mass`` (must be falsy), ``target_accept``. Step
+            sizes and noise scales may be numbers or schedules (callables of the step).
+        generator: Source of the run's seed (one 63-bit draw).
+        return_trajectory: Also return the kept positions ``(n_steps // thin, B, ...)``.
+        trace_points: Number of kept steps at which the mean energy is recorded.
+
+    Returns:
+        ``(samples, trajectory or None, acceptance or None, extra)`` where ``acceptance``
+        is the per-chain mean acceptance probability over the kept transitions (MALA,
+        HMC) and ``extra`` holds ``energy`` (final, ``(B,)``), ``energy_trace``,
+        ``energy_trace_steps``, ``nonfinite_chains``, ``step_size`` (per chain, at the
+        end), ``divergences`` (HMC) and ``seed``.
+    """
+    from . import factory
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if backend not in FUSED_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(FUSED_BACKENDS)}, got {backend!r}")
+    if x0.requires_grad:
+        raise BackendUnavailableError("x0 requires grad; pass x0.detach() to a fused backend")
+    if x0.dtype not in _DTYPES:
+        raise BackendUnavailableError(f"x0 has dtype {x0.dtype}; fused kernels run float32 "
+                                      f"or float64 chains")
+    on_cuda = x0.device.type == "cuda"
+    if backend == "numba" and on_cuda:
+        raise BackendUnavailableError("the numba backend runs CPU tensors; x0 is on "
+                                      f"{x0.device} (use backend='cuda')")
+    if backend == "cuda" and not on_cuda and not simulated():
+        raise BackendUnavailableError("the cuda backend runs CUDA tensors; x0 is on "
+                                      f"{x0.device}")
+    b = x0.shape[0]
+    d = face.dim
+    if int(np.prod(x0.shape[1:])) != d:
+        raise ValueError(f"x0 has {int(np.prod(x0.shape[1:]))} coordinates per chain but the "
+                         f"face expects {d}")
+    n_total = burn_in + n_steps
+    sched, opts, minv, msqrt = kernel_inputs(method, params, d, n_total)
+    dtype_name = _DTYPES[x0.dtype]
+    energy_fn = face.energy if callable(face.energy) else None
+    if backend == "numba":
+        kernel: Any = factory.cpu_kernel(method, face.grad, energy_fn, d, dtype_name)
+    else:
+        kernel = factory.cuda_kernel(method, face.grad, energy_fn, d, dtype_name)
+
+    dev, dt = x0.device, x0.dtype
+    n_kept = n_steps // thin
+    trace_at = trace_indices(n_kept, trace_points) if energy_fn is not None else []
+    seed = draw_seed(generator)
+
+    def f64(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64, device=dev)
+
+    x = x0.detach().reshape(b, d).to(memory_format=torch.contiguous_format).clone()
+    traj = torch.empty((n_kept, b, d) if return_trajectory else (1, 1, d), dtype=dt, device=dev)
+    trace_e = torch.full((max(len(trace_at), 1), b), math.nan, dtype=dt, device=dev)
+    e_out = torch.full((b,), math.nan, dtype=dt, device=dev)
+    acc = torch.zeros(b, dtype=torch.float64, device=dev)
+    div = torch.zeros(b, dtype=torch.int64, device=dev)
+    step_out = torch.zeros(b, dtype=torch.float64, device=dev)
+    args: list[Any] = [
+        x, traj, int(return_trajectory),
+        torch.tensor(trace_at if trace_at else [-1], dtype=torch.int64, device=dev),
+        trace_e, e_out, acc, div, step_out, f64(face.params), np.uint64(seed),
+        int(burn_in), int(n_steps), int(thin), f64(sched), f64(opts), f64(minv), f64(msqrt)]
+    if backend == "numba":
+        _run_cpu(kernel, args)
+    else:
+        from .cuda import launch
+
+        launch(kernel, args, b)
+
+    samples = x.reshape(x0.shape)
+    trajectory = traj.reshape(n_kept, *x0.shape) if return_trajectory else None
+    nonfinite = ~torch.isfinite(x).all(1)
+    if energy_fn is not None:
+        nonfinite |= ~torch.isfinite(e_out)
+    extra: dict[str, Any] = {
+        "energy": e_out if energy_fn is not None else None,
+        "energy_trace": (trace_e[: len(trace_at)].mean(1) if trace_at
+                         else torch.empty(0, dtype=dt, device=dev)),
+        "energy_trace_steps": torch.tensor([(k + 1) * thin for k in trace_at],
+                                           dtype=torch.long),
+        "nonfinite_chains": torch.nonzero(nonfinite).flatten(),
+        "step_size": step_out.to(dt),
+        "seed": seed,
+    }
+    acceptance = None
+    if method in _NEEDS_ENERGY:
+        acceptance = (acc / n_steps).to(dt)
+    if method == "hmc":
+        extra["divergences"] = div
+    return samples, trajectory, acceptance, extra
+
+
+def _run_cpu(kernel: Callable, args: list[Any]) -> None:
+    host = [a.numpy() if isinstance(a, torch.Tensor) else a for a in args]
+    kernel(*host)

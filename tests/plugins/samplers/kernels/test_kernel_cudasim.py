@@ -1,0 +1,69 @@
+"""The CUDA kernels under numba's simulator (``NUMBA_ENABLE_CUDASIM=1``, a few hundred chains).
+
+Skipped in a normal run; ``tests/test_cudasim_suite.py`` runs this file in a subprocess with
+the simulator on. The simulator runs each thread in Python, so the CUDA path (kernel source,
+launch, seeding, outputs) is checked here on CPU tensors, and compared bit for bit with the
+numba CPU kernel, which runs the same chain function. Types are checked by the PTX test.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ebmcore_samplers.kernels import dispatch
+from kernel_helpers import assert_within, fused, gaussian2, moment_z, truth
+
+pytestmark = pytest.mark.cudasim
+
+SETTINGS = {
+    "langevin": dict(step_size=0.05, grad_clip=5.0),
+    "mala": dict(step_size=0.5, adapt_step_size=True),
+    "hmc": dict(step_size=0.4, n_leapfrog=3, jitter=0.2, adapt_step_size=True),
+}
+
+
+def run(method: str, backend: str, x0: torch.Tensor, **kw: object):
+    sampler = fused(method, **SETTINGS[method])
+    return sampler.sample(gaussian2(x0.dtype), x0, 12, burn_in=6, thin=3,
+                          return_trajectory=True, backend=backend,
+                          generator=torch.Generator().manual_seed(5), **kw)
+
+
+def test_the_simulator_is_on() -> None:
+    assert dispatch.simulated()
+    assert dispatch.cuda_reason() is None
+
+
+@pytest.mark.parametrize("method", ["langevin", "mala", "hmc"])
+def test_cuda_kernel_matches_the_cpu_kernel_bit_for_bit(method: str) -> None:
+    x0 = torch.full((40, 2), 3.0, dtype=torch.float64)
+    gpu = run(method, "cuda", x0)
+    cpu = run(method, "numba", x0)
+    assert gpu.diagnostics["backend"] == "cuda"
+    assert torch.equal(gpu.samples, cpu.samples)
+    assert torch.equal(gpu.trajectory, cpu.trajectory)
+    assert torch.equal(gpu.diagnostics["energy_trace"], cpu.diagnostics["energy_trace"])
+    if method != "langevin":
+        assert torch.equal(gpu.diagnostics["acceptance"], cpu.diagnostics["acceptance"])
+        assert torch.equal(gpu.diagnostics["step_size"], cpu.diagnostics["step_size"])
+    assert torch.equal(x0, torch.full((40, 2), 3.0, dtype=torch.float64))  # x0 untouched
+
+
+def test_float32_cuda_kernel_runs_and_matches_the_cpu_kernel() -> None:
+    x0 = torch.full((16, 2), 3.0, dtype=torch.float32)
+    gpu = run("langevin", "cuda", x0)
+    cpu = run("langevin", "numba", x0)
+    assert gpu.samples.dtype == torch.float32
+    torch.testing.assert_close(gpu.samples, cpu.samples, rtol=1e-6, atol=1e-6)
+
+
+def test_cuda_hmc_hits_the_target_moments() -> None:
+    energy = gaussian2()
+    mean, cov = truth(energy)
+    sampler = fused("hmc", step_size=0.45, n_leapfrog=4, adapt_step_size=False)
+    x0 = torch.full((256, 2), 4.0, dtype=torch.float64)
+    res = sampler.sample(energy, x0, 30, burn_in=10, backend="cuda",
+                         generator=torch.Generator().manual_seed(21))
+    assert res.diagnostics["backend"] == "cuda"
+    assert_within(moment_z(res.samples, mean, cov))
+    assert 0.5 < float(res.diagnostics["acceptance"].mean()) <= 1.0

@@ -1,0 +1,195 @@
+"""Every reason a fused backend cannot run gives a BackendUnavailableError that says why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ebmcore_energies.gaussian import gaussian_energy, gaussian_grad
+from ebmcore_samplers.kernels import auto_backend, dispatch, fused_reasons
+from kernel_helpers import fused, gaussian2
+
+import ebmcore
+from ebmcore.energy import Energy, NumbaFace
+from ebmcore.errors import BackendUnavailableError
+
+
+class Neural(Energy):
+    """An autograd-only energy (no numba face)."""
+
+    event_shape = (2,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x.square().sum(1)
+
+
+class CustomFace(Energy):
+    """A Gaussian whose numba face the test chooses."""
+
+    event_shape = (2,)
+
+    def __init__(self, face: object) -> None:
+        super().__init__()
+        self.face = face
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x.square().sum(1)
+
+    def numba_face(self) -> object:
+        return self.face
+
+
+def std_params(d: int = 2) -> np.ndarray:
+    return np.concatenate([[d], np.zeros(d), np.eye(d).ravel()])
+
+
+X = torch.zeros(8, 2, dtype=torch.float64)
+
+
+def expect(sampler: object, energy: Energy, x: torch.Tensor, backend: str,
+           *fragments: str) -> None:
+    with pytest.raises(BackendUnavailableError) as info:
+        sampler.sample(energy, x, 2, backend=backend, generator=torch.Generator())
+    msg = str(info.value)
+    assert f"backend={backend!r} cannot run here" in msg
+    assert "torch" in msg  # says what would work
+    for fragment in fragments:
+        assert fragment in msg, msg
+
+
+@pytest.mark.parametrize("backend", ["numba", "cuda"])
+def test_neural_energy_has_no_face(backend: str) -> None:
+    expect(fused("langevin", step_size=0.1), Neural(), X, backend, "no numba face",
+           "backend='torch'")
+
+
+def test_mala_and_hmc_need_a_numba_energy_but_langevin_does_not() -> None:
+    energy = CustomFace(NumbaFace(energy=None, grad=gaussian_grad, params=std_params(), dim=2))
+    for method, kw in (("mala", {"step_size": 0.1}), ("hmc", {"step_size": 0.1})):
+        expect(fused(method, **kw), energy, X, "numba", f"{method} needs the energy's numba "
+               "energy function", "langevin works with a gradient alone")
+    assert fused_reasons("langevin", energy, X)["numba"] is None
+
+
+def test_langevin_runs_with_a_gradient_only_face() -> None:
+    energy = CustomFace(NumbaFace(energy=None, grad=gaussian_grad, params=std_params(), dim=2))
+    res = fused("langevin", step_size=0.1).sample(energy, X, 5, backend="numba",
+                                                  generator=torch.Generator().manual_seed(0))
+    assert res.samples.shape == (8, 2) and res.diagnostics["energy_trace"].numel() == 0
+
+
+def test_x_requiring_grad_is_refused() -> None:
+    x = X.clone().requires_grad_(True)
+    expect(fused("mala", step_size=0.1), gaussian2(), x, "numba", "requires grad",
+           "x0.detach()")
+
+
+def test_cpu_tensor_for_cuda_and_cuda_missing_are_explained() -> None:
+    reason = fused_reasons("mala", gaussian2(), X)["cuda"]
+    assert reason is not None
+    assert any(s in reason for s in ("no CUDA GPU", "cannot be imported", "no usable GPU",
+                                     "runs CUDA tensors"))
+    expect(fused("mala", step_size=0.1), gaussian2(), X, "cuda", reason)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_unsupported_dtype(dtype: torch.dtype) -> None:
+    energy = gaussian2().to(dtype)
+    reasons = fused_reasons("langevin", energy, X.to(dtype))
+    assert f"dtype {dtype}" in reasons["numba"] and "float32 or float64" in reasons["numba"]
+
+
+def test_event_size_mismatch_with_the_face() -> None:
+    energy = CustomFace(NumbaFace(gaussian_energy, gaussian_grad, std_params(3), dim=3))
+    expect(fused("langevin", step_size=0.1), energy, X, "numba", "expects points of 3",
+           "x0 has 2 per chain")
+
+
+def test_params_not_representable() -> None:
+    p = std_params()
+    p[1] = np.nan
+    energy = CustomFace(NumbaFace(gaussian_energy, gaussian_grad, p, dim=2))
+    expect(fused("langevin", step_size=0.1), energy, X, "numba", "not representable",
+           "finite float64")
+
+
+def test_face_that_is_not_a_numbaface_and_face_that_raises() -> None:
+    assert "must return ebmcore.NumbaFace" in fused_reasons(
+        "mala", CustomFace(("not", "a face")), X)["numba"]
+
+    class Raising(Neural):
+        def numba_face(self) -> NumbaFace:
+            raise RuntimeError("boom")
+
+    assert "numba_face() failed: RuntimeError: boom" in fused_reasons("mala", Raising(), X)["numba"]
+
+
+def test_hmc_dense_mass_and_mass_adaptation_are_refused() -> None:
+    dense = fused("hmc", step_size=0.1, mass=[[2.0, 0.5], [0.5, 1.0]])
+    expect(dense, gaussian2(), X, "numba", "diagonal mass only")
+    adapting = fused("hmc", step_size=0.1, adapt_mass=True)
+    expect(adapting, gaussian2(), X, "numba", "adapt_mass=False")
+
+
+def test_unknown_method_has_no_kernel() -> None:
+    reasons = fused_reasons("nuts", gaussian2(), X)
+    assert "no fused kernel for 'nuts'" in reasons["numba"] and reasons["cuda"] == reasons["numba"]
+
+
+def test_a_face_numba_cannot_compile_gives_a_clear_error() -> None:
+    lookup = {"scale": 1.0}
+
+    def bad_grad(x, p, out):  # a dict of Python objects captured as a global: not numba code
+        for i in range(2):
+            out[i] = x[i] * lookup["scale"]
+
+    energy = CustomFace(NumbaFace(gaussian_energy, bad_grad, std_params(), dim=2))
+    with pytest.raises(BackendUnavailableError, match="failed to compile for backend='numba'"):
+        fused("langevin", step_size=0.1).sample(energy, X, 2, backend="numba",
+                                                generator=torch.Generator())
+
+
+def test_run_fused_refuses_wrong_devices_and_grads_itself() -> None:
+    face = gaussian2().numba_face()
+    kw = dict(n_steps=1, burn_in=0, thin=1, params={"step_size": 0.1},
+              generator=torch.Generator(), return_trajectory=False)
+    with pytest.raises(BackendUnavailableError, match="requires grad"):
+        dispatch.run_fused("langevin", "numba", face, X.clone().requires_grad_(True), **kw)
+    with pytest.raises(ValueError, match="backend must be one of numba, cuda"):
+        dispatch.run_fused("langevin", "torch", face, X, **kw)
+    if not dispatch.simulated():
+        with pytest.raises(BackendUnavailableError, match="runs CUDA tensors"):
+            dispatch.run_fused("langevin", "cuda", face, X, **kw)
+
+
+def test_auto_is_torch_without_a_face_and_never_cuda_for_cpu_tensors() -> None:
+    assert auto_backend("langevin", Neural(), X) == "torch"
+    assert auto_backend("nuts", gaussian2(), X) == "torch"
+    assert auto_backend("langevin", gaussian2(), X) in ("torch", "numba")
+
+
+def test_auto_follows_the_measured_rule() -> None:
+    # See dispatch.auto_backend for the measurements behind each branch.
+    x = torch.zeros(100_000, 2)
+    well = ebmcore.create("energy", "double_well")
+    means = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mixture = ebmcore.create("energy", "gaussian_mixture", means=means)
+    # Cheap energy, float32, many chains: torch's vectorised RNG wins.
+    assert auto_backend("langevin", well, x) == "torch"
+    # torch's float64 randn is not vectorised: the fused kernel wins.
+    assert auto_backend("langevin", well, x.double()) == "numba"
+    # An expensive energy: the fused kernel wins whatever the dtype.
+    assert auto_backend("langevin", mixture, x) == "numba"
+    # Few chains: torch's fixed cost per step dominates.
+    assert auto_backend("langevin", well, x[:100]) == "numba"
+    # Deterministic: the same inputs give the same choice.
+    assert {auto_backend("mala", well, x) for _ in range(3)} == {"torch"}
+
+
+def test_auto_is_reported_in_the_diagnostics() -> None:
+    energy = gaussian2()
+    sampler = fused("mala", step_size=0.3)
+    res = sampler.sample(energy, X, 3, backend="auto", generator=torch.Generator().manual_seed(0))
+    assert res.diagnostics["backend"] == auto_backend("mala", energy, X,
+                                                      sampler._fused_params()[1])
+    assert res.diagnostics["backend_requested"] == "auto"
