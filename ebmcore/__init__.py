@@ -69,7 +69,13 @@ __all__ = [
 ]
 
 
+#: Submodules reachable as attributes (``ebmcore.diagnostics.rhat``) without an explicit import.
+_SUBMODULES = ("checkpoint", "config", "diagnostics", "evaluate", "plot", "testing", "train")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ebmcore.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ebmcore' has no attribute {name!r}")
@@ -79,4 +85,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -34,7 +34,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "model": {"name": "mlp", "params": {}},
     "loss": {"name": "pcd", "params": {}},
     "sampler": {"name": "langevin", "params": {"step_size": 0.01}},
-    "train": {"steps": 2000, "batch_size": 256, "lr": 1e-3, "log_every": 50,
+    "train": {"steps": 2000, "batch_size": 256, "lr": 3e-3, "log_every": 50,
               "checkpoint_every": 500},
     "evaluate": {"n_test": 20000, "bounds": [-5.0, 5.0], "resolution": 256},
     "sample": {"n_chains": 2000, "n_steps": 500, "burn_in": 0, "thin": 5, "backend": "auto"},

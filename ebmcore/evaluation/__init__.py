@@ -1,0 +1,1 @@
+"""Evaluation of energies and samples; the public face is :mod:`ebmcore.evaluate`."""

@@ -1,0 +1,476 @@
+"""A small optional trainer over plain PyTorch, with exact, atomic resume.
+
+:class:`Trainer` runs ``loss(model, batch) -> backward -> optimizer.step`` for a fixed number
+of steps and adds only what a hand-written loop tends to get wrong: reproducible batches
+from a seeded generator, gradient clipping, an exponential moving average of the weights,
+logging without a host synchronisation every step, and checkpoints that resume bit for bit.
+A checkpoint holds the model, optimiser, EMA, the loss's state (replay buffer, sampler
+schedules), every random-number state (the trainer's generators and torch's global ones),
+the data position and the step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmcore.checkpoint import load_checkpoint, save_checkpoint
+from ebmcore.energy import Energy, as_energy
+from ebmcore.errors import CheckpointError
+from ebmcore.loss import Loss, LossOutput
+from ebmcore.progress import ProgressBar
+from ebmcore.validation import check_int, check_points, check_positive
+
+#: A callback runs after every step as ``callback(trainer, output)``.
+Callback = Callable[["Trainer", LossOutput], Any]
+
+_CHECKPOINT_GLOB = "step-*.pt"
+
+
+def _checkpoint_name(step: int) -> str:
+    return f"step-{step:09d}.pt"
+
+
+def _scalar(value: Any) -> float:
+    return float(value.detach().item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+class _TensorBatches:
+    """Shuffled minibatches of a data tensor, one permutation per epoch (last partial dropped)."""
+
+    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        if data.shape[0] < batch_size:
+            raise ValueError(f"batch_size={batch_size} exceeds the {data.shape[0]} points in "
+                             f"the data tensor")
+        self.data = data
+        self.batch_size = batch_size
+        self.generator = generator
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        n = self.data.shape[0]
+        if self.perm is None or self.pos + self.batch_size > n:
+            self.perm = torch.randperm(n, generator=self.generator)
+            self.pos = 0
+        rows = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.data[rows.to(self.data.device)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.perm, self.pos = state["perm"], int(state["pos"])
+
+
+class _DatasetBatches:
+    """Fresh draws from a data set component every step."""
+
+    def __init__(self, dataset: Any, batch_size: int, generator: torch.Generator) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.generator = generator
+
+    def next(self) -> torch.Tensor:
+        return self.dataset.sample(self.batch_size, generator=self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class _LoaderBatches:
+    """Batches of a ``DataLoader``, restartable mid-epoch by replaying the epoch's shuffle.
+
+    The RNG states that seed an epoch's shuffle (torch's global generator and the loader's
+    own, if it has one) are recorded when the epoch starts; resuming restores them, rebuilds
+    the iterator and skips the batches already used. This is exact for loaders whose order
+    depends only on those generators (the standard samplers).
+    """
+
+    def __init__(self, loader: Iterable[Any]) -> None:
+        self.loader = loader
+        self.iterator: Iterator[Any] | None = None
+        self.epoch_rng: dict[str, Any] | None = None
+        self.pos = 0
+
+    def _loader_generator(self) -> torch.Generator | None:
+        return getattr(self.loader, "generator", None)
+
+    def _start_epoch(self) -> None:
+        gen = self._loader_generator()
+        self.epoch_rng = {"torch": torch.get_rng_state(),
+                          "loader": None if gen is None else gen.get_state()}
+        self.iterator = iter(self.loader)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.iterator is None:
+            self._start_epoch()
+        try:
+            batch = next(self.iterator)
+        except StopIteration:
+            self._start_epoch()
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                raise ValueError("the DataLoader yielded no batches") from None
+        self.pos += 1
+        if isinstance(batch, (list, tuple)):
+            batch = batch[0]  # (inputs, labels) loaders: the energy sees the inputs
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(f"the DataLoader must yield tensors or (tensor, ...) tuples, got "
+                            f"{type(batch).__name__}")
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_rng": self.epoch_rng, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        epoch_rng, pos = state["epoch_rng"], int(state["pos"])
+        self.iterator, self.epoch_rng, self.pos = None, epoch_rng, 0
+        if epoch_rng is None:
+            return
+        current = torch.get_rng_state()
+        torch.set_rng_state(epoch_rng["torch"])
+        gen = self._loader_generator()
+        if gen is not None and epoch_rng["loader"] is not None:
+            gen.set_state(epoch_rng["loader"])
+        self.iterator = iter(self.loader)
+        for _ in range(pos):
+            next(self.iterator)
+        self.pos = pos
+        torch.set_rng_state(current)
+
+
+class _EMA:
+    """An exponential moving average of a model's parameters (buffers are copied)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self._src = [p for p in model.parameters()]
+        self._dst = [p for p in self.model.parameters()]
+        self._src_buffers = list(model.buffers())
+        self._dst_buffers = list(self.model.buffers())
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self._dst, [p.detach() for p in self._src], 1.0 - self.decay)
+        for dst, src in zip(self._dst_buffers, self._src_buffers, strict=True):
+            dst.copy_(src)
+
+
+class Trainer:
+    """Train an energy with a loss for a fixed number of steps.
+
+    Args:
+        model: The energy to train (an ``ebmcore.Energy``).
+        loss: An ``ebmcore.Loss`` instance or a registered loss name.
+        optimizer: ``None`` for Adam over the model's and the loss's parameters at ``lr``; a
+            ``torch.optim.Optimizer``; or a callable that takes the parameter list and returns
+            one.
+        data: A data tensor ``(N, *event_shape)`` (shuffled each epoch), a data set
+            component (name or instance with ``sample(n, generator)``, fresh draws each step),
+            or a ``torch.utils.data.DataLoader`` (its batches as they come).
+        steps: Total optimisation steps :meth:`fit` runs to.
+        batch_size: Points per step for tensor and data set sources.
+        lr: Learning rate of the default Adam optimiser (3e-3 was tuned on PCD training of
+            the mlp energy on 2-D toy data; 1e-3 learned markedly less in 2,000 steps).
+        grad_clip: Clip the global gradient norm to this value (``None``: no clipping).
+        ema: Decay of an exponential moving average of the weights (``None``: no EMA); the
+            averaged model is :attr:`ema_model`.
+        callbacks: Callables run after every step as ``callback(trainer, output)``; one may
+            call :meth:`request_stop`.
+        progress: Show a progress bar on a terminal.
+        log_every: Record the loss and metrics in the history every this many steps (and at
+            the last step); recording is the only host synchronisation.
+        checkpoint_dir: Directory for checkpoints ``step-XXXXXXXXX.pt`` (``None``: none).
+        checkpoint_every: Write a checkpoint every this many steps (and at the end); needs
+            ``checkpoint_dir``. ``None`` writes only at the end.
+        seed: Seeds the trainer's own generators (data order and the loss's random draws).
+    """
+
+    def __init__(self, model: Energy, loss: Loss | str, optimizer: Any = None, data: Any = None,
+                 *, steps: int = 1000, batch_size: int = 256, lr: float = 3e-3,
+                 grad_clip: float | None = None, ema: float | None = None,
+                 callbacks: Sequence[Callback] = (), progress: bool = False,
+                 log_every: int = 100, checkpoint_dir: str | Path | None = None,
+                 checkpoint_every: int | None = None, seed: int = 0) -> None:
+        self.model = as_energy(model)
+        self.loss = self._resolve_loss(loss)
+        self.steps = check_int("steps", steps, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.lr = check_positive("lr", lr)
+        self.grad_clip = None if grad_clip is None else check_positive("grad_clip", grad_clip)
+        if ema is not None and not 0.0 < check_positive("ema", ema) < 1.0:
+            raise ValueError(f"ema must be a decay in (0, 1), got {ema}")
+        self.callbacks = self._check_callbacks(callbacks)
+        self.progress = bool(progress)
+        self.log_every = check_int("log_every", log_every, minimum=1)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        if checkpoint_every is not None:
+            check_int("checkpoint_every", checkpoint_every, minimum=1)
+            if self.checkpoint_dir is None:
+                raise ValueError("checkpoint_every needs checkpoint_dir")
+        self.checkpoint_every = checkpoint_every
+        self.seed = check_int("seed", seed, minimum=0)
+
+        self.device = self._model_device()
+        self.data_generator = torch.Generator().manual_seed(self.seed)
+        self.loss_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        if hasattr(self.loss, "set_generator"):
+            self.loss.set_generator(self.loss_generator)
+        self.loss.to(self.device)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._params += [p for p in self.loss.parameters() if p.requires_grad]
+        self.optimizer = self._build_optimizer(optimizer)
+        self._batches = self._build_batches(data)
+        self._ema = None if ema is None else _EMA(self.model, float(ema))
+
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self._stop = False
+        self._seconds = 0.0
+
+    # -- construction ----------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_loss(loss: Any) -> Loss:
+        if isinstance(loss, str):
+            import ebmcore
+
+            loss = ebmcore.create("loss", loss)
+        if not isinstance(loss, Loss):
+            raise TypeError(f"loss must be an ebmcore.Loss or a loss name, got "
+                            f"{type(loss).__name__}")
+        return loss
+
+    @staticmethod
+    def _check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
+        if callable(callbacks) or isinstance(callbacks, (str, bytes)):
+            raise TypeError("callbacks must be a sequence of callables, e.g. (my_callback,)")
+        callbacks = tuple(callbacks)
+        for i, cb in enumerate(callbacks):
+            if not callable(cb):
+                raise TypeError(f"callbacks[{i}] must be callable, got {type(cb).__name__}")
+        return callbacks
+
+    def _model_device(self) -> torch.device:
+        for tensor in [*self.model.parameters(), *self.model.buffers()]:
+            return tensor.device
+        return torch.device("cpu")
+
+    def _build_optimizer(self, optimizer: Any) -> torch.optim.Optimizer:
+        if optimizer is None:
+            if not self._params:
+                raise ValueError("the model and the loss have no trainable parameters")
+            return torch.optim.Adam(self._params, lr=self.lr)
+        if isinstance(optimizer, torch.optim.Optimizer):
+            return optimizer
+        if callable(optimizer):
+            built = optimizer(self._params)
+            if not isinstance(built, torch.optim.Optimizer):
+                raise TypeError(f"the optimizer factory must return a torch.optim.Optimizer, "
+                                f"got {type(built).__name__}")
+            return built
+        raise TypeError(f"optimizer must be None, a torch.optim.Optimizer or a callable "
+                        f"returning one, got {type(optimizer).__name__}")
+
+    def _build_batches(self, data: Any) -> Any:
+        if data is None:
+            raise ValueError("data is required: a tensor, a data set (name or instance) or a "
+                             "DataLoader")
+        if isinstance(data, torch.Tensor):
+            check_points("data", data, self.model.event_shape)
+            return _TensorBatches(data, self.batch_size, self.data_generator)
+        if isinstance(data, str):
+            import ebmcore
+
+            data = ebmcore.create("dataset", data)
+        if isinstance(data, torch.utils.data.DataLoader):
+            return _LoaderBatches(data)
+        if callable(getattr(data, "sample", None)):
+            return _DatasetBatches(data, self.batch_size, self.data_generator)
+        raise TypeError(f"data must be a tensor, a data set name or instance with "
+                        f"sample(n, generator), or a DataLoader; got {type(data).__name__}")
+
+    # -- training --------------------------------------------------------------------------
+
+    @property
+    def ema_model(self) -> Energy | None:
+        """The model with exponentially averaged weights, or ``None`` without ``ema``."""
+        return None if self._ema is None else self._ema.model
+
+    def request_stop(self) -> None:
+        """Ask :meth:`fit` to stop after the current step (for callbacks)."""
+        self._stop = True
+
+    def train_step(self) -> LossOutput:
+        """Run one optimisation step and return the loss output."""
+        x = self._batches.next().to(self.device, non_blocking=True)
+        output = self.loss(self.model, x)
+        self.optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
+        self.optimizer.step()
+        if self._ema is not None:
+            self._ema.update()
+        self.step += 1
+        return output
+
+    def _record(self, output: LossOutput) -> dict[str, float]:
+        record = {"step": float(self.step), "loss": _scalar(output.loss)}
+        for name, value in output.metrics.items():
+            record[name] = _scalar(value)
+        record["seconds"] = self._seconds
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(
+                f"training diverged: the loss is {record['loss']} at step {self.step}; lower "
+                f"the learning rate or the sampler step size, or raise the loss's alpha"
+            )
+        self.history.append(record)
+        return record
+
+    def fit(self) -> list[dict[str, float]]:
+        """Train from the current step up to ``steps`` and return the metric history.
+
+        Each history record holds ``step``, ``loss``, the loss's metrics and ``seconds`` (wall
+        time spent in training steps so far, across resumes).
+        """
+        self.model.train()
+        self._stop = False
+        bar = ProgressBar(self.steps, enabled=self.progress, label="train")
+        bar.update(self.step)
+        started = time.perf_counter()
+        base = self._seconds
+        while self.step < self.steps and not self._stop:
+            output = self.train_step()
+            for callback in self.callbacks:
+                callback(self, output)
+            last = self.step == self.steps or self._stop
+            if self.step % self.log_every == 0 or last:
+                self._seconds = base + time.perf_counter() - started
+                record = self._record(output)
+                bar.update(0, extra=f"loss {record['loss']:.4g}")
+            bar.update()
+            if self.checkpoint_dir is not None and (
+                    last or (self.checkpoint_every and self.step % self.checkpoint_every == 0)):
+                self._seconds = base + time.perf_counter() - started
+                self.save_checkpoint()
+        bar.close()
+        self._seconds = base + time.perf_counter() - started
+        return self.history
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return everything needed to continue this run exactly."""
+        rng: dict[str, Any] = {"data": self.data_generator.get_state(),
+                               "loss": self.loss_generator.get_state(),
+                               "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = list(torch.cuda.get_rng_state_all())
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": None if self._ema is None else self._ema.model.state_dict(),
+            "loss": self.loss.state_dict(),
+            "rng": rng,
+            "data": self._batches.state_dict(),
+            "history": self.history,
+            "seconds": self._seconds,
+            "config": {"batch_size": self.batch_size, "seed": self.seed,
+                       "loss": type(self.loss).__name__, "model": type(self.model).__name__},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned into this (identically built) trainer."""
+        config = state["config"]
+        for key, mine in (("loss", type(self.loss).__name__),
+                          ("model", type(self.model).__name__)):
+            if config[key] != mine:
+                raise ValueError(f"the checkpoint was written with {key} {config[key]}, but "
+                                 f"this trainer has {mine}")
+        if config["batch_size"] != self.batch_size:
+            raise ValueError(f"the checkpoint used batch_size={config['batch_size']}, this "
+                             f"trainer has batch_size={self.batch_size}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if (state["ema"] is None) != (self._ema is None):
+            raise ValueError("the checkpoint and this trainer disagree on using an EMA")
+        if self._ema is not None:
+            self._ema.model.load_state_dict(state["ema"])
+        self.loss.load_state_dict(state["loss"])
+        self.loss.to(self.device)
+        rng = state["rng"]
+        self.data_generator.set_state(rng["data"])
+        self.loss_generator.set_state(rng["loss"])
+        self._batches.load_state_dict(state["data"])
+        torch.set_rng_state(rng["torch"])  # after the loader replay, which uses it
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+        self._seconds = float(state["seconds"])
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write a checkpoint atomically and return its path.
+
+        Args:
+            path: Target file; ``None`` writes ``checkpoint_dir/step-XXXXXXXXX.pt``.
+        """
+        if path is None:
+            if self.checkpoint_dir is None:
+                raise ValueError("pass a path or construct the trainer with checkpoint_dir")
+            path = self.checkpoint_dir / _checkpoint_name(self.step)
+        return save_checkpoint(path, self.state_dict(), meta={"step": self.step})
+
+    def resume(self, path: str | Path) -> Path:
+        """Restore a checkpoint and return the file used; :meth:`fit` then continues.
+
+        Args:
+            path: A checkpoint file, or a directory whose newest readable ``step-*.pt`` is
+                used (unreadable newer files are skipped with a warning).
+
+        Raises:
+            CheckpointError: When the file (or every file in the directory) is unreadable.
+        """
+        path = Path(path)
+        if path.is_dir():
+            candidates = sorted(path.glob(_CHECKPOINT_GLOB), reverse=True)
+            if not candidates:
+                raise CheckpointError(f"no checkpoints ({_CHECKPOINT_GLOB}) in {str(path)!r}")
+            for candidate in candidates:
+                try:
+                    state = load_checkpoint(candidate)
+                except CheckpointError as exc:
+                    warnings.warn(f"skipping unreadable checkpoint: {exc}", stacklevel=2)
+                    continue
+                self._load_checked(state, candidate)
+                return candidate
+            raise CheckpointError(f"every checkpoint in {str(path)!r} is unreadable")
+        state = load_checkpoint(path)
+        self._load_checked(state, path)
+        return path
+
+    def _load_checked(self, state: dict[str, Any], path: Path) -> None:
+        missing = {"step", "model", "optimizer", "ema", "loss", "rng", "data", "history",
+                   "config", "seconds"} - set(state)
+        if missing:
+            raise CheckpointError(f"{str(path)!r} is not a Trainer checkpoint (missing "
+                                  f"{', '.join(sorted(missing))})")
+        self.load_state_dict(state)
