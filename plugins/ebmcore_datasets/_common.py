@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ebmcore.dataset import Dataset
 from ebmcore.validation import check_int, check_points, check_positive
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -77,3 +78,26 @@ def positive_floats(name: str, values: Any, *, min_len: int = 1) -> tuple[float,
     if len(values) < min_len:
         raise ValueError(f"{name} must hold at least {min_len} value(s), got {len(values)}")
     return tuple(check_positive(f"{name}[{i}]", v) for i, v in enumerate(values))
+
+
+class ToyDataset(Dataset):
+    """A 2-D toy data set: subclasses draw float64 points in :meth:`_draw`; this class checks
+    the arguments and casts, so every data set samples the same way."""
+
+    event_shape = (2,)
+
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Draw ``n`` points ``(n, 2)``.
+
+        Args:
+            n: Number of points.
+            generator: Source of randomness; ``None`` uses a fresh private generator.
+            dtype: Floating-point dtype of the result.
+        """
+        n, generator, dtype = check_sample_args(n, generator, dtype)
+        return self._draw(n, generator).to(dtype)
+
+    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Return ``n`` float64 points ``(n, 2)`` drawn with ``generator``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _draw(n, generator)")

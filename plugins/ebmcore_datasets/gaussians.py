@@ -6,19 +6,18 @@ import math
 
 import torch
 
-from ebmcore.dataset import Dataset
 from ebmcore.validation import check_int, check_positive
 from ebmcore_datasets._common import (
     LOG_2PI,
+    ToyDataset,
     check_noise,
-    check_sample_args,
     check_x,
     choice,
     normal,
 )
 
 
-class EightGaussians(Dataset):
+class EightGaussians(ToyDataset):
     """An equal-weight mixture of isotropic Gaussians centred evenly on a circle.
 
     Component ``k`` has mean ``radius * (cos(2πk/K), sin(2πk/K))`` and covariance
@@ -40,19 +39,11 @@ class EightGaussians(Dataset):
         angles = angles / self.n_components
         self.centers = self.radius * torch.stack([angles.cos(), angles.sin()], dim=1)
 
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Draw ``n`` points ``(n, 2)``.
-
-        Args:
-            n: Number of points.
-            generator: Source of randomness; ``None`` uses a fresh private generator.
-            dtype: Floating-point dtype of the result.
-        """
-        n, generator, dtype = check_sample_args(n, generator, dtype)
+    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Return ``n`` float64 points ``(n, 2)`` drawn with ``generator``."""
         k = choice(n, self.n_components, generator)
         points = self.centers.to(generator.device)[k] + self.std * normal(n, generator, 2)
-        return points.to(dtype)
+        return points
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Return the exact log density ``(B,)`` at points ``x`` of shape ``(B, 2)``."""

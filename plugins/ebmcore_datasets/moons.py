@@ -6,12 +6,11 @@ import math
 
 import torch
 
-from ebmcore.dataset import Dataset
 from ebmcore.validation import check_positive
-from ebmcore_datasets._common import check_noise, check_sample_args, normal, uniform
+from ebmcore_datasets._common import ToyDataset, check_noise, normal, uniform
 
 
-class TwoMoons(Dataset):
+class TwoMoons(ToyDataset):
     """Two interleaving half circles with Gaussian noise.
 
     Each point picks a moon with probability 1/2 and an angle ``t ~ U(0, π)``; the upper
@@ -35,16 +34,8 @@ class TwoMoons(Dataset):
             raise ValueError(f"shift must be a pair (dx, dy), got {shift!r}")
         self.shift = tuple(float(s) for s in shift)
 
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Draw ``n`` points ``(n, 2)``.
-
-        Args:
-            n: Number of points.
-            generator: Source of randomness; ``None`` uses a fresh private generator.
-            dtype: Floating-point dtype of the result.
-        """
-        n, generator, dtype = check_sample_args(n, generator, dtype)
+    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Return ``n`` float64 points ``(n, 2)`` drawn with ``generator``."""
         u = uniform(n, generator, 2)
         t = math.pi * u[:, 0]
         lower = (u[:, 1] < 0.5).to(torch.float64)
@@ -53,4 +44,4 @@ class TwoMoons(Dataset):
         points = torch.stack([lower + sign * t.cos(), 0.5 * lower + sign * t.sin()], dim=1)
         points = points + self.noise * normal(n, generator, 2)
         shift = torch.tensor(self.shift, dtype=torch.float64, device=points.device)
-        return (self.scale * points + shift).to(dtype)
+        return self.scale * points + shift

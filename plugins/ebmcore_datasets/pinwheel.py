@@ -6,12 +6,11 @@ import math
 
 import torch
 
-from ebmcore.dataset import Dataset
 from ebmcore.validation import check_int, check_positive
-from ebmcore_datasets._common import check_noise, check_sample_args, choice, normal
+from ebmcore_datasets._common import ToyDataset, check_noise, choice, normal
 
 
-class Pinwheel(Dataset):
+class Pinwheel(ToyDataset):
     """Gaussian blobs bent into blades that curl around the origin.
 
     Each point draws ``f ~ N((1, 0), diag(radial_std², tangential_std²))`` and a blade
@@ -35,16 +34,8 @@ class Pinwheel(Dataset):
         self.rate = check_positive("rate", rate, allow_zero=True)
         self.scale = check_positive("scale", scale)
 
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Draw ``n`` points ``(n, 2)``.
-
-        Args:
-            n: Number of points.
-            generator: Source of randomness; ``None`` uses a fresh private generator.
-            dtype: Floating-point dtype of the result.
-        """
-        n, generator, dtype = check_sample_args(n, generator, dtype)
+    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Return ``n`` float64 points ``(n, 2)`` drawn with ``generator``."""
         z = normal(n, generator, 2)
         f0 = 1.0 + self.radial_std * z[:, 0]
         f1 = self.tangential_std * z[:, 1]
@@ -53,4 +44,4 @@ class Pinwheel(Dataset):
         c, s = angle.cos(), angle.sin()
         # clockwise, as FFJORD's einsum('ti,tij->tj', f, [[c, -s], [s, c]]) rotates
         points = torch.stack([c * f0 + s * f1, c * f1 - s * f0], dim=1)
-        return (self.scale * points).to(dtype)
+        return self.scale * points

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ebmcore.dataset import Dataset
 from ebmcore_datasets._common import (
+    ToyDataset,
     check_noise,
-    check_sample_args,
     check_x,
     choice,
     normal,
@@ -19,7 +18,7 @@ from ebmcore_datasets._common import (
 )
 
 
-class Rings(Dataset):
+class Rings(ToyDataset):
     """Points on concentric circles plus isotropic Gaussian noise.
 
     Each point picks ring ``k`` with probability ``w_k``, an angle ``θ ~ U(0, 2π)``, and adds
@@ -52,20 +51,12 @@ class Rings(Dataset):
         self.weights = w
         self._radii = torch.tensor(self.radii, dtype=torch.float64)
 
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Draw ``n`` points ``(n, 2)``.
-
-        Args:
-            n: Number of points.
-            generator: Source of randomness; ``None`` uses a fresh private generator.
-            dtype: Floating-point dtype of the result.
-        """
-        n, generator, dtype = check_sample_args(n, generator, dtype)
+    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Return ``n`` float64 points ``(n, 2)`` drawn with ``generator``."""
         r = self._radii.to(generator.device)[choice(n, len(self.radii), generator, self.weights)]
         theta = 2.0 * math.pi * uniform(n, generator)
         points = r[:, None] * torch.stack([theta.cos(), theta.sin()], dim=1)
-        return (points + self.noise * normal(n, generator, 2)).to(dtype)
+        return points + self.noise * normal(n, generator, 2)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Return the exact log density ``(B,)`` at points ``x`` of shape ``(B, 2)``."""

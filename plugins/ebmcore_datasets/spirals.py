@@ -6,12 +6,11 @@ import math
 
 import torch
 
-from ebmcore.dataset import Dataset
 from ebmcore.validation import check_int, check_positive
-from ebmcore_datasets._common import check_noise, check_sample_args, choice, normal, uniform
+from ebmcore_datasets._common import ToyDataset, check_noise, choice, normal, uniform
 
 
-class Spirals(Dataset):
+class Spirals(ToyDataset):
     """Archimedean spiral arms rotated evenly about the origin, with Gaussian noise.
 
     Along each arm ``t = turns · 2π · sqrt(u)`` with ``u ~ U(0, 1)`` (uniform in arc area,
@@ -35,16 +34,8 @@ class Spirals(Dataset):
         self.scale = check_positive("scale", scale)
         self.noise = check_noise("noise", noise)
 
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Draw ``n`` points ``(n, 2)``.
-
-        Args:
-            n: Number of points.
-            generator: Source of randomness; ``None`` uses a fresh private generator.
-            dtype: Floating-point dtype of the result.
-        """
-        n, generator, dtype = check_sample_args(n, generator, dtype)
+    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Return ``n`` float64 points ``(n, 2)`` drawn with ``generator``."""
         t = self.turns * 2.0 * math.pi * uniform(n, generator).sqrt()
         arm = choice(n, self.n_arms, generator).to(torch.float64)
         phi = 2.0 * math.pi * arm / self.n_arms
@@ -52,4 +43,4 @@ class Spirals(Dataset):
         c, s = phi.cos(), phi.sin()
         points = torch.stack([c * x - s * y, s * x + c * y], dim=1)
         points = self.scale * points + self.noise * normal(n, generator, 2)
-        return points.to(dtype)
+        return points

@@ -6,12 +6,11 @@ import math
 
 import torch
 
-from ebmcore.dataset import Dataset
 from ebmcore.validation import check_positive
-from ebmcore_datasets._common import check_noise, check_sample_args, normal, uniform
+from ebmcore_datasets._common import ToyDataset, check_noise, normal, uniform
 
 
-class SwissRoll(Dataset):
+class SwissRoll(ToyDataset):
     """The spiral ``(t cos t, t sin t)`` with ``t ~ U(t_min, t_max)`` plus Gaussian noise.
 
     This is scikit-learn's ``make_swiss_roll`` projected onto its x–z plane; the defaults
@@ -35,17 +34,9 @@ class SwissRoll(Dataset):
         if self.t_max <= self.t_min:
             raise ValueError(f"t_max must exceed t_min, got t_min={t_min!r}, t_max={t_max!r}")
 
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Draw ``n`` points ``(n, 2)``.
-
-        Args:
-            n: Number of points.
-            generator: Source of randomness; ``None`` uses a fresh private generator.
-            dtype: Floating-point dtype of the result.
-        """
-        n, generator, dtype = check_sample_args(n, generator, dtype)
+    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Return ``n`` float64 points ``(n, 2)`` drawn with ``generator``."""
         t = self.t_min + (self.t_max - self.t_min) * uniform(n, generator)
         points = torch.stack([t * t.cos(), t * t.sin()], dim=1)
         points = points + self.noise * normal(n, generator, 2)
-        return (self.scale * points).to(dtype)
+        return self.scale * points
