@@ -115,9 +115,12 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
 def _print_summary(out: Path, metrics: dict[str, Any]) -> None:
     evaluation = metrics.get("evaluation") or {}
     if evaluation.get("nll") is not None:
-        gap = evaluation.get("nll_gap")
-        print(f"test NLL {evaluation['nll']:.3f} nats (data's own {evaluation['data_nll']:.3f}, "
-              f"gap {gap:.3f}); KL {evaluation['kl']:.3f}; TV {evaluation['tv']:.3f}")
+        line = f"test NLL {evaluation['nll']:.3f} nats"
+        if evaluation.get("data_nll") is not None:  # data sets with a known density
+            line += (f" (data's own {evaluation['data_nll']:.3f}, gap "
+                     f"{evaluation['nll_gap']:.3f}); KL {evaluation['kl']:.3f}; "
+                     f"TV {evaluation['tv']:.3f}")
+        print(line)
     sampling = metrics.get("sampling") or {}
     if sampling:
         rhat = sampling["chains"]["rhat"]["max"]

@@ -22,7 +22,7 @@ EXAMPLE_SRC = ROOT / "examples" / "ebmcore-example-plugin" / "src"
 MARKER = "<!-- test -->"
 
 #: Pages that must keep at least one runnable block (the tutorials).
-TUTORIALS = ("tutorial.md", "writing-a-plugin.md")
+TUTORIALS = ("tutorial.md", "training.md", "kernels.md", "writing-a-plugin.md")
 
 _RUNNER = """
 import json, sys
