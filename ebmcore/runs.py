@@ -230,8 +230,9 @@ def train_run(config: dict[str, Any], out: str | Path, *, progress: bool = False
         log("evaluating and sampling the trained model")
         metrics.update(_evaluate_and_sample(model, built["dataset"], built["sampler"],
                                             resolved, seed, out, progress))
+    # wall-clock seconds are in metrics.json; the figure shows what the model learned
     history = {k: [row[k] for row in trainer.history if k in row]
-               for k in (trainer.history[0] if trainer.history else {})}
+               for k in (trainer.history[0] if trainer.history else {}) if k != "seconds"}
     if history:
         from ebmcore import plot
 
