@@ -30,6 +30,10 @@ class ProgressBar:
         self._start = time.perf_counter()
         self._last = 0.0
 
+    def due(self) -> bool:
+        """Whether the next :meth:`update` will redraw; compute costly ``extra`` text only then."""
+        return self.enabled and time.perf_counter() - self._last >= self.min_interval
+
     def update(self, n: int = 1, extra: str | None = None) -> None:
         """Count ``n`` more updates and redraw if enough time passed."""
         self.done += n

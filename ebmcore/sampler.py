@@ -237,7 +237,10 @@ class Sampler:
                 if trajectory is not None:
                     trajectory[kept].copy_(state.x)
                 kept += 1
-            bar.update()
+            # reading the acceptance syncs with the device, so only when the bar redraws
+            extra = (f"acceptance {float(accept_sum.mean()) / (i + 1):.3f}"
+                     if accept_sum is not None and bar.due() else None)
+            bar.update(extra=extra)
         bar.close()
         # Non-finite positions are absorbing for the unadjusted kernels, so a final check
         # also catches chains that blew up between the recorded steps.
