@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import numba  # import before pinning torch's threads (see the module docstring)
 import torch
-from ebmcore_samplers.kernels import FusedBackendMixin
 from ebmcore_samplers.kernels.dispatch import auto_backend
 from ebmcore_samplers.langevin import Langevin
 
@@ -40,19 +39,9 @@ import ebmcore
 STEP = 0.01
 
 
-class FusedLangevin(FusedBackendMixin, Langevin):
-    """Langevin with the fused backends, for when the built-in class does not have them yet."""
-
-    def _fused_params(self):
-        return "langevin", {"step_size": self.step_size, "noise_scale": self.noise_scale,
-                            "grad_clip": self.grad_clip, "clamp": self.clamp}
-
-
 def langevin_sampler() -> Langevin:
-    """The built-in Langevin if it has the fused backends, else :class:`FusedLangevin`."""
-    if issubclass(Langevin, FusedBackendMixin):
-        return Langevin(step_size=STEP)
-    return FusedLangevin(step_size=STEP)
+    """The built-in Langevin (it carries the fused backends)."""
+    return Langevin(step_size=STEP)
 
 
 # -- energies and floors -------------------------------------------------------------------
