@@ -57,12 +57,16 @@ def test_float32_cuda_kernel_runs_and_matches_the_cpu_kernel() -> None:
     torch.testing.assert_close(gpu.samples, cpu.samples, rtol=1e-6, atol=1e-6)
 
 
-def test_cuda_hmc_hits_the_target_moments() -> None:
+def test_cuda_mala_keeps_the_target() -> None:
+    # Chains start from exact draws, so a kernel that does not leave the target invariant
+    # drifts away within these 25 steps. The simulator runs every thread in Python, and its
+    # cost per device-function call grows badly with long runs of many threads, so this test
+    # stays at 200 chains x 25 steps; HMC is covered bit for bit against the CPU kernel above.
     energy = gaussian2()
     mean, cov = truth(energy)
-    sampler = fused("hmc", step_size=0.45, n_leapfrog=4, adapt_step_size=False)
-    x0 = torch.full((256, 2), 4.0, dtype=torch.float64)
-    res = sampler.sample(energy, x0, 30, burn_in=10, backend="cuda",
+    sampler = fused("mala", step_size=0.6, adapt_step_size=False)
+    x0 = energy.sample(200, generator=torch.Generator().manual_seed(5)).double()
+    res = sampler.sample(energy, x0, 25, backend="cuda",
                          generator=torch.Generator().manual_seed(21))
     assert res.diagnostics["backend"] == "cuda"
     assert_within(moment_z(res.samples, mean, cov))
