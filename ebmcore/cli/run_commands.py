@@ -11,6 +11,9 @@ from typing import Any
 
 from ebmcore.config import TRAIN_DEFAULTS, apply_overrides, load_toml, merge
 
+#: Where ``ebmcore demo`` writes when no ``--out`` is given (``-2``, ``-3``... on reruns).
+DEMO_FOLDER = "ebmcore-demo"
+
 
 def add_commands(subparsers: Any) -> None:
     """Attach ``train``, ``sample``, ``evaluate`` and ``demo`` to the ``ebmcore`` parser."""
@@ -80,8 +83,9 @@ def _add_component_options(p: argparse.ArgumentParser, kinds: tuple[str, ...]) -
 
 
 def _add_common_run_options(p: argparse.ArgumentParser, default_out: str | None = None) -> None:
-    p.add_argument("--out", type=Path, default=None if default_out is None else Path(default_out),
-                   help="run folder" + (f" (default: {default_out})" if default_out else
+    p.add_argument("--out", type=Path,
+                   help="run folder" + (f" (default: {default_out}, or {default_out}-N when "
+                                        f"that already holds a run)" if default_out else
                                         " (default: runs/<time>-<dataset>-<loss>)"))
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
@@ -151,10 +155,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     args.config = None
     config = _train_config(args)
-    metrics = train_run(config, args.out, progress=not args.quiet, log=_log(args),
+    out = args.out if args.out is not None else _free_folder(Path(DEMO_FOLDER))
+    metrics = train_run(config, out, progress=not args.quiet, log=_log(args),
                         overwrite=args.overwrite)
-    _print_summary(Path(args.out), metrics)
+    _print_summary(Path(out), metrics)
     return 130 if metrics.get("interrupted") else 0
+
+
+def _free_folder(base: Path) -> Path:
+    """Return ``base`` if it is absent or empty, else the first free ``base-2``, ``base-3``..."""
+    candidate, n = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

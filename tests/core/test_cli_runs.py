@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +153,18 @@ def test_no_traceback_from_the_console_script(tmp_path):
                            "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert done.returncode == 1
     assert "Did you mean 'mlp'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_demo_reruns_write_next_to_the_last_demo(monkeypatch, tmp_path):
+    from ebmcore.cli import run_commands
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr("ebmcore.runs.train_run",
+                        lambda config, out, **kw: calls.append(Path(out)) or {})
+    (tmp_path / "ebmcore-demo").mkdir()
+    (tmp_path / "ebmcore-demo" / "metrics.json").write_text("{}")
+    assert main(["demo", "--quiet"]) == 0
+    assert main(["demo", "--quiet", "--out", "chosen"]) == 0
+    assert calls == [Path(run_commands.DEMO_FOLDER + "-2"), Path("chosen")]
+    assert (tmp_path / "ebmcore-demo" / "metrics.json").read_text() == "{}"
