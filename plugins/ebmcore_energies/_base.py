@@ -151,6 +151,17 @@ class AnalyticEnergy(Energy):
         return torch.randn(n, *shape, generator=generator, dtype=torch.float64, device=device)
 
 
+def safe_sqrt(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``sqrt(v)`` for ``v >= 0`` and the mask ``v > 0``, with a zero autograd gradient at 0.
+
+    Double where: the sqrt never sees 0, so autograd's gradient there is 0, not NaN.
+    """
+    positive = v > 0
+    root = torch.where(positive, torch.sqrt(torch.where(positive, v, torch.ones_like(v))),
+                       torch.zeros_like(v))
+    return root, positive
+
+
 def register_params(module: torch.nn.Module, **params: torch.Tensor | float) -> None:
     """Register float64 values as buffers in the default dtype (scalars become 0-d)."""
     dtype = torch.get_default_dtype()

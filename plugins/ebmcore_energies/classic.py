@@ -17,6 +17,7 @@ from ._base import (
     is_scalar,
     real,
     register_params,
+    safe_sqrt,
     tensor_param,
 )
 
@@ -326,12 +327,7 @@ class Ackley(AnalyticEnergy):
 
     def _radius(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``r = sqrt(mean x²)`` and ``positive = r > 0``, safe for autograd at 0."""
-        ms = (x * x).mean(-1)
-        positive = ms > 0
-        # Double where: the sqrt never sees 0, so autograd's gradient at 0 is 0, not NaN.
-        r = torch.where(positive, torch.sqrt(torch.where(positive, ms, torch.ones_like(ms))),
-                        torch.zeros_like(ms))
-        return r, positive
+        return safe_sqrt((x * x).mean(-1))
 
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
         r, _ = self._radius(x)

@@ -8,7 +8,7 @@ import torch
 
 from ebmcore.energy import NumbaFace
 
-from ._base import AnalyticEnergy, dim_arg, flat, real, register_params
+from ._base import AnalyticEnergy, dim_arg, flat, real, register_params, safe_sqrt
 
 # -- banana -----------------------------------------------------------------------------------
 
@@ -230,12 +230,7 @@ class Ring(AnalyticEnergy):
                         width=real("width", width, positive=True))
 
     def _norm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ss = (x * x).sum(-1)
-        positive = ss > 0
-        # Double where: the sqrt never sees 0, so autograd's gradient at 0 is 0, not NaN.
-        rho = torch.where(positive, torch.sqrt(torch.where(positive, ss, torch.ones_like(ss))),
-                          torch.zeros_like(ss))
-        return rho, positive
+        return safe_sqrt((x * x).sum(-1))
 
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
         rho, _ = self._norm(x)
