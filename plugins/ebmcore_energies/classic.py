@@ -47,17 +47,20 @@ class DoubleWell(AnalyticEnergy):
         return self.barrier * (u * u - 1) ** 2 + 0.5 * (x[:, 1:] ** 2).sum(-1)
 
     def _grad(self, x: torch.Tensor) -> torch.Tensor:
+        # In place on one temporary: this runs once per sampler step on every chain.
         g = x.clone()
         u = x[:, 0] / self.center
-        g[:, 0] = 4 * self.barrier * u * (u * u - 1) / self.center
+        g[:, 0] = (u * u).sub_(1.0).mul_(u).mul_(4.0 * self.barrier / self.center)
         return g
 
     def _energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = x.clone()
         u = x[:, 0] / self.center
-        w = u * u - 1
-        g[:, 0] = 4 * self.barrier * u * w / self.center
-        e = self.barrier * w * w + 0.5 * (x[:, 1:] ** 2).sum(-1)
+        w = (u * u).sub_(1.0)
+        g[:, 0] = u.mul_(w).mul_(4.0 * self.barrier / self.center)
+        e = w.square_().mul_(self.barrier)
+        if x.shape[1] > 1:
+            e.add_(torch.linalg.vecdot(x[:, 1:], x[:, 1:]), alpha=0.5)
         return e, g
 
     def numba_face(self) -> NumbaFace:
