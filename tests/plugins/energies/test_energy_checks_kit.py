@@ -116,3 +116,27 @@ def test_closure_faces_are_rejected() -> None:
 
     with pytest.raises(AssertionError, match="closure"):
         check_energy(WithClosure(), (2,))
+
+
+def _sized_face(d: int):
+    def energy(x, p):
+        s = 0.0
+        for i in range(d):
+            s += p[0] * x[i] * x[i]
+        return s
+
+    def grad(x, p, out):
+        for i in range(d):
+            out[i] = 2.0 * p[0] * x[i]
+
+    return energy, grad
+
+
+def test_integer_size_closures_are_accepted() -> None:
+    # Sizes frozen per shape are the documented exception (see gaussian_mixture's face).
+    class Sized(_Quadratic):
+        def numba_face(self) -> NumbaFace:
+            energy, grad = _sized_face(2)
+            return NumbaFace(energy, grad, np.array([1.0]), 2)
+
+    check_energy(Sized(), (2,))
