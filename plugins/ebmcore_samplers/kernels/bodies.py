@@ -23,6 +23,10 @@ launch and PTX code in one place):
   sampler's schedules. ``opts``: method options (documented per function).
   ``minv``, ``msqrt (D,)``: inverse and square-root diagonal masses (HMC).
 - ``x, g, y, gy, w (D,)``, ``st (2,)``: per-chain scratch (registers / local memory).
+
+The scratch is float64 whatever the chains' dtype: the faces' parameters and the RNG are
+float64 anyway, so float32 chains are computed in float64 and only stored in float32 (which
+also spares a conversion per access: measured 161 -> 131 ns per mixture chain-step).
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ def langevin_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_
     has_hi = opts[4] > 0.0
     n_trace = trace_at.shape[0]
     kept = 0
+    to_keep = thin  # a countdown, not (t - n_burn + 1) % thin: no division per step
     j = 0
     for t in range(n_burn + n_steps):
         eps = plan[t, 0]
@@ -136,14 +141,17 @@ def langevin_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_
                 v = hi
             x[d] = v
         grad(x, p, g)
-        if t >= n_burn and (t - n_burn + 1) % thin == 0:
-            if record != 0:
-                for d in range(D):
-                    traj[kept, i, d] = x[d]
-            if HAS_ENERGY and j < n_trace and trace_at[j] == kept:
-                trace_e[j, i] = energy(x, p)
-                j += 1
-            kept += 1
+        if t >= n_burn:
+            to_keep -= 1
+            if to_keep == 0:
+                to_keep = thin
+                if record != 0:
+                    for d in range(D):
+                        traj[kept, i, d] = x[d]
+                if HAS_ENERGY and j < n_trace and trace_at[j] == kept:
+                    trace_e[j, i] = energy(x, p)
+                    j += 1
+                kept += 1
     for d in range(D):
         X[i, d] = x[d]
     if HAS_ENERGY:
@@ -170,6 +178,7 @@ def mala_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out,
     log_step_bar = 0.0
     n_trace = trace_at.shape[0]
     kept = 0
+    to_keep = thin  # a countdown, not (t - n_burn + 1) % thin: no division per step
     j = 0
     for t in range(n_burn + n_steps):
         eps = eps_chain if own_step else plan[t, 0]
@@ -199,7 +208,9 @@ def mala_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out,
             own_step = True
         if t >= n_burn:
             acc[i] += prob
-            if (t - n_burn + 1) % thin == 0:
+            to_keep -= 1
+            if to_keep == 0:
+                to_keep = thin
                 if record != 0:
                     for d in range(D):
                         traj[kept, i, d] = x[d]
@@ -236,6 +247,7 @@ def hmc_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, 
     log_step_bar = 0.0
     n_trace = trace_at.shape[0]
     kept = 0
+    to_keep = thin  # a countdown, not (t - n_burn + 1) % thin: no division per step
     j = 0
     for t in range(n_burn + n_steps):
         eps = eps_chain if own_step else plan[t, 0]
@@ -280,7 +292,9 @@ def hmc_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, 
             acc[i] += prob
             if not error <= threshold:  # NaN counts as divergent
                 div[i] += 1
-            if (t - n_burn + 1) % thin == 0:
+            to_keep -= 1
+            if to_keep == 0:
+                to_keep = thin
                 if record != 0:
                     for d in range(D):
                         traj[kept, i, d] = x[d]

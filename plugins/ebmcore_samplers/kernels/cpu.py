@@ -1,8 +1,8 @@
 """The CPU kernel source: ``prange`` over chains, each running its whole loop in one call.
 
 :func:`ebmcore_samplers.kernels.factory.cpu_kernel` compiles :func:`run_chains` with
-``numba.njit(parallel=True)`` after rebinding its globals ``D`` (event size), ``DTYPE``
-(numpy dtype of the chains) and ``chain`` (a compiled ``bodies.<method>_chain``).
+``numba.njit(parallel=True)`` after rebinding its globals ``D`` (event size) and ``chain``
+(a compiled ``bodies.<method>_chain``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import numpy as np
 from numba import prange
 
 D = 1
-DTYPE = np.float64
 
 
 def chain(*args):  # pragma: no cover - bound per kernel by the factory
@@ -26,12 +25,13 @@ def run_chains(X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p,
     (``plan``, not ``sched``: numba's parfor lowering names an internal argument ``sched``.)
     """
     for i in prange(X.shape[0]):
-        # Per-chain scratch: allocated once per chain, not per step.
-        x = np.empty(D, DTYPE)
-        g = np.empty(D, DTYPE)
-        y = np.empty(D, DTYPE)
-        gy = np.empty(D, DTYPE)
-        w = np.empty(D, DTYPE)
+        # Per-chain scratch, allocated once per chain, not per step; float64 whatever the
+        # chains' dtype (see bodies: float32 chains are only stored in float32).
+        x = np.empty(D, np.float64)
+        g = np.empty(D, np.float64)
+        y = np.empty(D, np.float64)
+        gy = np.empty(D, np.float64)
+        w = np.empty(D, np.float64)
         st = np.empty(2, np.uint64)
         chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p, seed,
               n_burn, n_steps, thin, plan, opts, minv, msqrt, x, g, y, gy, w, st)

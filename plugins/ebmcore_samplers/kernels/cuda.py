@@ -2,8 +2,9 @@
 
 :func:`ebmcore_samplers.kernels.factory.cuda_kernel` compiles :func:`run_chains` with
 ``numba.cuda.jit`` after rebinding its globals ``D`` (event size, a compile-time constant
-as ``cuda.local.array`` needs), ``DTYPE`` (numba type of the chains), ``chain`` (a compiled
-``bodies.<method>_chain``) and ``cuda``. This module imports no ``numba.cuda`` at import.
+as ``cuda.local.array`` needs), ``chain`` (a compiled ``bodies.<method>_chain``) and
+``cuda``. Per-chain state is float64 whatever the chains' dtype, as on the CPU. This module
+imports no ``numba.cuda`` at import.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 import numpy as np
 
 D = 1
-DTYPE = None
 cuda: Any = None  # numba.cuda, bound by the factory
 THREADS_PER_BLOCK = 128
 
@@ -28,11 +28,11 @@ def run_chains(X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p,
     """Run chain ``cuda.grid(1)`` of ``X`` (arguments as in :mod:`.bodies`)."""
     i = cuda.grid(1)
     if i < X.shape[0]:
-        x = cuda.local.array(D, DTYPE)
-        g = cuda.local.array(D, DTYPE)
-        y = cuda.local.array(D, DTYPE)
-        gy = cuda.local.array(D, DTYPE)
-        w = cuda.local.array(D, DTYPE)
+        x = cuda.local.array(D, np.float64)
+        g = cuda.local.array(D, np.float64)
+        y = cuda.local.array(D, np.float64)
+        gy = cuda.local.array(D, np.float64)
+        w = cuda.local.array(D, np.float64)
         st = cuda.local.array(2, np.uint64)
         chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p, seed,
               n_burn, n_steps, thin, plan, opts, minv, msqrt, x, g, y, gy, w, st)

@@ -125,8 +125,7 @@ def cpu_kernel(method: str, grad: Callable, energy: Callable | None, dim: int,
         from . import cpu
 
         namespace = dict(vars(cpu))
-        namespace.update(D=dim, DTYPE=DTYPES[dtype],
-                         chain=chain_function(method, "cpu", grad, energy, dim))
+        namespace.update(D=dim, chain=chain_function(method, "cpu", grad, energy, dim))
         jit = numba.njit(parallel=True, cache=False, error_model="numpy")
         return jit(rebind(cpu.run_chains, namespace))
 
@@ -148,14 +147,13 @@ def cuda_kernel(method: str, grad: Callable, energy: Callable | None, dim: int,
     key = ("cuda_kernel", method, grad, energy, dim, dtype)
 
     def build() -> Any:
-        import numba
         from numba import cuda
 
         from . import cuda as cuda_src
 
         namespace = dict(vars(cuda_src))
-        namespace.update(D=dim, DTYPE=numba.from_dtype(np.dtype(DTYPES[dtype])),
-                         chain=chain_function(method, "cuda", grad, energy, dim), cuda=cuda)
+        namespace.update(D=dim, chain=chain_function(method, "cuda", grad, energy, dim),
+                         cuda=cuda)
         return cuda.jit(rebind(cuda_src.run_chains, namespace))
 
     return _memo(key, build)

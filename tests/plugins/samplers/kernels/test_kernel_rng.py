@@ -110,3 +110,14 @@ def test_normals_are_standard_and_chains_independent(cpu_rng) -> None:
     # Neighbouring chains (consecutive seeds) and the two halves of a pair are uncorrelated.
     for a, b in ((z[:-1, 0], z[1:, 0]), (z[:, 0], z[:, 1]), (z[:, 1], z[:, 2])):
         assert abs(np.mean(a * b)) < 5 / math.sqrt(a.size)
+
+
+def test_normals_follow_the_normal_law_in_distribution(cpu_rng) -> None:
+    # Moments alone would miss a wrong shape (the polar method's rejection step, say):
+    # Kolmogorov-Smirnov against the exact normal CDF, on both members of each pair.
+    stats = pytest.importorskip("scipy.stats")
+    z = _normals(cpu_rng.fill_normal, cpu_rng.seed_chain, 50_000, 2)
+    for column in (z[:, 0], z[:, 1]):
+        assert stats.kstest(column, "norm").pvalue > 1e-3
+    # The pair's radius² is chi-square(2), which pins the joint law, not only the marginals.
+    assert stats.kstest((z**2).sum(1), "chi2", args=(2,)).pvalue > 1e-3
