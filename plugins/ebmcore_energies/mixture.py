@@ -148,6 +148,13 @@ def mixture_face_functions(d: int, k: int) -> tuple[Callable, Callable]:
     K=8`` (measured 150 -> 75 ns). One pair per shape is memoised, so the kernel factory's
     cache (keyed by the functions) still shares compiled kernels between mixtures of one
     shape. ``p = [D, K, log_coef (K), means (K·D), precisions (K·D·D)]``.
+
+    A component whose weight is below ``2**-64`` of the running maximum's (``a_k`` more than
+    ``64 log 2`` below it; the maximum only grows, so also below the final one's) is skipped
+    without an ``exp``: added to a normaliser of at least 1 it cannot change it in float64,
+    so the energy is unchanged bit for bit, and its share of the gradient is below
+    ``2**-64 |P_k (x - μ_k)|``. Near the modes of a well-separated mixture most components
+    are such (measured 123 -> 102 ns per Langevin chain-step, 8 components in 2-D).
     """
     m_off = 2 + k
     p_off = m_off + k * d
@@ -167,7 +174,7 @@ def mixture_face_functions(d: int, k: int) -> tuple[Callable, Callable]:
             if c == 0:
                 best = a
                 total = 1.0
-            else:
+            elif a >= best - 44.3614195558365:  # 64 log 2: see mixture_face_functions
                 # One exp per component whichever side of the running maximum it falls on.
                 e = math.exp(-abs(a - best))
                 if a > best:
@@ -195,6 +202,8 @@ def mixture_face_functions(d: int, k: int) -> tuple[Callable, Callable]:
                 total = 1.0
                 for i in range(d):
                     out[i] = 0.0
+            elif a < best - 44.3614195558365:
+                continue  # weight below 2**-64 of the running maximum's: see the docstring
             else:
                 e = math.exp(-abs(a - best))
                 if a > best:
