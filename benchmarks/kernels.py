@@ -11,6 +11,10 @@ torch is pinned to one thread after numba is imported (numba can reset the OpenM
 count torch shares), and the script asserts it. The numba kernels run with 1 thread (the
 fair comparison with one torch thread) and with every numba thread (reported too).
 
+glibc's heap trimming is switched off for every run unless ``--system-malloc`` is given (the
+same ``pin_heap`` as ``benchmarks/samplers.py``: who pays the page faults of re-allocated
+temporaries otherwise depends on allocation order, not on the work done).
+
 ``--sweep`` also times the numba and torch backends over chain counts and dimensions for
 both energies: the measurements ``ebmcore_samplers.kernels.dispatch.auto_backend`` encodes.
 
@@ -33,6 +37,7 @@ import numba  # import before pinning torch's threads (see the module docstring)
 import torch
 from ebmcore_samplers.kernels.dispatch import auto_backend
 from ebmcore_samplers.langevin import Langevin
+from samplers import pin_heap  # benchmarks/ is on sys.path when this runs as a script
 
 import ebmcore
 
@@ -215,14 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per case")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="dtype of the chains (float32: torch's default)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's heap trimming on (see samplers.pin_heap)")
     args = parser.parse_args(argv)
+    pinned = False if args.system_malloc else pin_heap()
     torch.set_num_threads(1)
     assert torch.get_num_threads() == 1, "torch must run on one thread for a fair floor"
     n_chains, n_steps = (10_000, 20) if args.quick else (100_000, 100)
     dtype = getattr(torch, args.dtype)
     print(f"torch {torch.__version__} threads={torch.get_num_threads()}; numba "
           f"{numba.__version__} NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}; "
-          f"{n_chains} chains x {n_steps} steps, {args.dtype}, {args.rounds} rounds", flush=True)
+          f"{n_chains} chains x {n_steps} steps, {args.dtype}, {args.rounds} rounds; "
+          f"heap pinned: {pinned}", flush=True)
     result = headline(n_chains, n_steps, args.rounds, dtype)
     print(json.dumps(result, indent=2))
     mix = result["mixture8_langevin"]["numba_1t"]

@@ -43,11 +43,11 @@ class DoubleWell(AnalyticEnergy):
                         center=real("center", center, positive=True))
 
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
+        # In place on one temporary, like the gradient: samplers call these on every chain.
         u = x[:, 0] / self.center
-        return self.barrier * (u * u - 1) ** 2 + 0.5 * (x[:, 1:] ** 2).sum(-1)
+        return self._add_harmonic_rest((u * u).sub_(1.0).square_().mul_(self.barrier), x)
 
     def _grad(self, x: torch.Tensor) -> torch.Tensor:
-        # In place on one temporary: this runs once per sampler step on every chain.
         g = x.clone()
         u = x[:, 0] / self.center
         g[:, 0] = (u * u).sub_(1.0).mul_(u).mul_(4.0 * self.barrier / self.center)
@@ -58,10 +58,16 @@ class DoubleWell(AnalyticEnergy):
         u = x[:, 0] / self.center
         w = (u * u).sub_(1.0)
         g[:, 0] = u.mul_(w).mul_(4.0 * self.barrier / self.center)
-        e = w.square_().mul_(self.barrier)
-        if x.shape[1] > 1:
+        return self._add_harmonic_rest(w.square_().mul_(self.barrier), x), g
+
+    @staticmethod
+    def _add_harmonic_rest(e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``e += ½ Σ_{i≥1} x_i²`` in place (no temporary in the common 2-D case)."""
+        if x.shape[1] == 2:
+            e.addcmul_(x[:, 1], x[:, 1], value=0.5)
+        elif x.shape[1] > 2:
             e.add_(torch.linalg.vecdot(x[:, 1:], x[:, 1:]), alpha=0.5)
-        return e, g
+        return e
 
     def numba_face(self) -> NumbaFace:
         """Numba face; ``p = [D, h, c]``."""

@@ -94,6 +94,9 @@ class Langevin(FusedBackendMixin, Sampler):
             scale = (self.grad_clip / norm.clamp_min_(1e-30)).clamp_max_(1.0)
             g = g * _common.per_chain(scale, g.ndim)
         x.add_(g, alpha=-eps)
+        # Drop the old gradient before the energy allocates the new one, so that the
+        # allocator hands back the same (cache-warm) block instead of a second one.
+        state.grad = g = None
         _common.axpy_(x, noise_sd, _common.randn_(state.noise, gen))
         if self.clamp is not None:
             x.clamp_(*self.clamp)
