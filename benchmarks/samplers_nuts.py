@@ -1,13 +1,21 @@
 """NUTS against a bare-PyTorch floor that builds the same lockstep trees by hand.
 
 The floor is the multinomial NUTS transition written as one function with local tensors:
-the analytic Gaussian gradient ``x @ P`` inline, no Energy module, no record dictionary, no
-info, no state object. It draws its random numbers in the same order as
+the analytic Gaussian gradient ``x @ P`` inline, no Energy module, no inverse mass, no shape
+handling, no info dictionary, no state object. It takes the shortcuts a careful hand-written
+version would, the same ones the sampler takes: a chain that stops inside a half keeps
+moving unmasked (the half is discarded at the merge, so its log weight, proposal and summed
+momentum need no per-leaf masking); the energy errors and "still growing" flags of a
+doubling go into one buffer each, and the diagnostics (acceptance statistic, gradient count,
+divergence) are reduced once per doubling; the first leaf of a half skips its log-sum-exp;
+the batch is compacted to the still-growing chains with one host synchronisation per
+doubling and never copied back whole. It draws its random numbers in the same order as
 ``ebmcore_samplers.nuts.NUTS``, so from the same seed both build the very same trees; the
-script first checks that both give identical samples and gradient counts, then times
-``NUTS.step`` and the floor from the same state and seed, interleaved, after a warm-up,
-with torch pinned to one thread. It prints median milliseconds per transition, the median
-ratio NUTS / floor with its range over repetitions, and gradient evaluations per chain.
+script first checks that both give identical samples, energies, gradients and diagnostics,
+then times ``NUTS.step`` and the floor from the same state and seed, interleaved, after a
+warm-up, with torch pinned to one thread. It prints median milliseconds per transition, the
+median ratio NUTS / floor with its range over repetitions, and gradient evaluations per
+chain.
 
 Run: ``python benchmarks/samplers_nuts.py [--reps 15] [--quick]``
 """
@@ -15,6 +23,7 @@ Run: ``python benchmarks/samplers_nuts.py [--reps 15] [--quick]``
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import time
@@ -36,118 +45,159 @@ class Gaussian(Energy):
         self.event_shape = (prec.shape[0],)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * torch.linalg.vecdot(x @ self.prec, x)
+        return torch.linalg.vecdot(x @ self.prec, x).mul_(0.5)
 
     def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = x @ self.prec
-        return 0.5 * torch.linalg.vecdot(g, x), g
+        return torch.linalg.vecdot(g, x).mul_(0.5), g
+
+
+@functools.cache
+def leaf_plan(depth: int) -> tuple[tuple[int, range], ...]:
+    """Per leaf of a half of ``2**depth`` leaves: the checkpoint slot it fills (-1: none) and
+    the checkpoint slots whose balanced sub-trees end at it."""
+    if depth == 0:
+        return ((-1, range(0)),)
+    plan = []
+    for leaf in range(2 ** depth):
+        lo, hi = checkpoint_range(leaf)
+        plan.append((hi, range(0)) if leaf % 2 == 0 else (-1, range(lo, hi + 1)))
+    return tuple(plan)
 
 
 def floor_transition(x: torch.Tensor, e: torch.Tensor, g: torch.Tensor, eps: torch.Tensor,
-                     prec: torch.Tensor, max_depth: int, gen: torch.Generator
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One multinomial NUTS transition by hand (unit mass, analytic gradient)."""
+                     prec: torch.Tensor, max_depth: int, max_error: float,
+                     gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """One multinomial NUTS transition by hand (unit mass, analytic gradient).
+
+    Returns the new positions, energies and gradients, and per chain the acceptance
+    statistic, tree depth, gradient count and divergence flag.
+    """
+    vecdot = torch.linalg.vecdot
     b = x.shape[0]
+    neg_max = -max_error
     p0 = torch.randn(x.shape, generator=gen, dtype=x.dtype)
-    h0 = e + 0.5 * torch.linalg.vecdot(p0, p0)
-    # Per-chain tree: ends, summed momentum, log weight, proposal, counters.
-    tree = [x, p0, g, x, p0, g, p0, torch.zeros_like(e), x, e, g, h0, eps,
-            torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long),
-            torch.zeros_like(e), torch.zeros(b, dtype=torch.bool)]
-    active = None
+    h0 = vecdot(p0, p0).mul_(0.5).add_(e)
+    # Tree of the chains in the batch: ends, summed momentum, log weight, proposal, H0, eps.
+    tree = [x, p0, g, x, p0, g, p0, torch.zeros_like(e), x, e, g, h0, eps]
+    acc = torch.zeros_like(e)
+    nlf = torch.zeros(b, dtype=torch.long)
+    dep = torch.zeros(b, dtype=torch.long)
+    div = torch.zeros(b, dtype=torch.bool)
+    idx = None  # rows of the compacted batch in the full batch
+    out: list[torch.Tensor] = []  # full-size proposal once the batch is compacted
     for depth in range(max_depth):
-        idx = None
-        if active is not None:
-            idx = torch.nonzero(active).squeeze(1)
-            if idx.numel() == 0:
-                break
-            if idx.numel() == b:
-                idx = None
-        t = tree if idx is None else [v.index_select(0, idx) for v in tree]
-        xl, pl, gl, xr, pr, gr, rho_t, logw_t, px, pe, pg, h0_, eps_, nlf, dep, acc, div = t
+        xl, pl, gl, xr, pr, gr, rho_t, logw_t, px, pe, pg, h0, step_size = tree
         n = xl.shape[0]
-        n_leaves = 2 ** depth
-        u = torch.rand((n_leaves + 2, n), generator=gen, dtype=x.dtype)
+        n_leaves = 1 << depth
+        u = torch.rand((n_leaves + 2, n), generator=gen, dtype=x.dtype).unbind(0)
         fwd = u[0] < 0.5
         fwd_b = fwd.unsqueeze(1)
-        step = torch.where(fwd, eps_, -eps_).unsqueeze(1)
+        step = torch.where(fwd, step_size, -step_size).unsqueeze(1)
         half = 0.5 * step
-        xc = torch.where(fwd_b, xr, xl)
-        pc = torch.where(fwd_b, pr, pl)
-        gc = torch.where(fwd_b, gr, gl)
-        alive = torch.ones(n, dtype=torch.bool)
-        logw = torch.full((n,), -math.inf, dtype=x.dtype)
-        rho = torch.zeros_like(pc)
+        xc, pc, gc = (torch.where(fwd_b, xr, xl), torch.where(fwd_b, pr, pl),
+                      torch.where(fwd_b, gr, gl))
+        neg_delta = torch.empty((n_leaves, n), dtype=x.dtype)  # row j: H0 - H at leaf j
+        grow = torch.empty((n_leaves + 1, n), dtype=torch.bool)  # row j: growing at leaf j
+        alive = grow[0].fill_(True)
         sx, se, sg = xc, pe, gc
-        count = torch.zeros(n, dtype=torch.long)
         ck_p: list = [None] * depth
         ck_r: list = [None] * depth
-        for leaf in range(n_leaves):
+        logw = rho = neg_delta
+        for leaf, (slot, checks) in enumerate(leaf_plan(depth)):
+            # Chains that stopped inside this half keep moving: the half is discarded.
             pc = torch.addcmul(pc, half, gc, value=-1.0)
             xc = torch.addcmul(xc, step, pc)
             gc = xc @ prec
-            ec = 0.5 * torch.linalg.vecdot(gc, xc)
+            ec = vecdot(gc, xc).mul_(0.5)
             pc = torch.addcmul(pc, half, gc, value=-1.0)
-            delta = ec + 0.5 * torch.linalg.vecdot(pc, pc) - h0_
-            delta = torch.where(torch.isnan(delta), math.inf, delta)
-            count += alive
-            acc = acc + torch.where(alive, torch.exp(-delta).clamp_(max=1.0), 0.0)
-            new_logw = torch.logaddexp(logw, -delta)
-            take = alive & (u[leaf + 1] < torch.exp(-delta - new_logw))
-            logw = torch.where(alive, new_logw, logw)
+            nd = torch.sub(h0, vecdot(pc, pc).mul_(0.5).add_(ec), out=neg_delta[leaf])
+            nd.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)  # NaN: diverged
+            if leaf == 0:  # the half's log weight is the leaf's own
+                logw, rho = nd, pc
+                take = torch.isfinite(nd)
+            else:
+                new_logw = torch.logaddexp(logw, nd)
+                take = u[leaf + 1] < (nd - new_logw).exp_()
+                logw = new_logw
+                rho = rho + pc
             tb = take.unsqueeze(1)
             sx = torch.where(tb, xc, sx)
             sg = torch.where(tb, gc, sg)
             se = torch.where(take, ec, se)
-            rho = rho + torch.where(alive.unsqueeze(1), pc, 0.0)
-            stop = alive & (delta > 1000.0)
-            div = div | stop
-            if depth > 0:
-                lo, hi = checkpoint_range(leaf)
-                if leaf % 2 == 0:
-                    ck_p[hi], ck_r[hi] = pc, rho
-                else:
-                    for i in range(lo, hi + 1):
-                        span = rho - ck_r[i] + ck_p[i]
-                        stop = stop | (torch.linalg.vecdot(ck_p[i], span) <= 0) | (
-                            torch.linalg.vecdot(pc, span) <= 0)
-            alive = alive & ~stop
+            stop = nd < neg_max
+            if slot >= 0:
+                ck_p[slot], ck_r[slot] = pc, rho
+            for i in checks:  # U-turn on each balanced sub-tree ending here
+                span = (rho - ck_r[i]).add_(ck_p[i])
+                stop.logical_or_(torch.fmin(vecdot(ck_p[i], span), vecdot(pc, span)) <= 0)
+            alive = torch.gt(alive, stop, out=grow[leaf + 1])  # alive & ~stop
+        # Diagnostics of the doubling over the leaves where each chain still grew.
+        grew = grow[:n_leaves]
+        acc_d = neg_delta.exp().clamp_(max=1.0).mul_(grew).sum(0)
+        nlf_d = grew.sum(0)
+        div_d = (neg_delta < neg_max).logical_and_(grew).any(0)
+        # Merge: a half that stopped early is discarded.
         right = (alive & fwd).unsqueeze(1)
-        left = (alive & ~fwd).unsqueeze(1)
+        left = torch.gt(alive, fwd).unsqueeze(1)
         xr, pr, gr = (torch.where(right, xc, xr), torch.where(right, pc, pr),
                       torch.where(right, gc, gr))
         xl, pl, gl = (torch.where(left, xc, xl), torch.where(left, pc, pl),
                       torch.where(left, gc, gl))
-        take = alive & (u[n_leaves + 1] < torch.exp(logw - logw_t))
+        take = alive & (u[n_leaves + 1] < (logw - logw_t).exp_())
         tb = take.unsqueeze(1)
         px, pg, pe = torch.where(tb, sx, px), torch.where(tb, sg, pg), torch.where(take, se, pe)
         logw_t = torch.where(alive, torch.logaddexp(logw_t, logw), logw_t)
         rho_t = torch.where(alive.unsqueeze(1), rho_t + rho, rho_t)
-        dep = dep + alive
-        nlf = nlf + count
-        still = alive & (torch.linalg.vecdot(pl, rho_t) > 0) & (
-            torch.linalg.vecdot(pr, rho_t) > 0)
-        t = [xl, pl, gl, xr, pr, gr, rho_t, logw_t, px, pe, pg, h0_, eps_, nlf, dep, acc, div]
+        still = alive & (torch.minimum(vecdot(pl, rho_t), vecdot(pr, rho_t)) > 0)
         if idx is None:
-            tree, active = t, still
+            acc += acc_d
+            nlf += nlf_d
+            dep += alive
+            div |= div_d
         else:
-            tree = [v.index_copy(0, idx, s) for v, s in zip(tree, t, strict=True)]
-            active = torch.zeros(b, dtype=torch.bool).index_copy_(0, idx, still)
-    # Per-chain acceptance statistic (what step-size adaptation reads), as NUTS reports it.
-    _accept = tree[15] / tree[13].clamp(min=1)
-    return tree[8], tree[9], tree[10], tree[13]
+            acc.index_add_(0, idx, acc_d)
+            nlf.index_add_(0, idx, nlf_d)
+            dep.index_add_(0, idx, alive.long())
+            div.index_copy_(0, idx, div_d)
+        tree = [xl, pl, gl, xr, pr, gr, rho_t, logw_t, px, pe, pg, h0, step_size]
+        if depth == max_depth - 1:
+            break
+        sel = torch.nonzero(still).squeeze(1)  # the one host sync per doubling
+        if sel.numel() == n:
+            continue
+        # Finished chains leave their proposal in the full-size output.
+        if idx is None:
+            out, idx = [px, pe, pg], sel
+        else:
+            for full, part in zip(out, (px, pe, pg), strict=True):
+                full.index_copy_(0, idx, part)
+            idx = idx.index_select(0, sel)
+        if sel.numel() == 0:
+            tree = []
+            break
+        tree = [v.index_select(0, sel) for v in tree]
+    if not out:
+        out = tree[8:11]
+    elif tree:
+        for full, part in zip(out, tree[8:11], strict=True):
+            full.index_copy_(0, idx, part)
+    return out[0], out[1], out[2], acc / nlf.clamp(min=1), dep, nlf, div
 
 
 def check_identical(sampler: NUTS, energy: Gaussian, x0: torch.Tensor) -> None:
-    """Both implementations must build the same trees from the same seed."""
+    """Both implementations must build the same trees, with the same diagnostics."""
     state = sampler.init(energy, x0)
     x, e, g = state.x, state.energy, state.grad
     gen_a, gen_b = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
     for _ in range(3):
         state, info = sampler.step(energy, state, gen_a)
-        x, e, g, n_grad = floor_transition(x, e, g, state.step_size, energy.prec,
-                                           sampler.max_tree_depth, gen_b)
-        if not (torch.equal(state.x, x) and torch.equal(info["n_grad"], n_grad)):
+        x, e, g, *diag = floor_transition(x, e, g, state.step_size, energy.prec,
+                                          sampler.max_tree_depth, sampler.max_energy_error,
+                                          gen_b)
+        ours = (state.x, state.energy, state.grad, info["acceptance"], info["tree_depth"],
+                info["n_grad"], info["diverged"])
+        if not all(torch.equal(a, b) for a, b in zip(ours, (x, e, g, *diag), strict=True)):
             raise AssertionError("the floor and NUTS built different trees")
 
 
@@ -163,6 +213,7 @@ def bench(b: int, dim: int, step_size: float, reps: int, warmup: int, k: int) ->
     check_identical(sampler, energy, x0)
     state0 = sampler.init(energy, x0)
     eps = state0.step_size
+    max_error = sampler.max_energy_error
 
     def run_nuts(seed: int) -> float:
         g = torch.Generator().manual_seed(seed)
@@ -177,7 +228,8 @@ def bench(b: int, dim: int, step_size: float, reps: int, warmup: int, k: int) ->
         x, e, gr = state0.x, state0.energy, state0.grad
         start = time.perf_counter()
         for _ in range(k):
-            x, e, gr, _n = floor_transition(x, e, gr, eps, prec, sampler.max_tree_depth, g)
+            x, e, gr, *_diag = floor_transition(x, e, gr, eps, prec, sampler.max_tree_depth,
+                                                max_error, g)
         return time.perf_counter() - start
 
     for i in range(warmup):

@@ -15,29 +15,31 @@ One transition of the multinomial NUTS of Betancourt (2017), as in Stan and Blac
 All chains that are still growing are at the same depth and the same leaf, so the leaf and
 checkpoint indices are Python integers shared by every chain. At the start of each doubling
 the still-growing chains are gathered into one compact batch (one host synchronisation per
-doubling); inside a doubling a chain that stops is masked, so each leapfrog step is one
-energy-and-gradient call for the whole batch. An energy whose value depends on the row
-(a batch of tempered replicas) provides ``take_rows(index) -> Energy`` for the compacted batch.
+doubling), so each leapfrog step is one energy-and-gradient call for the whole batch; a chain
+that stops inside a half keeps moving to the half's end and is ignored. An energy whose value
+depends on the row (a batch of tempered replicas) provides ``take_rows(index) -> Energy`` for
+the compacted batch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from ebmcore.energy import Energy
 from ebmcore_samplers._common import flat, per_chain
 
-#: Keys of the per-chain tree record (all tensors with the chains along dimension 0).
-_TREE_KEYS = ("xl", "pl", "gl", "xr", "pr", "gr", "rho", "log_w", "px", "pe", "pg", "h0",
-              "eps", "sum_accept", "n_leapfrog", "depth", "diverged")
+_vecdot = torch.linalg.vecdot
 
 
 def kinetic(p: torch.Tensor, inv_mass: torch.Tensor | None) -> torch.Tensor:
     """Kinetic energy ``p^T M^{-1} p / 2`` per chain for a diagonal inverse mass."""
     v = p if inv_mass is None else p * inv_mass
-    return 0.5 * torch.linalg.vecdot(flat(v), flat(p))
+    return 0.5 * _vecdot(flat(v), flat(p))
 
 
 def draw_momentum(x: torch.Tensor, inv_mass: torch.Tensor | None,
@@ -45,19 +47,6 @@ def draw_momentum(x: torch.Tensor, inv_mass: torch.Tensor | None,
     """Draw ``p ~ N(0, M)`` with ``M = diag(1 / inv_mass)`` for every chain."""
     p = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return p if inv_mass is None else p.mul_(inv_mass.rsqrt())
-
-
-def is_turning(p_a: torch.Tensor, p_b: torch.Tensor, rho: torch.Tensor,
-               inv_mass: torch.Tensor | None) -> torch.Tensor:
-    """Generalised no-U-turn criterion (Betancourt 2017): True where the span turns back.
-
-    ``p_a`` and ``p_b`` are the momenta at the span's two ends, ``rho`` the sum of the
-    momenta over the span (ends included). The criterion is symmetric in the two ends.
-    """
-    r = flat(rho)
-    v_a = flat(p_a if inv_mass is None else p_a * inv_mass)
-    v_b = flat(p_b if inv_mass is None else p_b * inv_mass)
-    return (torch.linalg.vecdot(v_a, r) <= 0) | (torch.linalg.vecdot(v_b, r) <= 0)
 
 
 def checkpoint_range(leaf: int) -> tuple[int, int]:
@@ -75,87 +64,42 @@ def checkpoint_range(leaf: int) -> tuple[int, int]:
     return hi - trailing + 1, hi
 
 
-def _double(energy: Energy, t: dict[str, torch.Tensor], depth: int,
-            inv_mass: torch.Tensor | None, max_energy_error: float,
-            generator: torch.Generator) -> torch.Tensor:
-    """Grow every chain of ``t`` by ``2**depth`` leaves; update ``t``; return who continues."""
-    x_prev = t["xl"]
-    n, nd = x_prev.shape[0], x_prev.ndim
-    n_leaves = 2 ** depth
-    # One draw for all of this doubling's randomness: direction, each leaf, the merge.
-    u = torch.rand((n_leaves + 2, n), generator=generator, dtype=x_prev.dtype,
-                   device=x_prev.device)
-    forward = u[0] < 0.5
-    fwd = per_chain(forward, nd)
-    eps = per_chain(torch.where(forward, t["eps"], -t["eps"]), nd)
-    half_eps = 0.5 * eps
-    x = torch.where(fwd, t["xr"], t["xl"])
-    p = torch.where(fwd, t["pr"], t["pl"])
-    g = torch.where(fwd, t["gr"], t["gl"])
-    h0 = t["h0"]
+# Work per leaf is kept to what the tree needs:
+# - a chain that stops inside a half has that half discarded at the merge, so the half's
+#   log weight, proposal and summed momentum need no masking by ``alive`` per leaf;
+# - per-leaf diagnostics are deferred: ``-delta`` and ``alive`` go into one buffer row each,
+#   reduced once per doubling (acceptance, gradient count, divergence);
+# - the first leaf of a half needs no log-sum-exp: the half's log weight is its own;
+# - events are flattened once per transition, so there is no per-leaf reshaping;
+# - the batch stays compact (no copy back of the whole record per doubling): finished
+#   chains leave their proposal in the full-size output, counters are updated with
+#   ``index_add_``.
 
-    alive = torch.ones(n, dtype=torch.bool, device=x.device)
-    diverged = torch.zeros_like(alive)
-    log_w = torch.full_like(h0, -math.inf)
-    rho = torch.zeros_like(p)
-    sx, se, sg = x, t["pe"], g  # the new half's proposal; leaf 0 always replaces it
-    sum_accept = torch.zeros_like(h0)
-    n_leapfrog = torch.zeros_like(t["n_leapfrog"])
-    ckpt_p: list[torch.Tensor | None] = [None] * depth
-    ckpt_rho: list[torch.Tensor | None] = [None] * depth
 
-    for leaf in range(n_leaves):
-        # Leapfrog; chains that stopped inside this half keep moving but are masked out.
-        p = torch.addcmul(p, half_eps, g, value=-1.0)
-        x = torch.addcmul(x, eps, p if inv_mass is None else p * inv_mass)
-        e, g = energy.energy_and_grad(x)
-        p = torch.addcmul(p, half_eps, g, value=-1.0)
+@functools.cache
+def _leaf_plan(depth: int) -> tuple[tuple[int, range], ...]:
+    """Per leaf of a ``2**depth``-leaf half: the checkpoint slot it fills (``-1``: none)
+    and the slots whose balanced sub-trees end at it (see ``checkpoint_range``)."""
+    if depth == 0:
+        return ((-1, range(0)),)
+    plan = []
+    for leaf in range(2 ** depth):
+        lo, hi = checkpoint_range(leaf)
+        plan.append((hi, range(0)) if leaf % 2 == 0 else (-1, range(lo, hi + 1)))
+    return tuple(plan)
 
-        delta = e + kinetic(p, inv_mass) - h0  # energy error H - H0
-        delta = torch.where(torch.isnan(delta), math.inf, delta)
-        sum_accept += torch.where(alive, torch.exp(-delta).clamp_(max=1.0), 0.0)
-        n_leapfrog += alive
-        new_log_w = torch.logaddexp(log_w, -delta)
-        take = alive & (u[leaf + 1] < torch.exp(-delta - new_log_w))
-        log_w = torch.where(alive, new_log_w, log_w)
-        take_b = per_chain(take, nd)
-        sx = torch.where(take_b, x, sx)
-        sg = torch.where(take_b, g, sg)
-        se = torch.where(take, e, se)
-        rho = rho + torch.where(per_chain(alive, nd), p, 0.0)
 
-        stop = alive & (delta > max_energy_error)
-        diverged |= stop
-        if depth > 0:
-            lo, hi = checkpoint_range(leaf)
-            if leaf % 2 == 0:
-                ckpt_p[hi], ckpt_rho[hi] = p, rho
-            else:
-                for i in range(lo, hi + 1):
-                    span_rho = rho - ckpt_rho[i] + ckpt_p[i]
-                    stop = stop | is_turning(ckpt_p[i], p, span_rho, inv_mass)
-        alive = alive & ~stop
+def _flat_energy_and_grad(energy: Energy, event: torch.Size
+                          ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``energy.energy_and_grad`` on flat points ``(n, D)``, returning a flat gradient."""
+    if len(event) == 1:
+        return energy.energy_and_grad
 
-    t["sum_accept"] = t["sum_accept"] + sum_accept
-    t["n_leapfrog"] = t["n_leapfrog"] + n_leapfrog
-    t["diverged"] = t["diverged"] | diverged
-    # A half that stopped early is discarded: no new end, no new proposal.
-    valid = alive
-    grow_right = per_chain(valid & forward, nd)
-    grow_left = per_chain(valid & ~forward, nd)
-    for side, grow in (("r", grow_right), ("l", grow_left)):
-        t["x" + side] = torch.where(grow, x, t["x" + side])
-        t["p" + side] = torch.where(grow, p, t["p" + side])
-        t["g" + side] = torch.where(grow, g, t["g" + side])
-    take = valid & (u[n_leaves + 1] < torch.exp(log_w - t["log_w"]))
-    take_b = per_chain(take, nd)
-    t["px"] = torch.where(take_b, sx, t["px"])
-    t["pg"] = torch.where(take_b, sg, t["pg"])
-    t["pe"] = torch.where(take, se, t["pe"])
-    t["log_w"] = torch.where(valid, torch.logaddexp(t["log_w"], log_w), t["log_w"])
-    t["rho"] = torch.where(per_chain(valid, nd), t["rho"] + rho, t["rho"])
-    t["depth"] = t["depth"] + valid
-    return valid & ~is_turning(t["pl"], t["pr"], t["rho"], inv_mass)
+    def evaluate(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e, g = energy.energy_and_grad(z.view(z.shape[0], *event))
+        return e, g.reshape(z.shape[0], -1)
+
+    return evaluate
 
 
 def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor,
@@ -181,42 +125,146 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
         uses), ``tree_depth``, ``n_grad`` (leapfrog steps, one gradient each) and
         ``diverged``.
     """
-    b = x.shape[0]
-    p0 = draw_momentum(x, inv_mass, generator)
-    h0 = e + kinetic(p0, inv_mass)
-    int_zeros = torch.zeros(b, dtype=torch.long, device=x.device)
-    # Ends and proposal start at the initial point. The record is only ever replaced
-    # (never written in place), so sharing x, p0 and g between entries is safe.
-    t = {"xl": x, "pl": p0, "gl": g, "xr": x, "pr": p0, "gr": g, "rho": p0,
-         "log_w": torch.zeros_like(e), "px": x, "pe": e, "pg": g, "h0": h0,
-         "eps": step_size, "sum_accept": torch.zeros_like(e), "n_leapfrog": int_zeros,
-         "depth": int_zeros, "diverged": torch.zeros(b, dtype=torch.bool, device=x.device)}
-    active: torch.Tensor | None = None
+    b, shape, dev = x.shape[0], x.shape, x.device
+    im = None if inv_mass is None else inv_mass.reshape(-1)
+    p0 = draw_momentum(x, inv_mass, generator).reshape(b, -1)
+    xf, gf = x.reshape(b, -1), g.reshape(b, -1)
+    h0 = _vecdot(p0 if im is None else p0 * im, p0).mul_(0.5).add_(e)
+    # Tree record of the chains in the batch: ends, summed momentum, log weight, proposal,
+    # initial energy, step size. Tensors are only ever replaced, never written in place,
+    # so entries may share storage.
+    tree = [xf, p0, gf, xf, p0, gf, p0, torch.zeros_like(e), xf, e, gf, h0, step_size]
+    acc_t = torch.zeros_like(e)
+    nlf_t = torch.zeros(b, dtype=torch.long, device=dev)
+    dep_t = torch.zeros(b, dtype=torch.long, device=dev)
+    div_t = torch.zeros(b, dtype=torch.bool, device=dev)
+    evaluate = _flat_energy_and_grad(energy, shape[1:])
+    neg_max = -max_energy_error
+    idx: torch.Tensor | None = None  # full-batch rows of the batch once it is compacted
+    out: list[torch.Tensor] = []  # full-size proposal (x, e, g) once it is compacted
+    flushed = False  # whether ``out`` already holds the batch's final proposals
     for depth in range(max_depth):
-        idx = None
-        if active is not None:
-            idx = torch.nonzero(active).squeeze(1)  # the one host sync per doubling
-            if idx.numel() == 0:
-                break
-            if idx.numel() == b:
-                idx = None
+        xl, pl, gl, xr, pr, gr, rho_t, logw_t, px, pe, pg, h0, eps = tree
+        n = xl.shape[0]
+        n_leaves = 1 << depth
+        # One draw for all of this doubling's randomness: direction, each leaf, the merge.
+        u = torch.rand((n_leaves + 2, n), generator=generator, dtype=xl.dtype, device=dev)
+        u_rows = u.unbind(0)
+        forward = u_rows[0] < 0.5
+        fwd = forward.unsqueeze(1)
+        step = torch.where(forward, eps, -eps).unsqueeze(1)
+        half = 0.5 * step
+        x = torch.where(fwd, xr, xl)
+        p = torch.where(fwd, pr, pl)
+        g = torch.where(fwd, gr, gl)
+        # Row j of neg_delta: H0 - H at leaf j; row j of alive: the chain still grows at j.
+        neg_delta = torch.empty((n_leaves, n), dtype=h0.dtype, device=dev)
+        alive_buf = torch.empty((n_leaves + 1, n), dtype=torch.bool, device=dev)
+        d_rows, a_rows = neg_delta.unbind(0), alive_buf.unbind(0)
+        alive = a_rows[0].fill_(True)
+        sx, se, sg = x, pe, g  # the new half's proposal; leaf 0 always replaces it
+        ck_p: list[Any] = [None] * depth
+        ck_v: list[Any] = [None] * depth
+        ck_rho: list[Any] = [None] * depth
+        logw = rho = neg_delta  # placeholders: leaf 0 sets both
+        for leaf, (slot, checks) in enumerate(_leaf_plan(depth)):
+            # Leapfrog; chains that stopped inside this half keep moving, ignored.
+            p = torch.addcmul(p, half, g, value=-1.0)
+            x = torch.addcmul(x, step, p if im is None else p * im)
+            e, g = evaluate(x)
+            p = torch.addcmul(p, half, g, value=-1.0)
+            v = p if im is None else p * im
+            nd = torch.sub(h0, _vecdot(v, p).mul_(0.5).add_(e), out=d_rows[leaf])
+            # An undefined energy (NaN) counts as an infinite energy error.
+            nd.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+            if leaf == 0:
+                # log(0 + exp(nd)) is nd, and u < exp(nd - nd) = 1 unless nd is infinite.
+                logw, rho = nd, p
+                take = torch.isfinite(nd)
+            else:
+                new_logw = torch.logaddexp(logw, nd)
+                take = u_rows[leaf + 1] < (nd - new_logw).exp_()
+                logw = new_logw
+                rho = rho + p
+            take_b = take.unsqueeze(1)
+            sx = torch.where(take_b, x, sx)
+            sg = torch.where(take_b, g, sg)
+            se = torch.where(take, e, se)
+            stop = nd < neg_max
+            if slot >= 0:
+                ck_p[slot], ck_v[slot], ck_rho[slot] = p, v, rho
+            for i in checks:
+                # Generalised U-turn on the balanced sub-tree from checkpoint i to here;
+                # fmin(a, b) <= 0 is exactly (a <= 0) | (b <= 0), NaN included.
+                span = (rho - ck_rho[i]).add_(ck_p[i])
+                stop.logical_or_(torch.fmin(_vecdot(ck_v[i], span), _vecdot(v, span)) <= 0)
+            alive = torch.gt(alive, stop, out=a_rows[leaf + 1])  # alive & ~stop
+
+        # Deferred per-leaf diagnostics of the chains while they grew.
+        grew = alive_buf[:n_leaves]
+        accept = neg_delta.exp().clamp_(max=1.0).mul_(grew).sum(0)
+        n_grad = grew.sum(0)
+        diverged = (neg_delta < neg_max).logical_and_(grew).any(0)
+        # A half that stopped early is discarded: no new end, no new proposal.
+        valid = alive
+        right = (valid & forward).unsqueeze(1)
+        left = torch.gt(valid, forward).unsqueeze(1)  # valid & ~forward
+        xr, pr, gr = torch.where(right, x, xr), torch.where(right, p, pr), torch.where(right, g, gr)
+        xl, pl, gl = torch.where(left, x, xl), torch.where(left, p, pl), torch.where(left, g, gl)
+        take = valid & (u_rows[n_leaves + 1] < (logw - logw_t).exp_())
+        take_b = take.unsqueeze(1)
+        px, pg = torch.where(take_b, sx, px), torch.where(take_b, sg, pg)
+        pe = torch.where(take, se, pe)
+        logw_t = torch.where(valid, torch.logaddexp(logw_t, logw), logw_t)
+        rho_t = torch.where(valid.unsqueeze(1), rho_t + rho, rho_t)
+        vl, vr = (pl, pr) if im is None else (pl * im, pr * im)
+        still = valid & (torch.minimum(_vecdot(vl, rho_t), _vecdot(vr, rho_t)) > 0)
         if idx is None:
-            active = _double(energy, t, depth, inv_mass, max_energy_error, generator)
+            acc_t += accept
+            nlf_t += n_grad
+            dep_t += valid
+            div_t |= diverged
         else:
-            sub = {k: v.index_select(0, idx) for k, v in t.items()}
-            # Energies that depend on the row (tempered replicas) follow the compaction.
-            take_rows = getattr(energy, "take_rows", None)
-            sub_energy = energy if take_rows is None else take_rows(idx)
-            still = _double(sub_energy, sub, depth, inv_mass, max_energy_error, generator)
-            t = {k: v.index_copy(0, idx, sub[k]) for k, v in t.items()}
-            active = torch.zeros_like(active).index_copy_(0, idx, still)
+            acc_t.index_add_(0, idx, accept)
+            nlf_t.index_add_(0, idx, n_grad)
+            dep_t.index_add_(0, idx, valid.long())
+            # Rows in the batch have not diverged before (divergence ends a tree).
+            div_t.index_copy_(0, idx, diverged)
+        tree = [xl, pl, gl, xr, pr, gr, rho_t, logw_t, px, pe, pg, h0, eps]
+        if depth == max_depth - 1:
+            break
+        sel = torch.nonzero(still).squeeze(1)  # the one host sync per doubling
+        m = sel.numel()
+        if m == n:
+            continue
+        # Chains leave the batch: keep every row's proposal, then compact the survivors.
+        if idx is None:
+            out, idx = [px, pe, pg], sel  # fresh tensors from torch.where: ours to write
+        else:
+            for full, part in zip(out, (px, pe, pg), strict=True):
+                full.index_copy_(0, idx, part)
+            idx = idx.index_select(0, sel)
+        if m == 0:
+            flushed = True
+            break
+        tree = [t.index_select(0, sel) for t in tree]
+        # Energies that depend on the row (tempered replicas) follow the compaction.
+        take_rows = getattr(energy, "take_rows", None)
+        if take_rows is not None:
+            evaluate = _flat_energy_and_grad(take_rows(idx), shape[1:])
+    px, pe, pg = tree[8:11]
+    if not out:
+        out = [px, pe, pg]
+    elif not flushed:
+        for full, part in zip(out, (px, pe, pg), strict=True):
+            full.index_copy_(0, idx, part)
     info = {
-        "acceptance": t["sum_accept"] / t["n_leapfrog"].clamp(min=1),
-        "tree_depth": t["depth"],
-        "n_grad": t["n_leapfrog"],
-        "diverged": t["diverged"],
+        "acceptance": acc_t / nlf_t.clamp(min=1),
+        "tree_depth": dep_t,
+        "n_grad": nlf_t,
+        "diverged": div_t,
     }
-    return t["px"], t["pe"], t["pg"], info
+    return out[0].view(shape), out[1], out[2].view(shape), info
 
 
 def find_reasonable_step_size(energy: Energy, x: torch.Tensor, e: torch.Tensor,
