@@ -44,21 +44,24 @@ class DoubleWell(AnalyticEnergy):
 
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
         # In place on one temporary, like the gradient: samplers call these on every chain.
-        u = x[:, 0] / self.center
-        return self._add_harmonic_rest((u * u).sub_(1.0).square_().mul_(self.barrier), x)
+        h, c = self._number("barrier"), self._number("center")
+        u = x[:, 0] / c
+        return self._add_harmonic_rest((u * u).sub_(1.0).square_().mul_(h), x)
 
     def _grad(self, x: torch.Tensor) -> torch.Tensor:
+        h, c = self._number("barrier"), self._number("center")
         g = x.clone()
-        u = x[:, 0] / self.center
-        g[:, 0] = (u * u).sub_(1.0).mul_(u).mul_(4.0 * self.barrier / self.center)
+        u = x[:, 0] / c
+        g[:, 0] = (u * u).sub_(1.0).mul_(u).mul_(4.0 * h / c)
         return g
 
     def _energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = self._number("barrier"), self._number("center")
         g = x.clone()
-        u = x[:, 0] / self.center
+        u = x[:, 0] / c
         w = (u * u).sub_(1.0)
-        g[:, 0] = u.mul_(w).mul_(4.0 * self.barrier / self.center)
-        return self._add_harmonic_rest(w.square_().mul_(self.barrier), x), g
+        g[:, 0] = u.mul_(w).mul_(4.0 * h / c)
+        return self._add_harmonic_rest(w.square_().mul_(h), x), g
 
     @staticmethod
     def _add_harmonic_rest(e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

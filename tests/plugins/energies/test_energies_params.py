@@ -107,3 +107,24 @@ def test_tensor_parameters_are_accepted_and_not_aliased() -> None:
 def test_unknown_parameter_is_an_invalid_parameters_error() -> None:
     with pytest.raises(ebmcore.InvalidParametersError, match="barrier"):
         ebmcore.create("energy", "double_well", height=2.0)
+
+
+def test_scalar_parameters_are_reread_after_they_change() -> None:
+    # The closed forms cache 0-d parameters as floats (AnalyticEnergy._number); the cache
+    # must follow load_state_dict, in-place edits and dtype moves.
+    energy = ebmcore.create("energy", "double_well", barrier=2.0, center=1.0)
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+
+    def expected(h: float, c: float, x: torch.Tensor = x) -> torch.Tensor:
+        u = x[:, 0] / c
+        return 4 * h * u * (u * u - 1) / c
+
+    torch.testing.assert_close(energy.grad(x)[:, 0], expected(2.0, 1.0))
+    state = energy.state_dict()
+    state["barrier"] = torch.tensor(3.0)
+    energy.load_state_dict(state)
+    torch.testing.assert_close(energy.grad(x)[:, 0], expected(3.0, 1.0))
+    energy.center.fill_(1.5)
+    torch.testing.assert_close(energy.energy_and_grad(x)[1][:, 0], expected(3.0, 1.5))
+    wide = energy.double()
+    torch.testing.assert_close(wide.grad(x.double())[:, 0], expected(3.0, 1.5, x.double()))
