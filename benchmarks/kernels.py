@@ -132,6 +132,9 @@ def interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str,
     for _ in range(rounds):
         for name, fn in runs.items():
             times[name].append(timed(fn))
+            # numba's OpenMP layer shares torch's thread count: a floor on two threads
+            # would be no floor (the samplers restore it; this guards the comparison).
+            assert torch.get_num_threads() == 1, f"{name} left torch on more threads"
     return times
 
 

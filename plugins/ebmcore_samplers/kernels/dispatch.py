@@ -474,4 +474,12 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
 
 def _run_cpu(kernel: Callable, args: list[Any]) -> None:
     host = [a.numpy() if isinstance(a, torch.Tensor) else a for a in args]
-    kernel(*host)
+    # numba's OpenMP threading layer sets the OpenMP thread count when it launches a
+    # parallel kernel, and torch reads that same count: without this, running the numba
+    # backend would silently change the caller's torch.get_num_threads().
+    torch_threads = torch.get_num_threads()
+    try:
+        kernel(*host)
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)

@@ -107,6 +107,29 @@ def test_same_seed_same_bits_whatever_the_thread_count(method: str) -> None:
     assert not torch.equal(a.samples, c.samples)
 
 
+_THREADS_SCRIPT = """
+import numba  # imported first, as the benchmarks do
+import torch
+import ebmcore
+torch.set_num_threads(1)
+assert torch.get_num_threads() == 1  # as the benchmarks do; this order showed the bug
+sampler = ebmcore.create("sampler", "langevin", step_size=0.05)
+energy = ebmcore.create("energy", "gaussian", mean=[0.0, 0.0])
+sampler.sample(energy, torch.zeros(200, 2), 5, backend="numba")
+print(torch.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+def test_the_numba_backend_leaves_torchs_thread_count_alone() -> None:
+    # numba's OpenMP layer sets the shared OpenMP thread count when its first parallel
+    # kernel starts the thread pool, which left torch on numba's count. A fresh process,
+    # so that this run is the one that starts the pool.
+    out = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True,
+                         text=True, check=True, timeout=300)
+    assert out.stdout.split() == ["1"], out.stdout + out.stderr
+
+
 def test_noiseless_langevin_follows_torch_exactly_with_clip_clamp_and_schedule() -> None:
     # Without noise both backends run the same deterministic recursion, so they agree to
     # rounding: this pins the semantics of grad_clip, clamp and step-size schedules.
