@@ -7,9 +7,10 @@ Cases (each a ratio ``time / floor`` measured in one process, interleaved, after
 - 2-D double well, 100,000 chains x 100 Langevin steps: ``Langevin.sample(backend="auto")``
   against the floor (goal <= 1.10).
 
-torch is pinned to one thread after numba is imported (numba can reset the OpenMP thread
-count torch shares), and the script asserts it. The numba kernels run with 1 thread (the
-fair comparison with one torch thread) and with every numba thread (reported too).
+torch is pinned to one thread after numba's thread pool is started (starting it resets the
+OpenMP thread count torch shares), and the script asserts it after every timed run. The numba
+kernels run with 1 thread (the fair comparison with one torch thread) and with every numba
+thread (reported too).
 
 glibc's heap trimming is switched off for every run unless ``--system-malloc`` is given (the
 same ``pin_heap`` as ``benchmarks/samplers.py``: who pays the page faults of re-allocated
@@ -227,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave glibc's heap trimming on (see samplers.pin_heap)")
     args = parser.parse_args(argv)
     pinned = False if args.system_malloc else pin_heap()
+    # Start numba's thread pool first: starting it (which numba.set_num_threads does too)
+    # sets the OpenMP thread count torch shares, and would undo the pin below.
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     torch.set_num_threads(1)
     assert torch.get_num_threads() == 1, "torch must run on one thread for a fair floor"
     n_chains, n_steps = (10_000, 20) if args.quick else (100_000, 100)
