@@ -125,6 +125,16 @@ def numba_run(energy: ebmcore.Energy, x0: torch.Tensor, n_steps: int, threads: i
     return run
 
 
+def auto_run(sampler: Langevin, energy: ebmcore.Energy, x0: torch.Tensor, n_steps: int,
+             seed: int) -> Callable[[], object]:
+    """``backend="auto"`` with numba on one thread, like the one-thread torch floor."""
+    def run() -> object:
+        numba.set_num_threads(1)
+        return sampler.sample(energy, x0, n_steps, backend="auto",
+                              generator=torch.Generator().manual_seed(seed))
+    return run
+
+
 def interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
     """Warm every run up once, then time them round-robin ``rounds`` times."""
     for fn in runs.values():
@@ -172,8 +182,7 @@ def headline(n_chains: int, n_steps: int, rounds: int, dtype: torch.dtype) -> di
     chosen = auto_backend("langevin", dw, x_dw, sampler._fused_params()[1])
     runs = {
         "floor": lambda: floor_double_well(x_dw, n_steps, torch.Generator().manual_seed(seed)),
-        "auto": lambda: sampler.sample(dw, x_dw, n_steps, backend="auto",
-                                       generator=torch.Generator().manual_seed(seed)),
+        "auto": auto_run(sampler, dw, x_dw, n_steps, seed),
         "torch": lambda: sampler.sample(dw, x_dw, n_steps, backend="torch",
                                         generator=torch.Generator().manual_seed(seed)),
         "numba_1t": numba_run(dw, x_dw, n_steps, 1, seed),
