@@ -213,23 +213,29 @@ def auto_backend(method: str, energy: Energy, x: torch.Tensor,
     5. a small batch (chains x D below ``SMALL_BATCH_COORDS``) -> ``"numba"``;
     6. otherwise (a cheap energy, float32, many chains) -> ``"torch"``.
 
-    Measurements behind it (``benchmarks/kernels.py`` and its ``--sweep``; Langevin, one
-    torch thread, one numba thread, 2-core machine shared with other jobs, so single
-    numbers are noisy; ns per chain-step, best of 5 interleaved rounds):
+    Measurements behind it (``benchmarks/kernels.py --sweep``, 2026-11-29; Langevin, one
+    torch thread, one numba thread, heap pinned, 2-core machine; ns per chain-step, median
+    of 2 interleaved rounds; 100 and 1,000 chains run 200 steps, 10,000 run 100 and 100,000
+    run 10, from standard-normal starts):
 
-    - The fused kernel's cost is random-number generation, about 22 ns per coordinate
-      (two Box-Muller normals per log/sqrt/sin/cos), plus about 5 ns per packed parameter.
-    - torch's float32 ``randn`` is vectorised (about 3-10 ns per number) but its float64
-      ``randn`` is not (about 45-95 ns per number), and the torch loop pays about
-      0.1 ms per step whatever the batch.
-    - 2-D double well, float32: 1,000 chains numba 69 / torch 91; 10,000 chains numba 56
-      / torch 22 (floor 19); 100,000 chains numba 78 / torch 20 (floor 14). 8-D: 1,000
-      chains numba 186 / torch 127; 100,000 numba 226 / torch 62. Torch wins: rule 6.
-    - 2-D double well, float64: numba 47 / 54 / 74 against torch 142 / 64 / 71 at
-      1,000 / 10,000 / 100,000 chains; 8-D numba 183-231 against torch 241-310. Rule 3.
-    - 8-component 2-D mixture (58 parameters): numba 0.16-0.24x the hand-written float32
-      and float64 floors at 100,000 chains x 100 steps, 0.02-0.15x the torch sampler at
-      100-10,000 chains. Rule 4.
+    - The fused kernel's cost on a cheap energy is random-number generation (Marsaglia polar
+      normals, about 13 ns per pair) plus per-run setup that short runs do not amortise.
+    - torch's float32 ``randn`` is vectorised but its float64 ``randn`` is not, and the
+      torch loop pays about 40 µs per step whatever the batch.
+    - 2-D double well, float32, numba / torch: 84 / 429 (100 chains), 32 / 55 (1,000),
+      29 / 13.5 (10,000), 42 / 13 (100,000). 8-D: 120 / 440, 70 / 73, 68 / 33, 89 / 47.
+      Torch wins from about 6,000 chain-coordinates on: rules 5 and 6.
+    - 2-D double well, float64: numba 64 / 28 / 24 / 40 against torch 393 / 79 / 33 / 40;
+      8-D numba 67-112 against torch 145-551. Rule 3.
+    - 8-component mixture (58 packed parameters in 2-D, 586 in 8-D), float32: numba 173 /
+      108 / 107 / 208 against torch 1,739 / 631 / 454 / 274 in 2-D, and 493 / 415 / 458 /
+      792 against 2,005 / 921 / 690 / 593 in 8-D; float64 alike (numba 0.10-0.83x torch).
+      Rule 4. Its one miss: 100,000 8-D float32 chains for 10 steps from the origin, where
+      numba is 1.34x torch (every component is live there; on longer runs the chains reach
+      the modes, where the fused face skips negligible components).
+    - Against the hand-written floors at 100,000 chains x 100 steps: mixture numba 0.20x
+      (float32) and 0.18x (float64); double well ``auto`` 1.05x (float32, torch) and 0.67x
+      (float64, numba).
 
     The rule depends only on the energy, dtype, device and batch shape (never on whether
     a kernel is compiled yet), so the same call always picks the same backend and the
