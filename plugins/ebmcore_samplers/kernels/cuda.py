@@ -16,6 +16,11 @@ import numpy as np
 D = 1
 cuda: Any = None  # numba.cuda, bound by the factory
 THREADS_PER_BLOCK = 128
+#: The simulator runs every thread of a block as a Python thread, and threads contending for
+#: the GIL made runs of one test take 13 s to 100 s (8 per block: still 13-50 s). One thread
+#: per block keeps it at 13 s; each thread is an independent chain, so no result changes
+#: (a test sets 4 to cover the bounds guard of idle threads).
+SIMULATOR_THREADS_PER_BLOCK = 1
 
 
 def chain(*args):  # pragma: no cover - bound per kernel by the factory
@@ -64,11 +69,12 @@ def launch(kernel: Any, args: list[Any], n_chains: int) -> None:
     import torch
     from numba import cuda as nb_cuda
 
-    blocks = (n_chains + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     if simulated():
         host = [a.numpy() if isinstance(a, torch.Tensor) else a for a in args]
-        kernel[blocks, THREADS_PER_BLOCK](*host)
+        per_block = SIMULATOR_THREADS_PER_BLOCK
+        kernel[(n_chains + per_block - 1) // per_block, per_block](*host)
         return
+    blocks = (n_chains + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     device = next(a.device for a in args if isinstance(a, torch.Tensor))
     dev_args = [nb_cuda.as_cuda_array(a, sync=False) if isinstance(a, torch.Tensor) else a
                 for a in args]

@@ -59,6 +59,19 @@ def test_float32_cuda_kernel_matches_the_cpu_kernel_bit_for_bit() -> None:
     assert torch.equal(gpu.trajectory, cpu.trajectory)
 
 
+def test_threads_past_the_last_chain_do_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The simulator normally runs one thread per block (steady timings); here blocks of 4
+    # over 10 chains leave 2 idle threads, which the kernel's bounds guard must skip.
+    from ebmcore_samplers.kernels import cuda as cuda_src
+
+    monkeypatch.setattr(cuda_src, "SIMULATOR_THREADS_PER_BLOCK", 4)
+    x0 = torch.full((10, 2), 3.0, dtype=torch.float64)
+    gpu = run("langevin", "cuda", x0)
+    cpu = run("langevin", "numba", x0)
+    assert torch.equal(gpu.samples, cpu.samples)
+    assert torch.equal(gpu.trajectory, cpu.trajectory)
+
+
 def test_cuda_mala_keeps_the_target() -> None:
     # Chains start from exact draws, so a kernel that does not leave the target invariant
     # drifts away within these 25 steps. The simulator runs every thread in Python, and its
