@@ -102,15 +102,71 @@ def accept_probability(log_alpha):
     return math.exp(log_alpha)
 
 
+def start_chain(i, X, x, st, seed):
+    """Seed chain ``i``'s random stream and load its start position into ``x``."""
+    seed_chain(st, seed, i)
+    for d in range(D):
+        x[d] = X[i, d]
+
+
+def metropolis(st, prob, x, g, e, y, gy, e_y):
+    """Move to the proposal ``(y, gy, e_y)`` with probability ``prob``; return the energy kept.
+
+    One uniform draw whatever happens, so that every chain's stream advances alike.
+    """
+    if uniform(st) < prob:
+        for d in range(D):
+            x[d] = y[d]
+            g[d] = gy[d]
+        return e_y
+    return e
+
+
+def adapt_step_size(h_bar, log_step_bar, t, n_burn, mu, prob, opts):
+    """One burn-in update of a chain's step size; returns ``(h_bar, log_step_bar, step)``.
+
+    The step is the running iterate during burn-in and the averaged one after its last
+    step, as in :class:`ebmcore_samplers.adaptation.DualAveraging`.
+    """
+    h_bar, log_step, log_step_bar = dual_average(h_bar, log_step_bar, t + 1, mu, prob, opts)
+    step = math.exp(log_step_bar) if t == n_burn - 1 else math.exp(log_step)
+    return h_bar, log_step_bar, step
+
+
+def keep_position(i, kept, x, record, traj):
+    """Write chain ``i``'s position as kept step ``kept`` when a trajectory is recorded."""
+    if record != 0:
+        for d in range(D):
+            traj[kept, i, d] = x[d]
+
+
+def keep_step(i, kept, j, x, e, record, traj, trace_at, trace_e):
+    """Keep step ``kept``: its position, and its energy ``e`` if it is the next trace point.
+
+    Returns the index of the next trace point.
+    """
+    keep_position(i, kept, x, record, traj)
+    if j < trace_at.shape[0] and trace_at[j] == kept:
+        trace_e[j, i] = e
+        j += 1
+    return j
+
+
+def finish_chain(i, X, x, e_out, e, step_out, step):
+    """Write chain ``i``'s final position, energy and step size."""
+    for d in range(D):
+        X[i, d] = x[d]
+    e_out[i] = e
+    step_out[i] = step
+
+
 def langevin_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p, seed,
                    n_burn, n_steps, thin, plan, opts, minv, msqrt, x, g, y, gy, w, st):
     """ULA: ``x' = clamp(x - eps * clip(g) + noise_sd * xi)``.
 
     ``opts = [grad_clip (<= 0: none), lo, hi, has_lo, has_hi]``.
     """
-    seed_chain(st, seed, i)
-    for d in range(D):
-        x[d] = X[i, d]
+    start_chain(i, X, x, st, seed)
     grad(x, p, g)
     clip = opts[0]
     lo = opts[1]
@@ -145,18 +201,14 @@ def langevin_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_
             to_keep -= 1
             if to_keep == 0:
                 to_keep = thin
-                if record != 0:
-                    for d in range(D):
-                        traj[kept, i, d] = x[d]
+                keep_position(i, kept, x, record, traj)
+                # The energy is evaluated at the trace points only (the loop needs none).
                 if HAS_ENERGY and j < n_trace and trace_at[j] == kept:
                     trace_e[j, i] = energy(x, p)
                     j += 1
                 kept += 1
-    for d in range(D):
-        X[i, d] = x[d]
-    if HAS_ENERGY:
-        e_out[i] = energy(x, p)
-    step_out[i] = plan[n_burn + n_steps - 1, 0]
+    finish_chain(i, X, x, e_out, energy(x, p) if HAS_ENERGY else 0.0, step_out,
+                 plan[n_burn + n_steps - 1, 0])
 
 
 def mala_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p, seed,
@@ -165,9 +217,7 @@ def mala_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out,
 
     ``opts = [adapt (0/1), target_accept, gamma, t0, kappa]``.
     """
-    seed_chain(st, seed, i)
-    for d in range(D):
-        x[d] = X[i, d]
+    start_chain(i, X, x, st, seed)
     e = energy(x, p)
     grad(x, p, g)
     adapt = opts[0] > 0.0
@@ -176,7 +226,6 @@ def mala_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out,
     mu = math.log(eps_chain) + math.log(10.0)
     h_bar = 0.0
     log_step_bar = 0.0
-    n_trace = trace_at.shape[0]
     kept = 0
     to_keep = thin  # a countdown, not (t - n_burn + 1) % thin: no division per step
     j = 0
@@ -196,32 +245,20 @@ def mala_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out,
             backward += r * r
         log_alpha = e - e_y + 0.5 * forward - backward / (4.0 * eps)
         prob = accept_probability(log_alpha)
-        if uniform(st) < prob:
-            for d in range(D):
-                x[d] = y[d]
-                g[d] = gy[d]
-            e = e_y
+        e = metropolis(st, prob, x, g, e, y, gy, e_y)
         if adapt and t < n_burn:
-            h_bar, log_step, log_step_bar = dual_average(h_bar, log_step_bar, t + 1, mu,
-                                                         prob, opts)
-            eps_chain = math.exp(log_step_bar) if t == n_burn - 1 else math.exp(log_step)
+            h_bar, log_step_bar, eps_chain = adapt_step_size(h_bar, log_step_bar, t, n_burn,
+                                                             mu, prob, opts)
             own_step = True
         if t >= n_burn:
             acc[i] += prob
             to_keep -= 1
             if to_keep == 0:
                 to_keep = thin
-                if record != 0:
-                    for d in range(D):
-                        traj[kept, i, d] = x[d]
-                if j < n_trace and trace_at[j] == kept:
-                    trace_e[j, i] = e
-                    j += 1
+                j = keep_step(i, kept, j, x, e, record, traj, trace_at, trace_e)
                 kept += 1
-    for d in range(D):
-        X[i, d] = x[d]
-    e_out[i] = e
-    step_out[i] = eps_chain if own_step else plan[n_burn + n_steps - 1, 0]
+    finish_chain(i, X, x, e_out, e, step_out,
+                 eps_chain if own_step else plan[n_burn + n_steps - 1, 0])
 
 
 def hmc_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, p, seed,
@@ -231,9 +268,7 @@ def hmc_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, 
     ``opts = [adapt (0/1), target_accept, gamma, t0, kappa, jitter, n_leapfrog,
     divergence_threshold]``. Mirrors :class:`ebmcore_samplers.hmc.HMC` step by step.
     """
-    seed_chain(st, seed, i)
-    for d in range(D):
-        x[d] = X[i, d]
+    start_chain(i, X, x, st, seed)
     e = energy(x, p)
     grad(x, p, g)
     adapt = opts[0] > 0.0
@@ -245,7 +280,6 @@ def hmc_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, 
     mu = math.log(eps_chain) + math.log(10.0)
     h_bar = 0.0
     log_step_bar = 0.0
-    n_trace = trace_at.shape[0]
     kept = 0
     to_keep = thin  # a countdown, not (t - n_burn + 1) % thin: no division per step
     j = 0
@@ -278,15 +312,10 @@ def hmc_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, 
             kinetic += w[d] * w[d] * minv[d]
         error = 0.5 * kinetic + e_y - h0
         prob = accept_probability(-error)
-        if uniform(st) < prob:
-            for d in range(D):
-                x[d] = y[d]
-                g[d] = gy[d]
-            e = e_y
+        e = metropolis(st, prob, x, g, e, y, gy, e_y)
         if adapt and t < n_burn:
-            h_bar, log_step, log_step_bar = dual_average(h_bar, log_step_bar, t + 1, mu,
-                                                         prob, opts)
-            eps_chain = math.exp(log_step_bar) if t == n_burn - 1 else math.exp(log_step)
+            h_bar, log_step_bar, eps_chain = adapt_step_size(h_bar, log_step_bar, t, n_burn,
+                                                             mu, prob, opts)
             own_step = True
         if t >= n_burn:
             acc[i] += prob
@@ -295,19 +324,13 @@ def hmc_chain(i, X, traj, record, trace_at, trace_e, e_out, acc, div, step_out, 
             to_keep -= 1
             if to_keep == 0:
                 to_keep = thin
-                if record != 0:
-                    for d in range(D):
-                        traj[kept, i, d] = x[d]
-                if j < n_trace and trace_at[j] == kept:
-                    trace_e[j, i] = e
-                    j += 1
+                j = keep_step(i, kept, j, x, e, record, traj, trace_at, trace_e)
                 kept += 1
-    for d in range(D):
-        X[i, d] = x[d]
-    e_out[i] = e
-    step_out[i] = eps_chain if own_step else plan[n_burn + n_steps - 1, 0]
+    finish_chain(i, X, x, e_out, e, step_out,
+                 eps_chain if own_step else plan[n_burn + n_steps - 1, 0])
 
 
 CHAINS = {"langevin": langevin_chain, "mala": mala_chain, "hmc": hmc_chain}
 #: Helpers the chain functions call, compiled per target alongside them.
-HELPERS = (dual_average, accept_probability)
+HELPERS = (dual_average, accept_probability, start_chain, metropolis, adapt_step_size,
+           keep_position, keep_step, finish_chain)
