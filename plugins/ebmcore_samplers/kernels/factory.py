@@ -105,9 +105,41 @@ def chain_function(method: str, target: str, grad: Callable, energy: Callable | 
     return _memo(key, build)
 
 
+def _target_kernel(target: str, method: str, grad: Callable, energy: Callable | None,
+                   dim: int, dtype: str) -> Any:
+    """Compile ``run_chains`` of the target's kernel module around this chain function.
+
+    The CPU and CUDA sources differ only in how they spread chains over threads, so one
+    builder serves both: rebind the module's ``D`` and ``chain`` (and ``cuda`` on the GPU)
+    and compile with the target's kernel decorator.
+    """
+    _check(method, dtype, dim)
+
+    def build() -> Any:
+        if target == "cpu":
+            import numba
+
+            from . import cpu as source
+
+            jit = numba.njit(parallel=True, cache=False, error_model="numpy")
+            extra: dict[str, Any] = {}
+        else:
+            from numba import cuda
+
+            from . import cuda as source
+
+            jit, extra = cuda.jit, {"cuda": cuda}
+        namespace = dict(vars(source))
+        namespace.update(D=dim, chain=chain_function(method, target, grad, energy, dim),
+                         **extra)
+        return jit(rebind(source.run_chains, namespace))
+
+    return _memo((f"{target}_kernel", method, grad, energy, dim, dtype), build)
+
+
 def cpu_kernel(method: str, grad: Callable, energy: Callable | None, dim: int,
                dtype: str) -> Callable:
-    """Return the parallel CPU kernel (``prange`` over chains) for this combination.
+    """Return the parallel CPU kernel (``prange`` over blocks of chains) for this combination.
 
     Args:
         method: ``"langevin"``, ``"mala"`` or ``"hmc"``.
@@ -116,20 +148,7 @@ def cpu_kernel(method: str, grad: Callable, energy: Callable | None, dim: int,
         dim: The event size ``D``.
         dtype: ``"float32"`` or ``"float64"``, the chains' dtype.
     """
-    _check(method, dtype, dim)
-    key = ("cpu_kernel", method, grad, energy, dim, dtype)
-
-    def build() -> Callable:
-        import numba
-
-        from . import cpu
-
-        namespace = dict(vars(cpu))
-        namespace.update(D=dim, chain=chain_function(method, "cpu", grad, energy, dim))
-        jit = numba.njit(parallel=True, cache=False, error_model="numpy")
-        return jit(rebind(cpu.run_chains, namespace))
-
-    return _memo(key, build)
+    return _target_kernel("cpu", method, grad, energy, dim, dtype)
 
 
 def cuda_kernel(method: str, grad: Callable, energy: Callable | None, dim: int,
@@ -143,20 +162,7 @@ def cuda_kernel(method: str, grad: Callable, energy: Callable | None, dim: int,
         dim: The event size ``D``.
         dtype: ``"float32"`` or ``"float64"``, the chains' dtype.
     """
-    _check(method, dtype, dim)
-    key = ("cuda_kernel", method, grad, energy, dim, dtype)
-
-    def build() -> Any:
-        from numba import cuda
-
-        from . import cuda as cuda_src
-
-        namespace = dict(vars(cuda_src))
-        namespace.update(D=dim, chain=chain_function(method, "cuda", grad, energy, dim),
-                         cuda=cuda)
-        return cuda.jit(rebind(cuda_src.run_chains, namespace))
-
-    return _memo(key, build)
+    return _target_kernel("cuda", method, grad, energy, dim, dtype)
 
 
 def cuda_signature(dtype: str) -> tuple:
