@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ebmcore.energy import Energy, as_energy
 from ebmcore.loss import Loss
 from ebmcore.sampler import Sampler
 from ebmcore.validation import check_points
@@ -116,6 +117,13 @@ class StochasticLoss(Loss):
     def check_batch(x: Any) -> torch.Tensor:
         """Check that the data batch is a finite floating-point ``(B, ...)`` tensor."""
         return check_points("x", x)
+
+    def prepare(self, model: Any, x: Any) -> tuple[Energy, torch.Tensor, torch.Generator]:
+        """Return what every ``forward`` starts from: the model as an energy, the checked
+        data batch and the generator to draw with (checked in that order)."""
+        model = as_energy(model)
+        x = self.check_batch(x)
+        return model, x, self.generator_for(x)
 
 
 def noise_box(x: torch.Tensor, bounds: tuple[float, float] | None,

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ebmcore.energy import Energy, as_energy
+from ebmcore.energy import Energy
 from ebmcore.loss import LossOutput
 from ebmcore.validation import check_energy_output, check_int, check_positive
 from ebmcore_losses._common import (
@@ -127,9 +127,7 @@ class ContrastiveDivergence(StochasticLoss):
             model: The energy being trained.
             x: A data batch ``(B, *event_shape)``.
         """
-        model = as_energy(model)
-        x = self.check_batch(x)
-        generator = self.generator_for(x)
+        model, x, generator = self.prepare(model, x)
         negatives = self.negatives(model, x, generator)
         return contrastive_output(model, x, negatives, self.alpha)
 

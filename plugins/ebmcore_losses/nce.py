@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ebmcore.energy import Energy, as_energy
+from ebmcore.energy import Energy
 from ebmcore.loss import LossOutput
 from ebmcore.validation import check_energy_output, check_positive
 from ebmcore_losses._common import StochasticLoss
@@ -100,9 +100,7 @@ class NoiseContrastiveEstimation(StochasticLoss):
             model: The energy being trained.
             x: A data batch ``(B, *event_shape)``.
         """
-        model = as_energy(model)
-        x = self.check_batch(x)
-        generator = self.generator_for(x)
+        model, x, generator = self.prepare(model, x)
         n_data = x.shape[0]
         n_noise = max(1, round(self.noise_ratio * n_data))
         log_nu = math.log(n_noise / n_data)

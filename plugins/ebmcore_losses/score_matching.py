@@ -101,9 +101,7 @@ class SlicedScoreMatching(StochasticLoss):
             model: The energy being trained.
             x: A data batch ``(B, *event_shape)``.
         """
-        model = as_energy(model)
-        x = self.check_batch(x)
-        generator = self.generator_for(x)
+        model, x, generator = self.prepare(model, x)
         m = self.n_projections
         # Each point is repeated once per projection: one batched Hessian-vector product.
         x_rep = x.detach().repeat(m, *([1] * (x.ndim - 1)))
@@ -154,9 +152,7 @@ class DenoisingScoreMatching(StochasticLoss):
             model: The energy being trained.
             x: A data batch ``(B, *event_shape)``.
         """
-        model = as_energy(model)
-        x = self.check_batch(x)
-        generator = self.generator_for(x)
+        model, x, generator = self.prepare(model, x)
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         if len(self.sigmas) == 1:
             sigma = torch.full(shape, self.sigmas[0], dtype=x.dtype, device=x.device)
