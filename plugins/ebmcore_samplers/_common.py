@@ -7,7 +7,7 @@ import threading
 import torch
 
 from ebmcore.energy import Energy
-from ebmcore.sampler import check_finite_points
+from ebmcore.sampler import SamplerState, check_finite_points
 from ebmcore.validation import check_energy_output
 
 _DEFAULT_GENERATORS: dict[str, torch.Generator] = {}
@@ -88,6 +88,21 @@ def initial_energy_and_grad(energy: Energy, x: torch.Tensor
     check_energy_output(energy, x, e)
     check_grad_output(energy, x, g)
     return x, e.detach(), g.detach()
+
+
+def refresh_gradient(energy: Energy, state: SamplerState) -> None:
+    """Recompute ``state.grad`` at ``state.x``, and ``state.energy`` only when it is free.
+
+    The energy comes with autograd gradients anyway; closed-form ones skip it unless the
+    sampling loop set ``state.need_energy`` because it records this step (else ``None``).
+    """
+    if state.need_energy or grad_gives_energy(energy):
+        e, g = energy.energy_and_grad(state.x)
+        state.energy = e.detach()
+    else:
+        g = energy.grad(state.x)
+        state.energy = None
+    state.grad = g.detach()
 
 
 def grad_gives_energy(energy: Energy) -> bool:

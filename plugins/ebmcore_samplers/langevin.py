@@ -100,15 +100,7 @@ class Langevin(FusedBackendMixin, Sampler):
         _common.axpy_(x, noise_sd, _common.randn_(state.noise, gen))
         if self.clamp is not None:
             x.clamp_(*self.clamp)
-        # The energy comes free with autograd gradients; closed-form ones skip it unless
-        # the loop records it after this step.
-        if state.need_energy or _common.grad_gives_energy(energy):
-            e, g = energy.energy_and_grad(x)
-            state.energy = e.detach()
-        else:
-            g = energy.grad(x)
-            state.energy = None
-        state.grad = g.detach()
+        _common.refresh_gradient(energy, state)
         state.t += 1
         return state, {}
 

@@ -76,15 +76,7 @@ class UnderdampedLangevin(Sampler):
         x.add_(p, alpha=0.5 * h / m)                               # A
         p.mul_(c).add_(_common.randn_(xi, gen), alpha=math.sqrt((1.0 - c * c) * m))  # O
         x.add_(p, alpha=0.5 * h / m)                               # A
-        # The energy comes free with autograd gradients; closed-form ones skip it unless
-        # the loop records it after this step.
-        if state.need_energy or _common.grad_gives_energy(energy):
-            e, g = energy.energy_and_grad(x)
-            state.energy = e.detach()
-        else:
-            g = energy.grad(x)
-            state.energy = None
-        state.grad = g.detach()
+        _common.refresh_gradient(energy, state)
         p.add_(state.grad, alpha=-0.5 * h)                        # B
         state.t += 1
         return state, {}
