@@ -115,22 +115,14 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def numba_run(energy: ebmcore.Energy, x0: torch.Tensor, n_steps: int, threads: int,
-              seed: int) -> Callable[[], object]:
+              seed: int, backend: str = "numba") -> Callable[[], object]:
+    """Langevin on ``backend`` with numba on ``threads`` threads (``auto`` uses 1, like the
+    one-thread floor, whichever backend it picks)."""
     sampler = langevin_sampler()
 
     def run() -> object:
         numba.set_num_threads(threads)
-        return sampler.sample(energy, x0, n_steps, backend="numba",
-                              generator=torch.Generator().manual_seed(seed))
-    return run
-
-
-def auto_run(sampler: Langevin, energy: ebmcore.Energy, x0: torch.Tensor, n_steps: int,
-             seed: int) -> Callable[[], object]:
-    """``backend="auto"`` with numba on one thread, like the one-thread torch floor."""
-    def run() -> object:
-        numba.set_num_threads(1)
-        return sampler.sample(energy, x0, n_steps, backend="auto",
+        return sampler.sample(energy, x0, n_steps, backend=backend,
                               generator=torch.Generator().manual_seed(seed))
     return run
 
@@ -182,7 +174,7 @@ def headline(n_chains: int, n_steps: int, rounds: int, dtype: torch.dtype) -> di
     chosen = auto_backend("langevin", dw, x_dw, sampler._fused_params()[1])
     runs = {
         "floor": lambda: floor_double_well(x_dw, n_steps, torch.Generator().manual_seed(seed)),
-        "auto": auto_run(sampler, dw, x_dw, n_steps, seed),
+        "auto": numba_run(dw, x_dw, n_steps, 1, seed, backend="auto"),
         "torch": lambda: sampler.sample(dw, x_dw, n_steps, backend="torch",
                                         generator=torch.Generator().manual_seed(seed)),
         "numba_1t": numba_run(dw, x_dw, n_steps, 1, seed),
