@@ -45,9 +45,13 @@ class Energy(nn.Module):
 
     Attributes:
         event_shape: The shape of one point, or ``None`` when any shape is accepted.
+        normalisable: Whether the energy declares that ``exp(-E)`` has a finite integral,
+            i.e. that it is a density; :func:`ebmcore.testing.check_energy` then checks that
+            it rises far away. An energy that knows its :attr:`log_z` declares it implicitly.
     """
 
     event_shape: tuple[int, ...] | None = None
+    normalisable: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Return the energies ``(B,)`` of a batch ``x`` of shape ``(B, *event_shape)``."""

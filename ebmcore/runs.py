@@ -393,13 +393,18 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: 
                         ) -> dict[str, Any]:
     """Evaluate a model saved by a training run: exact 2-D figures, AIS bounds, MMD and KSD.
 
+    The 2-D figures count the whole plane (see :func:`ebmcore.evaluate.grid_evaluation`): a
+    model that is not a density gets "not normalisable" instead of a likelihood. The AIS
+    base is a Gaussian centred on the box with the box's half-width as its standard
+    deviation, wide enough to reach the mass the grid counts outside the box.
+
     Args:
         path: ``model.pt`` from a run folder, or the run folder itself.
         n_test: Held-out points drawn from the run's data set.
         n_ais_chains: Annealing chains for the AIS bounds of ``log Z``.
         n_ais_temps: Temperatures along the AIS path.
         resolution: Grid cells per axis for the exact 2-D evaluation.
-        bounds: The box of the grid evaluation and of the AIS base's scale.
+        bounds: The box of the grid evaluation; its half-width is the AIS base's scale.
         seed: Seeds every draw.
     """
     from ebmcore.checkpoint import build_model, load_checkpoint_with_meta
@@ -423,7 +428,9 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: 
                                bounds=bounds, resolution=resolution)
         report["grid"] = grid.to_dict()
     dim = int(torch.tensor(dataset.event_shape).prod())
-    scale2 = (0.5 * (bounds[1] - bounds[0])) ** 2 / 4.0
+    # The base is as wide as the box (sd = its half-width), so its draws reach three times
+    # the box: the bounds then see the mass the grid evaluation counts outside the box.
+    scale2 = (0.5 * (bounds[1] - bounds[0])) ** 2
     base = ebmcore.create("energy", "gaussian", mean=[0.0] * dim, diag=[scale2] * dim)
     base = base.to(dtype) if hasattr(base, "to") else base
     generator = torch.Generator().manual_seed(seed + 1)

@@ -34,6 +34,9 @@ Callback = Callable[["Trainer", LossOutput], Any]
 
 _CHECKPOINT_GLOB = "step-*.pt"
 
+#: Data points drawn to fit a model's confining wall (see ``Trainer._fit_confinement``).
+CONFINEMENT_SAMPLE = 10_000
+
 
 def _checkpoint_name(step: int) -> str:
     return f"step-{step:09d}.pt"
@@ -90,6 +93,16 @@ class _DatasetBatches:
         pass
 
 
+def _loader_inputs(batch: Any) -> torch.Tensor:
+    """Return the inputs of a loader's batch: the tensor, or the first of a tuple."""
+    if isinstance(batch, (list, tuple)):
+        batch = batch[0]  # (inputs, labels) loaders: the energy sees the inputs
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f"the DataLoader must yield tensors or (tensor, ...) tuples, got "
+                        f"{type(batch).__name__}")
+    return batch
+
+
 class _LoaderBatches:
     """Batches of a ``DataLoader``, restartable mid-epoch by replaying the epoch's shuffle.
 
@@ -127,12 +140,7 @@ class _LoaderBatches:
             except StopIteration:
                 raise ValueError("the DataLoader yielded no batches") from None
         self.pos += 1
-        if isinstance(batch, (list, tuple)):
-            batch = batch[0]  # (inputs, labels) loaders: the energy sees the inputs
-        if not isinstance(batch, torch.Tensor):
-            raise TypeError(f"the DataLoader must yield tensors or (tensor, ...) tuples, got "
-                            f"{type(batch).__name__}")
-        return batch
+        return _loader_inputs(batch)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch_rng": self.epoch_rng, "pos": self.pos}
@@ -237,6 +245,7 @@ class Trainer:
         self._params += [p for p in self.loss.parameters() if p.requires_grad]
         self.optimizer = self._build_optimizer(optimizer)
         self._batches = self._build_batches(data)
+        self._fit_confinement()
         self._ema = None if ema is None else _EMA(self.model, float(ema))
 
         self.step = 0
@@ -305,6 +314,35 @@ class Trainer:
             return _DatasetBatches(data, self.batch_size, self.data_generator)
         raise TypeError(f"data must be a tensor, a data set name or instance with "
                         f"sample(n, generator), or a DataLoader; got {type(data).__name__}")
+
+    def _fit_confinement(self) -> None:
+        """Fit the model's confining wall to the data, if it has one and it is not yet fitted.
+
+        The wall is fitted from the whole data tensor, from ``CONFINEMENT_SAMPLE`` draws of a
+        data set (on a generator of their own, so the training batches do not change) or
+        from the first batches of a loader (with torch's global RNG state restored).
+        """
+        fit = getattr(self.model, "fit_confinement", None)
+        if not callable(fit) or getattr(self.model, "confinement_fitted", True):
+            return
+        batches = self._batches
+        if isinstance(batches, _TensorBatches):
+            sample = batches.data
+        elif isinstance(batches, _DatasetBatches):
+            generator = torch.Generator().manual_seed(self.seed + 2)
+            sample = batches.dataset.sample(CONFINEMENT_SAMPLE, generator=generator)
+        else:
+            parts, n = [], 0
+            with torch.random.fork_rng(devices=[]):
+                for batch in batches.loader:
+                    parts.append(_loader_inputs(batch))
+                    n += parts[-1].shape[0]
+                    if n >= CONFINEMENT_SAMPLE:
+                        break
+            if not parts:
+                raise ValueError("the DataLoader yielded no batches")
+            sample = torch.cat(parts)
+        fit(sample.to(self.device))
 
     # -- training --------------------------------------------------------------------------
 

@@ -118,12 +118,7 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print_summary(out: Path, metrics: dict[str, Any]) -> None:
     evaluation = metrics.get("evaluation") or {}
-    if evaluation.get("nll") is not None:
-        line = f"test NLL {evaluation['nll']:.3f} nats"
-        if evaluation.get("data_nll") is not None:  # data sets with a known density
-            line += (f" (data's own {evaluation['data_nll']:.3f}, gap "
-                     f"{evaluation['nll_gap']:.3f}); KL {evaluation['kl']:.3f}; "
-                     f"TV {evaluation['tv']:.3f}")
+    for line in evaluation_lines(evaluation):
         print(line)
     sampling = metrics.get("sampling") or {}
     if sampling:
@@ -134,6 +129,35 @@ def _print_summary(out: Path, metrics: dict[str, Any]) -> None:
     print(f"run folder: {out}")
     print(f"pictures:   {', '.join(str(out / p) for p in pictures)}")
     print(f"metrics:    {out / 'metrics.json'}")
+
+
+def _share(value: float | None) -> str:
+    return "unmeasurable (NaN or -inf energies)" if value is None else f"{value:.2e}"
+
+
+def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
+    """Summarise a grid evaluation: the likelihood figures only for a normalisable model,
+    always the mass outside the box and the far-field energy against the data's."""
+    if not evaluation:
+        return []
+    lines = []
+    if not evaluation["normalisable"]:
+        lines.append(f"NO LIKELIHOOD: the model is {evaluation['status']}")
+    elif evaluation.get("nll") is not None:
+        line = f"test NLL {evaluation['nll']:.3f} nats over the whole plane"
+        if evaluation.get("data_nll") is not None:  # data sets with a known density
+            line += (f" (data's own {evaluation['data_nll']:.3f}, gap "
+                     f"{evaluation['nll_gap']:.3f}); KL {evaluation['kl']:.3f}; "
+                     f"TV {evaluation['tv']:.3f}")
+        lines.append(line)
+    far = evaluation["far_field"]
+    line = (f"model mass outside the box {_share(evaluation['outside_mass'])}, outside three "
+            f"times the box {_share(evaluation['outside_mass_3x'])}; least energy at radius "
+            f"{far['radii'][-1]:g}: {far['min_energy'][-1]:.4g}")
+    if far.get("reference_energy") is not None:
+        line += f" (highest on test data {far['reference_energy']:.4g})"
+    lines.append(line)
+    return lines
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -218,9 +242,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(text)
         return 0
+    for line in evaluation_lines(report.get("grid") or {}):
+        print(line)
     rows: list[tuple[str, str]] = []
     grid = report.get("grid") or {}
-    for key in ("nll", "data_nll", "nll_gap", "kl", "tv", "log_z"):
+    for key in ("nll", "data_nll", "nll_gap", "kl", "tv", "log_z", "log_z_box"):
         if grid.get(key) is not None:
             rows.append((f"grid {key}", f"{grid[key]:.4f}"))
     a = report["ais"]

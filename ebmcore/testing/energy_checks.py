@@ -34,6 +34,10 @@ MCSE_TOLERANCE = 5.0
 NUMBA_ALLOWED_GLOBALS = frozenset({"math", "range", "len", "abs", "min", "max", "float", "int",
                                    "bool"})
 
+#: Radii of the far-field probe of an energy that claims to be a density (500 rather than
+#: 1000: energies with an exponential inside, such as Neal's funnel, overflow float64 past 709).
+FAR_RADII = (10.0, 100.0, 500.0)
+
 # Relative tolerances per dtype for results that should agree up to rounding.
 _RTOL = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-10}
 
@@ -52,7 +56,11 @@ def check_energy(energy: Energy, event_shape: Sequence[int], *,
     independent (a batch gives the energies of its points one at a time); ``grad`` and
     ``energy_and_grad`` agree with ``forward`` and, in float64, with autograd; the input is
     not modified; values are finite on standard normal points; results agree across dtypes;
-    ``.to(device)`` round trips (CPU always, CUDA when available). When declared: the numba
+    ``.to(device)`` round trips (CPU always, CUDA when available). When the energy claims to
+    be a density (``normalisable`` or a known ``log_z``): it rises far away, with a log-log
+    slope above ``D`` along every probed ray from the origin between radii ``FAR_RADII[-2]``
+    and ``FAR_RADII[-1]``, up to energies above those on the test points (see
+    :func:`ebmcore.evaluation.tails.far_field`). When declared: the numba
     face (only ``math``, loops and indexing; compiled with ``numba.njit``) matches ``forward``
     and ``grad`` in float64; ``log_z`` matches numerical quadrature (``D <= 2``; a double
     exponential rule centred at the origin, so mass should lie within a few hundred units of
@@ -114,6 +122,8 @@ def check_energy(energy: Energy, event_shape: Sequence[int], *,
             warnings.warn(f"check_energy({_name(energy)}): quadrature checks of log_z and "
                           f"sample moments skipped for D={dim} > 2", EnergyCheckSkipped,
                           stacklevel=2)
+    if e64.normalisable or e64.log_z is not None:
+        _check_normalisable(e64, points.to(device))
     if e64.log_z is not None:
         _check_log_z(e64, quad)
     if e64.has_exact_sampler:
@@ -396,6 +406,17 @@ def _quadrature(energy: Energy, shape: tuple[int, ...], device: torch.device) ->
     for key in ("mean", "sq", "t", "t2", "tt", "tt2"):
         fine[f"err_{key}"] = (fine[key] - coarse[key]).abs()
     return fine
+
+
+def _check_normalisable(energy: Energy, points: torch.Tensor) -> None:
+    from ebmcore.evaluation.tails import far_field
+
+    with torch.no_grad():
+        highest = float(energy(points).max())
+    far = far_field(energy, 0.0, FAR_RADII, reference_energy=highest)
+    if not far.rises:
+        raise _fail(energy, f"claims to be a density (normalisable or log_z), but exp(-E) is "
+                            f"not integrable by the far-field probe: {far.reason}")
 
 
 def _check_log_z(energy: Energy, quad: dict[str, Any] | None) -> None:

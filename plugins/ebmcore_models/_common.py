@@ -1,4 +1,4 @@
-"""Pieces shared by the neural energies: activations by name, layer wrapping, shape checks."""
+"""Pieces shared by the neural energies: activations, layer wrapping, shape checks, the wall."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from ebmcore.component import normalize_name
+from ebmcore.energy import Energy
 from ebmcore.validation import check_int
+from ebmcore_models.confinement import Confinement
 
 #: Activations selectable by name, each built with torch's default settings.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -68,3 +70,36 @@ def check_input(x: torch.Tensor, event_shape: tuple[int, ...]) -> None:
             f"x must have shape (B, {', '.join(map(str, event_shape))}) for event shape "
             f"{event_shape}, got {tuple(x.shape)}"
         )
+
+
+def make_confinement(event_shape: tuple[int, ...], confine: Any,
+                     wall_width: float) -> Confinement | None:
+    """Return the confining wall for ``event_shape``, or ``None`` when ``confine`` is false."""
+    return Confinement(event_shape, wall_width) if check_flag("confine", confine) else None
+
+
+def confined(energy: torch.Tensor, x: torch.Tensor,
+             confinement: Confinement | None) -> torch.Tensor:
+    """Return the network's ``energy`` plus the wall at ``x`` (unchanged without a wall)."""
+    return energy if confinement is None else energy + confinement(x).to(energy.dtype)
+
+
+class ConfinedEnergy(Energy):
+    """A neural energy that may carry a :class:`Confinement` as ``self.confinement``.
+
+    Subclasses set ``self.confinement`` (a module or ``None``) in ``__init__``;
+    :meth:`fit_confinement` and :attr:`confinement_fitted` are what
+    :class:`ebmcore.train.Trainer` looks for.
+    """
+
+    def fit_confinement(self, x: torch.Tensor) -> None:
+        """Fix the confining wall from a data sample ``x`` (a no-op without a wall)."""
+        wall = getattr(self, "confinement", None)
+        if wall is not None:
+            wall.fit(x.to(wall.center.device))
+
+    @property
+    def confinement_fitted(self) -> bool:
+        """Whether the wall has been fitted to data (true when there is no wall)."""
+        wall = getattr(self, "confinement", None)
+        return wall is None or bool(wall.fitted)

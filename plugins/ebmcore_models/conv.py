@@ -8,13 +8,15 @@ import torch
 from torch import nn
 
 from ebmcore.component import normalize_name
-from ebmcore.energy import Energy
 from ebmcore.validation import check_int
 from ebmcore_models._common import (
+    ConfinedEnergy,
     check_flag,
     check_input,
     check_widths,
+    confined,
     make_activation,
+    make_confinement,
     maybe_spectral_norm,
 )
 
@@ -24,14 +26,17 @@ def _halved(size: int) -> int:
     return (size - 1) // 2 + 1
 
 
-class ConvEnergy(Energy):
+class ConvEnergy(ConfinedEnergy):
     """A convolutional network ``(C, H, W) -> R`` used as an energy ``E(x)``.
 
     The first 3×3 convolution keeps the resolution; each further one halves it (stride 2).
     The feature map is flattened (its size computed from ``image_size``, so the layout of
     each pixel is kept) and a Linear layer gives the energy. There is no batch norm, so
     each image's energy is independent of the rest of the batch, as an energy must be.
-    With the defaults a 28×28 image ends as 128×7×7 and a 32×32 one as 128×8×8.
+    With the defaults a 28×28 image ends as 128×7×7 and a 32×32 one as 128×8×8. With
+    ``confine`` (the default) a confining wall around the data is added (see
+    :class:`ebmcore_models.confinement.Confinement`), so ``exp(-E)`` is a density whatever
+    the weights; the trainer fits it to the data before the first step.
 
     Args:
         in_channels: Number of image channels ``C``.
@@ -40,11 +45,14 @@ class ConvEnergy(Energy):
         activation: One of ``silu``, ``relu``, ``elu``, ``gelu``, ``tanh``, ``softplus``,
             ``leaky_relu`` (torch's default settings).
         spectral_norm: Spectrally normalise every convolution and Linear weight.
+        confine: Add the confining wall (without it the energy need not be a density).
+        wall_width: Width of the wall as a multiple of the data's standard deviation.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int | Sequence[int] = 28,
                  channels: Sequence[int] = (32, 64, 128), activation: str = "silu",
-                 spectral_norm: bool = False) -> None:
+                 spectral_norm: bool = False, confine: bool = True,
+                 wall_width: float = 0.25) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         if isinstance(image_size, int) and not isinstance(image_size, bool):
@@ -73,12 +81,15 @@ class ConvEnergy(Energy):
         head = nn.Linear(fan_in * height * width, 1)
         layers.append(maybe_spectral_norm(head, self.spectral_norm))
         self.net = nn.Sequential(*layers)
+        self.confinement = make_confinement(self.event_shape, confine, wall_width)
+        self.normalisable = self.confinement is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the energies ``(B,)`` of a batch ``x`` of shape ``(B, C, H, W)``."""
         check_input(x, self.event_shape)
-        return self.net(x).squeeze(-1)
+        return confined(self.net(x).squeeze(-1), x, self.confinement)
 
     def extra_repr(self) -> str:
         return (f"event_shape={self.event_shape}, channels={self.channels}, "
-                f"activation={self.activation!r}, spectral_norm={self.spectral_norm}")
+                f"activation={self.activation!r}, spectral_norm={self.spectral_norm}, "
+                f"confine={self.normalisable}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 import ebmcore
 from ebmcore.dataset import Dataset
+from ebmcore.energy import Energy
 from ebmcore.evaluate import (
     ais,
     grid_evaluation,
@@ -90,6 +92,119 @@ def test_grid_evaluation_rejects_bad_input():
         grid_evaluation(model, Dataset())
     with pytest.raises(ValueError, match="resolution"):
         grid_evaluation(model, resolution=1)
+    with pytest.raises(ValueError, match="n_rings"):
+        grid_evaluation(model, n_rings=0)
+    with pytest.raises(ValueError, match="ring_resolution"):
+        grid_evaluation(model, ring_resolution=1)
+    with pytest.raises(ValueError, match="mass_tolerance"):
+        grid_evaluation(model, mass_tolerance=0.0)
+
+
+def test_grid_evaluation_counts_the_mass_outside_the_box():
+    """A standard normal on (-2, 2): the rings find the outside mass and the whole-plane log Z."""
+    ev = grid_evaluation(_gaussian([0.0, 0.0], 1.0), bounds=(-2.0, 2.0), resolution=128)
+    outside = 1 - math.erf(2 / math.sqrt(2)) ** 2  # about 0.089
+    assert ev.normalisable and ev.status == "normalisable" and ev.far_field.rises
+    # Midpoint rule with cells of 0.031 (box) and 0.063 (first ring): the error is O(h²),
+    # measured at about 6e-5; 2e-4 leaves room without hiding a missing ring (0.089).
+    assert ev.outside_mass == pytest.approx(outside, abs=2e-4)
+    assert ev.log_z == pytest.approx(math.log(2 * math.pi), abs=2e-4)
+    assert ev.log_z_box == pytest.approx(math.log(2 * math.pi) + math.log(1 - outside), abs=2e-4)
+    assert ev.outside_mass == pytest.approx(sum(ev.ring_masses), rel=1e-12)
+    # Beyond (-6, 6) the mass is 1 - erf(6/√2)² ≈ 4e-9; the quadrature gets it within 10%.
+    assert ev.outside_mass_3x == pytest.approx(1 - math.erf(6 / math.sqrt(2)) ** 2, rel=0.1)
+    assert ev.ring_half_widths == [3.0, 9.0, 27.0, 81.0] and len(ev.ring_masses) == 4
+    assert ev.ring_masses[-1] < 1e-6
+
+
+class _FallingRidge(Energy):
+    """A unit Gaussian bump joined (log-sum-exp) to a ridge along +x₀ on which E falls linearly.
+
+    ``E = -log(exp(-|x|²/2) + exp(x₀ - 8 - x₁²/2))`` is finite everywhere, but along +x₀ it
+    is ``8 - x₀`` far away, so ``exp(-E)`` is not integrable.
+    """
+
+    event_shape = (2,)
+
+    def forward(self, x):
+        bump = -0.5 * x.pow(2).sum(1)
+        ridge = x[:, 0] - 8.0 - 0.5 * x[:, 1].pow(2)
+        return -torch.logaddexp(bump, ridge)
+
+
+def test_grid_evaluation_of_an_energy_that_falls_far_away_is_not_normalisable():
+    """An energy that falls along one ray gets no NLL, KL or TV, but keeps the data figures."""
+    data = IsoGaussianData([0.0, 0.0], 1.0)
+    test_x = data.sample(200, torch.Generator().manual_seed(0))
+    ev = grid_evaluation(_FallingRidge(), data, test_x, bounds=(-4.0, 4.0), resolution=64)
+    assert not ev.normalisable and ev.status.startswith("not normalisable")
+    assert "slope" in ev.status and not ev.far_field.rises
+    assert ev.nll is None and ev.nll_gap is None and ev.kl is None and ev.tv is None
+    assert ev.log_z is None
+    assert ev.data_nll == pytest.approx(-float(data.log_prob(test_x).mean()), abs=1e-12)
+    assert math.isfinite(ev.log_z_box) and ev.data_mass == pytest.approx(1.0, abs=1e-3)
+    assert ev.outside_mass > 0.99  # the ridge's mass, out to 81 times the box, dominates
+
+
+def test_grid_evaluation_of_an_energy_that_is_nan_far_away_is_not_normalisable():
+    """NaN energies in the first ring make the evaluation say so instead of failing."""
+    class NanOutside(Energy):
+        event_shape = (2,)
+
+        def forward(self, x):
+            r2 = x.pow(2).sum(1)
+            return torch.where(r2 > 100.0, torch.full_like(r2, math.nan), r2)
+
+    ev = grid_evaluation(NanOutside(), bounds=(-4.0, 4.0), resolution=16)
+    assert not ev.normalisable and "NaN" in ev.status and ev.log_z is None
+
+
+def test_grid_evaluation_flags_mass_beyond_the_outermost_ring():
+    """A Gaussian of std 100 rises far away, but 4 rings of (-4, 4) reach only 3.2 std."""
+    ev = grid_evaluation(_gaussian([0.0, 0.0], 1e4), bounds=(-4.0, 4.0), resolution=32)
+    assert ev.far_field.rises
+    assert not ev.normalisable and "not resolved" in ev.status and ev.log_z is None
+    assert ev.ring_masses[-1] > 0.1  # about 0.48 lies between 27 and 81 times the box
+
+
+def test_kl_and_tv_count_the_mass_the_model_puts_outside_the_box():
+    """A model wider than the data leaks mass outside the box; KL and TV include it."""
+    sp, sq = 0.5, 2.0
+    data, model = IsoGaussianData([0.0, 0.0], sp), _gaussian([0.0, 0.0], sq**2)
+    ev = grid_evaluation(model, data, bounds=(-4.0, 4.0), resolution=128)
+    assert ev.normalisable and ev.outside_mass > 0.08
+    # Closed forms over the whole plane. KL of isotropic 2-D Gaussians; TV from the radius r*
+    # where the densities cross (|x|² is σ² χ²₂, so P(|x| < r) = 1 - exp(-r²/2σ²)).
+    kl = 2 * (math.log(sq / sp) + sp**2 / (2 * sq**2) - 0.5)
+    r2 = 4 * math.log(sq / sp) / (1 / sp**2 - 1 / sq**2)
+    tv = math.exp(-r2 / (2 * sq**2)) - math.exp(-r2 / (2 * sp**2))
+    # Quadrature error O(h²), measured at 5e-5 for KL and 2e-5 for TV at this resolution.
+    assert ev.kl == pytest.approx(kl, abs=2e-4)
+    assert ev.tv == pytest.approx(tv, abs=2e-4)
+    # The box-only figures (the model renormalised to the box) understate both.
+    points, area = make_grid((-4.0, 4.0), 128)
+    log_p = data.log_prob(points)
+    log_p = log_p - (torch.logsumexp(log_p, 0) + math.log(area))
+    log_q = -model(points).double()
+    log_q = log_q - (torch.logsumexp(log_q, 0) + math.log(area))
+    kl_box = float((log_p.exp() * (log_p - log_q)).sum()) * area
+    tv_box = 0.5 * float((log_p.exp() - log_q.exp()).abs().sum()) * area
+    assert kl_box == pytest.approx(ev.kl + math.log(1 - ev.outside_mass), abs=1e-9)  # identity
+    assert ev.kl - kl_box > 0.09 and ev.tv - tv_box > 0.01  # about 0.093 and 0.016
+
+
+def test_grid_evaluation_to_dict_is_json():
+    """to_dict gives plain, strictly JSON-serialisable values, normalisable or not."""
+    data = IsoGaussianData([0.0, 0.0], 1.0)
+    test_x = data.sample(20, torch.Generator().manual_seed(0))
+    for energy in (_gaussian([0.0, 0.0], 1.0), _FallingRidge()):
+        ev = grid_evaluation(energy, data, test_x, bounds=(-4.0, 4.0), resolution=16)
+        d = ev.to_dict()
+        text = json.dumps(d, allow_nan=False)
+        back = json.loads(text)
+        assert back["status"] == ev.status and back["normalisable"] == ev.normalisable
+        assert back["far_field"]["rises"] == ev.far_field.rises
+        assert back["ring_masses"] == ev.ring_masses and back["log_z"] == ev.log_z
 
 
 def _target():

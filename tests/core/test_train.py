@@ -184,3 +184,42 @@ def test_ema_is_the_exponential_average_of_the_weights():
         want = 0.9 * (0.9 * s + 0.1 * a) + 0.1 * p.detach()
         torch.testing.assert_close(e, want)
     assert Trainer(model, "dsm", data="eight_gaussians").ema_model is None
+
+
+@pytest.mark.parametrize("data", ["dataset", "tensor", "loader"])
+def test_the_model_wall_is_fitted_to_the_data_before_training(tmp_path, data):
+    """The trainer fits the mlp's wall from the data source and leaves every stream alone."""
+    trainer = _make(tmp_path, data)
+    assert torch.equal(torch.get_rng_state(), _after_model_built())  # global RNG untouched
+    wall = trainer.model.confinement
+    assert bool(wall.fitted) and float(wall.radius) > 2.0  # eight_gaussians reaches ~3.5
+    assert float(wall.center.norm()) < 0.5  # its mean is the origin
+    if data == "tensor":
+        points = trainer._batches.data
+        torch.testing.assert_close(wall.center, points.mean(0), rtol=0, atol=1e-5)
+    # The first batch is the one the data stream gives without any fit before it.
+    first = trainer._batches.next()
+    if data == "dataset":
+        expected = ebmcore.create("dataset", "eight_gaussians").sample(
+            32, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(first, expected)
+    elif data == "tensor":
+        rows = torch.randperm(100, generator=torch.Generator().manual_seed(0))[:32]
+        assert torch.equal(first, trainer._batches.data[rows])
+
+
+def _after_model_built():
+    """Torch's global RNG state after _make's seeding and model, with nothing else drawn."""
+    torch.manual_seed(1234)
+    ebmcore.create("model", "mlp", dim=2, hidden=(16, 16))
+    return torch.get_rng_state()
+
+
+def test_a_fitted_wall_is_not_refitted(tmp_path):
+    """A wall the user fitted by hand (or a resumed model's) is kept as it is."""
+    torch.manual_seed(0)
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(8,))
+    model.fit_confinement(torch.randn(100, 2) * 10)
+    radius = float(model.confinement.radius)
+    Trainer(model, "pcd", data="eight_gaussians", steps=1)
+    assert float(model.confinement.radius) == radius

@@ -140,3 +140,52 @@ def test_integer_size_closures_are_accepted() -> None:
             return NumbaFace(energy, grad, np.array([1.0]), 2)
 
     check_energy(Sized(), (2,))
+
+
+class _Falling(Energy):
+    """``√(1 + ‖x‖²) - 2 softplus(x₀)``: a bowl near the origin, falling like ``-‖x‖`` along +x₀."""
+
+    event_shape = (2,)
+
+    def __init__(self, *, claim: bool) -> None:
+        super().__init__()
+        self.normalisable = claim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (1 + (x * x).sum(1)).sqrt() - 2 * torch.nn.functional.softplus(x[:, 0])
+
+
+class _HeavyTailed(Energy):
+    """``a log(1 + ‖x‖²)``, a density in 2-D for ``a > 1`` (a bivariate Student-t like tail)."""
+
+    event_shape = (2,)
+    normalisable = True
+
+    def __init__(self, a: float) -> None:
+        super().__init__()
+        self.a = a
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * torch.log1p((x * x).sum(1))
+
+
+def test_a_false_density_claim_fails() -> None:
+    """An energy that declares normalisable = True but falls far away fails on "density"."""
+    with pytest.raises(AssertionError, match="_Falling.*density.*log-log slope"):
+        check_energy(_Falling(claim=True), (2,))
+
+
+def test_the_same_energy_without_the_claim_passes() -> None:
+    """Without normalisable = True nothing asks the falling energy to be a density."""
+    check_energy(_Falling(claim=False), (2,))
+
+
+def test_a_true_density_claim_passes() -> None:
+    """A proper density with normalisable = True passes, even heavy-tailed (slope 3 > D = 2)."""
+    check_energy(_HeavyTailed(1.5), (2,))
+
+
+def test_a_heavy_tail_too_heavy_for_a_density_fails() -> None:
+    """a log(1 + ‖x‖²) with a = 0.9 (slope 1.8 < D = 2) is not a density: the claim fails."""
+    with pytest.raises(AssertionError, match="density"):
+        check_energy(_HeavyTailed(0.9), (2,))

@@ -31,13 +31,12 @@ def test_mlp_shapes_and_activation(activation):
     assert e.shape == (5,) and e.dtype == torch.float32
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(3, 16), (16, 8), (8, 1)]
-    acts = [m for m in model.modules() if not isinstance(m, (nn.Linear, nn.Sequential))
-            and m is not model]
+    acts = [m for m in model.net if not isinstance(m, nn.Linear)]
     assert len(acts) == 2 and all(type(a) is type(acts[0]) for a in acts)
 
 
-def test_mlp_without_hidden_layers_is_linear():
-    model = ebmcore.create("model", "mlp", dim=2, hidden=[])
+def test_mlp_without_hidden_layers_or_wall_is_linear():
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[], confine=False)
     x = torch.randn(4, 2, generator=_gen())
     layer = model.net[0]
     torch.testing.assert_close(model(x), (x @ layer.weight.T + layer.bias).squeeze(-1))

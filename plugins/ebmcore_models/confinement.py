@@ -1,0 +1,75 @@
+"""The confining wall that makes a neural energy a density whatever its weights.
+
+A network with Lipschitz activations (every one in :data:`ebmcore_models._common.ACTIVATIONS`)
+grows at most linearly, and can fall without bound in some direction: then ``exp(-E)`` has no
+finite integral and every likelihood figure is an artefact of where the evaluation stops.
+Adding ``wall(x) = ½ (max(0, |x - c| - R) / w)²``, zero on a ball of radius ``R`` around
+``c`` that holds the data and quadratic outside it, bounds ``E`` below by a quadratic far
+away, so ``exp(-E)`` is integrable for every value of the network's weights. Inside the ball
+the network alone shapes the density. ``c``, ``R`` and ``w`` are fixed from a data sample by
+:meth:`Confinement.fit` (the :class:`ebmcore.train.Trainer` does it before the first step)
+and saved as buffers, so a saved model keeps its wall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ebmcore.validation import check_points, check_positive
+
+
+class Confinement(nn.Module):
+    """``½ (max(0, |x - center| - radius) / width)²`` per point, with data-fitted buffers.
+
+    Before :meth:`fit` the wall is ``½ |x|²`` (center 0, radius 0, width 1): a standard
+    normal base, so an untrained model is already a density.
+
+    Args:
+        event_shape: The shape of one point.
+        width_factor: The wall's width ``w`` as a multiple of the data's standard deviation
+            (pooled over coordinates). 0.25 trained best on the 2-D data sets
+            (docs/training-results.md): wide enough not to cut the data's own tails, steep
+            enough that almost no mass leaks past the data.
+    """
+
+    def __init__(self, event_shape: Sequence[int], width_factor: float = 0.25) -> None:
+        super().__init__()
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.width_factor = check_positive("wall_width", width_factor)
+        self.register_buffer("center", torch.zeros(self.event_shape))
+        self.register_buffer("radius", torch.tensor(0.0))
+        self.register_buffer("width", torch.tensor(1.0))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        """Fix the wall from a data sample ``x`` of shape ``(N, *event_shape)``, ``N >= 2``.
+
+        The centre is the sample mean, the radius the largest distance of a sample point
+        from it, and the width ``width_factor`` times the pooled standard deviation.
+        """
+        x = check_points("x", x, self.event_shape)
+        if x.shape[0] < 2:
+            raise ValueError(f"fitting the confinement needs at least 2 points, got "
+                             f"{x.shape[0]}")
+        flat = x.detach().to(torch.float64).flatten(1)
+        center = flat.mean(0)
+        std = float(flat.var(0).mean().sqrt())
+        if not std > 0:
+            raise ValueError("fitting the confinement needs points that are not all equal")
+        self.center.copy_(center.view(self.event_shape))
+        self.radius.fill_(float((flat - center).norm(dim=1).max()))
+        self.width.fill_(self.width_factor * std)
+        self.fitted.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the wall's energy ``(B,)`` for a batch ``x`` of shape ``(B, *event_shape)``."""
+        distance = (x - self.center).flatten(1).norm(dim=1)
+        return 0.5 * ((distance - self.radius).clamp_min(0) / self.width).square()
+
+    def extra_repr(self) -> str:
+        return (f"radius={float(self.radius):.4g}, width={float(self.width):.4g}, "
+                f"fitted={bool(self.fitted)}")
