@@ -1,13 +1,31 @@
 """Training quality: each loss trains the mlp energy on 2-D data with a known density.
 
-For every (loss, data set) pair it trains ``mlp(2)`` (hidden (128, 128), SiLU) for ``--steps``
-Adam steps at batch 256 with ebmcore.train.Trainer, then normalises the energy on a 256x256
-grid over [-5, 5]^2 (ebmcore.evaluate.grid_evaluation) and reports, on 20,000 fresh test
-points, the test NLL, the data set's own NLL on the same points, their gap, KL(data||model)
-and total variation. Torch runs on one thread; each pair runs in its own process.
+For every (loss, data set) pair it trains ``mlp(2)`` (hidden (128, 128), SiLU, with its
+confining wall) for ``--steps`` Adam steps at batch 256 with ebmcore.train.Trainer, then
+evaluates it honestly with ebmcore.evaluate.grid_evaluation: a 256x256 grid over [-5, 5]^2
+plus four rings of nested boxes out to 81 times that box, so the normaliser is the whole
+plane's, and a far-field probe at radii 10, 100 and 1000. It reports, on 20,000 fresh test
+points, the test NLL, the data set's own NLL on the same points, their gap, KL(data||model),
+total variation, the model's mass outside the box and outside three times the box, and the
+least energy at radius 1000 against the highest energy on the test points; a model that is
+not a density shows "not normalisable" instead of a likelihood. Torch runs on one thread;
+each pair runs in its own process.
+
+``--peers`` also trains, on the same data sets, the contrastive losses of two peer libraries,
+TorchEBM 0.8.9 (rows ``torchebm:cd``, ``torchebm:pcd``) and ebmkit 0.16.0 (``ebmkit:cd``,
+``ebmkit:pcd``), each run where its base name is in ``--losses``, and evaluates them the same
+way. Each peer trains a plain MLP 2-128-128-1 with SiLU (no confining wall: the peers have
+none) from the same initial weights as ours, on the same batches, for ``--steps`` Adam steps
+at ``--lr`` (default 3e-3, ours), with its own loss at its defaults and Langevin step size 0.01
+(see ``benchmarks/peers.py`` for what each uses); ``--ema``, ``--param`` and
+``--model-param`` apply to ebmcore's runs only. A peer that is not installed or does not
+import is reported and skipped. Install the peers, without letting pip touch torch, with
+
+      pip install --no-deps torchebm==0.8.9 ebmkit==0.16.0
 
 Run:  python benchmarks/training_quality.py [--steps 2000] [--jobs 2] [--losses ...]
       [--datasets ...] [--lr 1e-3] [--ema 0.99] [--param alpha=0.0] [--test-seed 123]
+      [--peers]
 """
 
 from __future__ import annotations
@@ -18,18 +36,15 @@ import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-LOSSES = {
-    "cd": {"alpha": 0.1},  # cd's default alpha is 0; without it CD-k energies drift
-    "pcd": {},
-    "sliced_score_matching": {},
-    "denoising_score_matching": {},
-}
+#: Every loss runs with its own defaults; ``--param`` overrides them for an ablation.
+LOSSES = ("cd", "pcd", "pt_cd", "nce", "score_matching", "sliced_score_matching",
+          "denoising_score_matching")
 DATASETS = ("eight_gaussians", "checkerboard", "rings")
 
 
 def run_one(loss_name: str, dataset_name: str, steps: int, seed: int,
             overrides: dict | None = None, trainer_kw: dict | None = None,
-            test_seed: int | None = None) -> dict:
+            test_seed: int | None = None, model_kw: dict | None = None) -> dict:
     import numba  # noqa: F401  - before setting threads: numba can reset them
     import torch
 
@@ -39,8 +54,8 @@ def run_one(loss_name: str, dataset_name: str, steps: int, seed: int,
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    model = ebmcore.create("model", "mlp", dim=2)
-    loss = ebmcore.create("loss", loss_name, **{**LOSSES[loss_name], **(overrides or {})})
+    model = ebmcore.create("model", "mlp", dim=2, **(model_kw or {}))
+    loss = ebmcore.create("loss", loss_name, **(overrides or {}))
     dataset = ebmcore.create("dataset", dataset_name)
     trainer = Trainer(model, loss, data=dataset, steps=steps, batch_size=256, seed=seed,
                       log_every=max(1, steps // 10), **(trainer_kw or {}))
@@ -52,8 +67,65 @@ def run_one(loss_name: str, dataset_name: str, steps: int, seed: int,
     evaluated = trainer.ema_model if trainer.ema_model is not None else model
     ev = grid_evaluation(evaluated, dataset, test, bounds=(-5.0, 5.0), resolution=256)
     return {"loss": loss_name, "dataset": dataset_name, "steps": steps, "seed": seed,
-            "nll": ev.nll, "data_nll": ev.data_nll, "gap": ev.nll_gap, "kl": ev.kl,
-            "tv": ev.tv, "seconds": seconds}
+            "status": ev.status, "nll": ev.nll, "data_nll": ev.data_nll, "gap": ev.nll_gap,
+            "kl": ev.kl, "tv": ev.tv, "outside": ev.outside_mass,
+            "outside_3x": ev.outside_mass_3x, "far_min_energy": ev.far_field.min_energy[-1],
+            "far_radius": ev.far_field.radii[-1],
+            "data_max_energy": ev.far_field.reference_energy, "seconds": seconds}
+
+
+def run_peer(peer: str, loss_name: str, dataset_name: str, steps: int, seed: int,
+             lr: float | None = None, test_seed: int | None = None) -> dict:
+    """Train ``peer``'s ``loss_name`` (see benchmarks/peers.py); a row like :func:`run_one`'s."""
+    import numba  # noqa: F401  - before setting threads: numba can reset them
+    import torch
+    from peers import train_peer  # benchmarks/ is on sys.path when this runs as a script
+
+    import ebmcore
+    from ebmcore.evaluate import grid_evaluation
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    energy = train_peer(peer, loss_name, dataset_name, steps, seed, 3e-3 if lr is None else lr)
+    seconds = time.perf_counter() - start
+    dataset = ebmcore.create("dataset", dataset_name)
+    test_seed = 10_000 + seed if test_seed is None else test_seed
+    test = dataset.sample(20000, generator=torch.Generator().manual_seed(test_seed))
+    ev = grid_evaluation(energy, dataset, test, bounds=(-5.0, 5.0), resolution=256)
+    return {"loss": f"{peer}:{loss_name}", "dataset": dataset_name, "steps": steps,
+            "seed": seed, "status": ev.status, "nll": ev.nll, "data_nll": ev.data_nll,
+            "gap": ev.nll_gap, "kl": ev.kl, "tv": ev.tv, "outside": ev.outside_mass,
+            "outside_3x": ev.outside_mass_3x, "far_min_energy": ev.far_field.min_energy[-1],
+            "far_radius": ev.far_field.radii[-1],
+            "data_max_energy": ev.far_field.reference_energy, "seconds": seconds}
+
+
+def _figure(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_rows(rows: list[dict]) -> list[str]:
+    """The table printed by ``main``: one row per run, "not normalisable" where it is not."""
+    lines = ["| data set | loss | test NLL | data NLL | gap | KL(data‖model) | TV | "
+             "mass outside box | outside 3x box | min E at r=1000 / max E on data | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        gap = _figure(r["gap"]) if r["gap"] is not None else "not normalisable"
+        lines.append(
+            f"| {r['dataset']} | {r['loss']} | {_figure(r['nll'])} | {_figure(r['data_nll'])} | "
+            f"{gap} | {_figure(r['kl'])} | {_figure(r['tv'])} | {r['outside']:.1e} | "
+            f"{r['outside_3x']:.1e} | {r['far_min_energy']:.4g} / {r['data_max_energy']:.3g} | "
+            f"{r['seconds']:.0f} |")
+    return lines
+
+
+def _literals(items: list[str]) -> dict:
+    """``NAME=VALUE`` items as a dict, each value read as a Python literal."""
+    found = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        found[name] = ast.literal_eval(value)
+    return found
 
 
 def main() -> None:
@@ -61,34 +133,55 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--losses", nargs="*", default=list(LOSSES), choices=list(LOSSES))
+    parser.add_argument("--losses", nargs="*", default=list(LOSSES))
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: the trainer's)")
     parser.add_argument("--ema", type=float, help="evaluate an EMA of the weights, this decay")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a loss parameter (a Python literal), e.g. alpha=0.0")
+    parser.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override an mlp parameter, e.g. confine=False or wall_width=0.5")
     parser.add_argument("--test-seed", type=int,
                         help="seed of the test points (default: 10000 + --seed)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--peers", action="store_true",
+                        help="also train TorchEBM's and ebmkit's CD/PCD (see the docstring)")
     args = parser.parse_args()
-    overrides = {}
-    for item in args.param:
-        name, _, value = item.partition("=")
-        overrides[name] = ast.literal_eval(value)
+    overrides, model_kw = _literals(args.param), _literals(args.model_param)
     trainer_kw = {k: v for k, v in (("lr", args.lr), ("ema", args.ema)) if v is not None}
     pairs = [(loss, ds) for ds in args.datasets for loss in args.losses]
+    peer_jobs = []
+    if args.peers:
+        from peers import PEERS, SETTINGS, peer_problem
+
+        for peer, (*_, peer_losses) in PEERS.items():
+            problem = peer_problem(peer)
+            if problem is not None:
+                print(problem)
+                continue
+            peer_jobs += [(peer, loss, ds) for ds in args.datasets for loss in args.losses
+                          if loss in peer_losses]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, loss, ds, args.steps, args.seed, overrides, trainer_kw,
-                               args.test_seed) for loss, ds in pairs]
+                               args.test_seed, model_kw) for loss, ds in pairs]
+        peer_futures = [pool.submit(run_peer, peer, loss, ds, args.steps, args.seed, args.lr,
+                                    args.test_seed) for peer, loss, ds in peer_jobs]
         rows = [f.result() for f in futures]
-    print(f"{args.steps} steps, batch 256, mlp(2) hidden (128, 128), seed {args.seed}; "
-          f"grid 256x256 on [-5, 5]^2; 20,000 test points; overrides {overrides} "
-          f"{trainer_kw}")
-    print("| data set | loss | test NLL | data NLL | gap | KL(data‖model) | TV | train s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['dataset']} | {r['loss']} | {r['nll']:.3f} | {r['data_nll']:.3f} | "
-              f"{r['gap']:.3f} | {r['kl']:.3f} | {r['tv']:.3f} | {r['seconds']:.0f} |")
+        for (peer, loss, ds), future in zip(peer_jobs, peer_futures, strict=True):
+            try:
+                rows.append(future.result())
+            except Exception as error:  # noqa: BLE001 - a failing peer must not stop the rest
+                print(f"{peer}:{loss} on {ds} failed: {error!r}; skipping it")
+    print(f"{args.steps} steps, batch 256, mlp(2) hidden (128, 128) {model_kw}, seed "
+          f"{args.seed}; grid 256x256 on [-5, 5]^2 plus rings to 81x; 20,000 test points; "
+          f"loss overrides {overrides} {trainer_kw}")
+    print("\n".join(markdown_rows(rows)))
+    if peer_jobs:
+        lr = 3e-3 if args.lr is None else args.lr
+        print(f"\nPeers: plain MLP 2-128-128-1 SiLU (no wall), same initial weights and batches,"
+              f" Adam lr {lr}, Langevin step 0.01 with sqrt(2 * 0.01) noise, no EMA:")
+        for name in dict.fromkeys(f"{peer}:{loss}" for peer, loss, _ in peer_jobs):
+            print(f"- {name}: {SETTINGS[name]}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)
