@@ -62,10 +62,13 @@ def dense_gaussian(dim: int, seed: int = 0) -> tuple[ebmcore.Energy, torch.Tenso
 
 
 def mlp_energy(dim: int = 2) -> ebmcore.Energy:
-    """The registry's MLP energy (autograd gradient), with fixed random weights."""
+    """The registry's MLP energy (autograd gradient), with fixed random weights.
+
+    Without its confining wall: the floor differentiates the bare network by hand.
+    """
     with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG left as it was
         torch.manual_seed(0)
-        return ebmcore.create("model", "mlp", dim=dim).requires_grad_(False)
+        return ebmcore.create("model", "mlp", dim=dim, confine=False).requires_grad_(False)
 
 
 # -- floors ---------------------------------------------------------------------------------

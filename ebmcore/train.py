@@ -320,7 +320,8 @@ class Trainer:
 
         The wall is fitted from the whole data tensor, from ``CONFINEMENT_SAMPLE`` draws of a
         data set (on a generator of their own, so the training batches do not change) or
-        from the first batches of a loader (with torch's global RNG state restored).
+        from the first batches of a loader (with torch's global RNG state and the loader's
+        own generator restored).
         """
         fit = getattr(self.model, "fit_confinement", None)
         if not callable(fit) or getattr(self.model, "confinement_fitted", True):
@@ -333,12 +334,16 @@ class Trainer:
             sample = batches.dataset.sample(CONFINEMENT_SAMPLE, generator=generator)
         else:
             parts, n = [], 0
+            own = getattr(batches.loader, "generator", None)  # a loader's own shuffle stream
+            own_state = None if own is None else own.get_state()
             with torch.random.fork_rng(devices=[]):
                 for batch in batches.loader:
                     parts.append(_loader_inputs(batch))
                     n += parts[-1].shape[0]
                     if n >= CONFINEMENT_SAMPLE:
                         break
+            if own is not None:
+                own.set_state(own_state)
             if not parts:
                 raise ValueError("the DataLoader yielded no batches")
             sample = torch.cat(parts)

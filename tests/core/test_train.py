@@ -223,3 +223,19 @@ def test_a_fitted_wall_is_not_refitted(tmp_path):
     radius = float(model.confinement.radius)
     Trainer(model, "pcd", data="eight_gaussians", steps=1)
     assert float(model.confinement.radius) == radius
+
+
+def test_fitting_the_wall_leaves_a_loaders_own_generator_alone():
+    """A loader with its own shuffle generator gives the same first batch with or without a wall."""
+    points = torch.randn(200, 2, generator=torch.Generator().manual_seed(3))
+
+    def first_batch(confine):
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(points), batch_size=16, shuffle=True,
+            generator=torch.Generator().manual_seed(5))
+        model = ebmcore.create("model", "mlp", dim=2, hidden=(4,), confine=confine)
+        trainer = Trainer(model, "pcd", data=loader, steps=1)
+        assert trainer.model.confinement_fitted
+        return trainer._batches.next()
+
+    assert torch.equal(first_batch(True), first_batch(False))
