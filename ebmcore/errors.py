@@ -35,3 +35,21 @@ class BackendUnavailableError(EbmcoreError, RuntimeError):
 
 class CheckpointError(EbmcoreError, ValueError):
     """A checkpoint file is missing, truncated, corrupt or not an ebmcore checkpoint."""
+
+
+class TrainingDivergedError(EbmcoreError, FloatingPointError):
+    """Training produced a non-finite loss, gradient, energy or negative sample.
+
+    Attributes:
+        step: The first training step at which a watched quantity was non-finite.
+        quantities: The names of the quantities that were non-finite at that step, the
+            earliest in the computation first (negatives, energies, loss, gradient).
+        checkpoint: The last checkpoint written before the divergence, or ``None``.
+    """
+
+    def __init__(self, message: str, *, step: int, quantities: tuple[str, ...] = (),
+                 checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.quantities = quantities
+        self.checkpoint = checkpoint

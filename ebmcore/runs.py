@@ -6,10 +6,14 @@ into a folder and returns the metrics it wrote, so the CLI stays a thin layer ov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,10 @@ Log = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def prepare_output_dir(path: str | Path, *, overwrite: bool = False) -> Path:
@@ -175,8 +183,11 @@ def train_run(config: dict[str, Any], out: str | Path, *, progress: bool = False
 
     The folder gets ``checkpoints/`` (full trainer state), ``model.pt`` (weights and how to
     rebuild them), ``config.toml`` (the resolved configuration), ``metrics.json`` and PNG
-    plots. Ctrl-C during training writes a final checkpoint and returns with
-    ``metrics["interrupted"] = True``.
+    plots. Ctrl-C (SIGINT) or SIGTERM during training stops it at the end of the current
+    step, writes a final checkpoint and returns with ``metrics["interrupted"] = True`` and
+    ``metrics["stopped_by"]`` naming the signal; :func:`resume_run` continues the run. A
+    second signal stops at once (mid-step: no checkpoint is written then, since that state
+    would not resume exactly).
 
     Args:
         config: A configuration such as :data:`ebmcore.config.TRAIN_DEFAULTS`.
@@ -184,34 +195,163 @@ def train_run(config: dict[str, Any], out: str | Path, *, progress: bool = False
         progress: Show progress bars on a terminal.
         log: Receives one line per stage.
         overwrite: Allow writing into a non-empty folder.
+
+    Raises:
+        TrainingDivergedError: When a training step produced non-finite values.
     """
-    from ebmcore.checkpoint import save_model
+    out = prepare_output_dir(out, overwrite=overwrite)
+    trainer, built, seed = _build_trainer(config, out, progress)
+    resolved = built["config"]
+    (out / "config.toml").write_text(dump_toml(resolved), encoding="utf-8")
+    log(f"training {resolved['model']['name']} on {resolved['dataset']['name']} with "
+        f"{resolved['loss']['name']} + {resolved['sampler']['name']} for {trainer.steps} steps")
+    return _finish_run(trainer, built, seed, out, progress, log, resumed_from=None)
+
+
+def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
+               warn: Log = _stderr) -> dict[str, Any] | None:
+    """Continue a run folder written by :func:`train_run` from its newest readable checkpoint.
+
+    The run is rebuilt from the folder's ``config.toml``; the trainer resumes from the newest
+    ``checkpoints/step-*.pt`` that loads (unreadable newer ones, such as a file cut short, are
+    skipped, each reported through ``warn``) and trains to the configured steps. Then the
+    outputs :func:`train_run` writes (``model.pt``, ``metrics.json``, samples and plots) are
+    written over the interrupted run's; nothing else in the folder is touched. The result
+    equals an uninterrupted run's: the checkpoint restores every random stream.
+
+    Args:
+        folder: The run folder.
+        progress: Show progress bars on a terminal.
+        log: Receives one line per stage.
+        warn: Receives one line per skipped checkpoint.
+
+    Returns:
+        The metrics written, with ``resumed_from`` (``checkpoint`` path and ``step``), or
+        ``None`` when the run had already finished: its checkpoints reach the configured steps
+        and its ``metrics.json`` records a completed run (nothing is written then).
+
+    Raises:
+        FileNotFoundError: When ``folder`` or its ``config.toml`` does not exist.
+        CheckpointError: When the folder holds no checkpoint, or none that loads.
+    """
+    from ebmcore.config import TRAIN_DEFAULTS, load_toml, merge
+    from ebmcore.errors import CheckpointError
+    from ebmcore.train import CHECKPOINT_GLOB
+
+    out = Path(folder)
+    if not out.is_dir():
+        raise FileNotFoundError(f"run folder {str(out)!r} to resume does not exist")
+    config_file = out / "config.toml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{str(out)!r} holds no config.toml; --resume takes a run "
+                                f"folder written by ebmcore train")
+    again = f"ebmcore train --config {config_file} --out {out} --overwrite"
+    candidates = sorted((out / "checkpoints").glob(CHECKPOINT_GLOB), reverse=True)
+    if not candidates:
+        raise CheckpointError(f"{str(out)!r} holds no checkpoints (checkpoints/"
+                              f"{CHECKPOINT_GLOB}) to resume from; start the run again: "
+                              f"{again}")
+    # the same merge as --config, so a resumed run is built exactly as a replayed one
+    config = merge(TRAIN_DEFAULTS, load_toml(config_file))
+    trainer, built, seed = _build_trainer(config, out, progress)
+    used = None
+    for candidate in candidates:  # names are zero-padded: newest first
+        try:
+            used = trainer.resume(candidate)
+        except CheckpointError as exc:
+            warn(f"skipping unreadable checkpoint: {exc}")
+            continue
+        break
+    if used is None:
+        raise CheckpointError(f"no checkpoint in {str(out / 'checkpoints')!r} can be read; "
+                              f"start the run again: {again}")
+    if trainer.step >= trainer.steps and _completed(out / "metrics.json", trainer.steps):
+        return None
+    log(f"resuming {str(out)!r} from {used.name} (step {trainer.step} of {trainer.steps})")
+    return _finish_run(trainer, built, seed, out, progress, log,
+                       resumed_from={"checkpoint": str(used), "step": trainer.step})
+
+
+def _completed(metrics_file: Path, steps: int) -> bool:
+    """Whether ``metrics.json`` records a run that trained all ``steps`` uninterrupted."""
+    try:
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # killed after its last checkpoint, before its outputs: finish them
+    return (isinstance(metrics, dict) and metrics.get("interrupted") is False
+            and metrics.get("steps_done") == steps)
+
+
+def _build_trainer(config: dict[str, Any], out: Path, progress: bool) -> tuple[Any, dict, int]:
+    """Seed, build the components and the trainer of a run writing checkpoints into ``out``."""
     from ebmcore.train import Trainer
 
-    out = prepare_output_dir(out, overwrite=overwrite)
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
     built = build_training(config)
-    resolved = built["config"]
-    (out / "config.toml").write_text(dump_toml(resolved), encoding="utf-8")
-
-    train_cfg = dict(resolved.get("train", {}))
+    train_cfg = dict(built["config"].get("train", {}))
     trainer = Trainer(built["model"], built["loss"], data=built["dataset"],
                       steps=int(train_cfg.pop("steps")),
                       batch_size=int(train_cfg.pop("batch_size")),
                       checkpoint_dir=out / "checkpoints", progress=progress, seed=seed,
                       **train_cfg)
-    log(f"training {resolved['model']['name']} on {resolved['dataset']['name']} with "
-        f"{resolved['loss']['name']} + {resolved['sampler']['name']} for {trainer.steps} steps")
-    started = time.perf_counter()
-    interrupted = False
+    return trainer, built, seed
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Any, stopped: dict[str, str]) -> Iterator[None]:
+    """While training, SIGINT and SIGTERM ask ``trainer`` to stop at the end of its step.
+
+    Stopping at a step boundary keeps the final checkpoint exact (a signal raising
+    mid-step could leave the weights updated and the step count not). A second signal
+    raises ``KeyboardInterrupt`` at once. The previous handlers are restored afterwards.
+    Signal handlers can only be set in the main thread; elsewhere nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stopped:
+            raise KeyboardInterrupt
+        stopped["signal"] = signal.Signals(signum).name
+        trainer.request_stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        trainer.fit()
+        yield
+    finally:
+        for sig, old in previous.items():
+            # None: a handler not set from Python, which cannot be put back; use the default
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+def _finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progress: bool,
+                log: Log, resumed_from: dict[str, Any] | None) -> dict[str, Any]:
+    """Train to the end (or a signal), then write model.pt, metrics.json and the plots."""
+    from ebmcore.checkpoint import save_model
+
+    resolved = built["config"]
+    start_step = trainer.step
+    stopped: dict[str, str] = {}
+    started = time.perf_counter()
+    try:
+        with _stop_on_signals(trainer, stopped):
+            trainer.fit()
     except KeyboardInterrupt:
-        interrupted = True
-        trainer.save_checkpoint()
-        log(f"interrupted at step {trainer.step}; checkpoint written")
+        stopped.setdefault("signal", "SIGINT")
+        if trainer.in_step:
+            log(f"interrupted during step {trainer.step + 1}; no checkpoint written (a "
+                f"half-done step would not resume exactly)")
+        else:
+            trainer.check_finite()  # never leave a diverged state as the newest checkpoint
+            trainer.save_checkpoint()
     train_seconds = time.perf_counter() - started
+    # a signal during the last step still means "stop": skip the (long) evaluation
+    interrupted = bool(stopped) or trainer.step < trainer.steps
+    if interrupted:
+        log(f"stopped by {stopped.get('signal', 'request')} at step {trainer.step}; last "
+            f"checkpoint: {trainer.last_checkpoint}")
 
     model = trainer.ema_model or built["model"]
     model.eval()
@@ -221,10 +361,13 @@ def train_run(config: dict[str, Any], out: str | Path, *, progress: bool = False
                meta={"dataset": resolved["dataset"], "config_toml": dump_toml(resolved)})
 
     metrics: dict[str, Any] = {
-        "seed": seed, "interrupted": interrupted, "steps_done": trainer.step,
+        "seed": seed, "interrupted": interrupted, "stopped_by": stopped.get("signal"),
+        "steps_done": trainer.step, "resumed_from": resumed_from,
+        "last_checkpoint": None if trainer.last_checkpoint is None
+        else str(trainer.last_checkpoint),
         "history": trainer.history, "versions": versions(),
         "timings": {"train_seconds": train_seconds,
-                    "seconds_per_step": train_seconds / max(trainer.step, 1)},
+                    "seconds_per_step": train_seconds / max(trainer.step - start_step, 1)},
     }
     if not interrupted:
         log("evaluating and sampling the trained model")
@@ -347,13 +490,24 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
     """
     import numpy as np
 
+    from ebmcore.validation import check_int
+
+    for key, minimum in (("n_chains", 1), ("n_steps", 1), ("burn_in", 0), ("thin", 1)):
+        if key in settings:
+            check_int(f"settings[{key!r}]", settings[key], minimum=minimum)
+    dim = settings.get("dim")
+    if dim is not None:
+        dim = check_int("settings['dim'] (--dim)", dim, minimum=1)
     block = _component_config("sampler", sampler_spec)
     sampler = ebmcore.create("sampler", block["name"], **block["params"])
     event_shape = energy.event_shape
     if event_shape is None:
-        if not settings.get("dim"):
+        if dim is None:
             raise ValueError(f"{type(energy).__name__} accepts any dimension; pass --dim")
-        event_shape = (int(settings["dim"]),)
+        event_shape = (dim,)
+    elif dim is not None and tuple(event_shape) != (dim,):
+        raise ValueError(f"--dim {dim} does not fit {type(energy).__name__}, whose event shape "
+                         f"is {tuple(event_shape)}")
     out = prepare_output_dir(out, overwrite=overwrite)
     ref = next(iter(energy.buffers()), None)
     ref = next(iter(energy.parameters()), ref)

@@ -24,7 +24,7 @@ from torch import nn
 
 from ebmcore.checkpoint import load_checkpoint, save_checkpoint
 from ebmcore.energy import Energy, as_energy
-from ebmcore.errors import CheckpointError
+from ebmcore.errors import CheckpointError, TrainingDivergedError
 from ebmcore.loss import Loss, LossOutput
 from ebmcore.progress import ProgressBar
 from ebmcore.validation import check_int, check_points, check_positive
@@ -32,7 +32,8 @@ from ebmcore.validation import check_int, check_points, check_positive
 #: A callback runs after every step as ``callback(trainer, output)``.
 Callback = Callable[["Trainer", LossOutput], Any]
 
-_CHECKPOINT_GLOB = "step-*.pt"
+#: The file names of the checkpoints a trainer writes into its ``checkpoint_dir``.
+CHECKPOINT_GLOB = "step-*.pt"
 
 #: Data points drawn to fit a model's confining wall (see ``Trainer._fit_confinement``).
 CONFINEMENT_SAMPLE = 10_000
@@ -40,6 +41,22 @@ CONFINEMENT_SAMPLE = 10_000
 
 def _checkpoint_name(step: int) -> str:
     return f"step-{step:09d}.pt"
+
+
+def _describe_nonfinite(bad: dict[str, float]) -> str:
+    """Say in words which watched quantities were non-finite, the earliest one first."""
+    words = []
+    for name, value in bad.items():
+        if name == "negatives":
+            words.append(f"the negative samples turned non-finite in {int(value)} rows (the "
+                         f"sampler's chains ran away on the model's energy)")
+        elif name == "gradient":
+            words.append(f"a parameter gradient = {value}")
+        else:
+            words.append(f"{'the loss' if name == 'loss' else name} = {value}")
+    if len(words) == 1:
+        return words[0]
+    return f"{words[0]}, then {', '.join(words[1:-1])}{' and ' if words[2:] else ''}{words[-1]}"
 
 
 def _scalar(value: Any) -> float:
@@ -180,6 +197,49 @@ class _EMA:
             dst.copy_(src)
 
 
+class _FiniteWatch:
+    """Remembers, on the device, the first step at which a watched quantity was non-finite.
+
+    Reading a value on the host forces a synchronisation, which would stall a GPU pipeline if
+    done every step. So each step only folds a handful of tiny device operations into a
+    running record (the first bad step, which quantities were bad then and their values); the
+    trainer reads the record on its log cadence, before every checkpoint and when a step
+    raises (a divergence often surfaces first as some other error downstream).
+    """
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        # (first bad step, 0 while all was finite; bad flags then; values then)
+        self.record: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, step: int, names: tuple[str, ...], values: torch.Tensor,
+               ok: torch.Tensor) -> None:
+        """Record ``values`` (named ``names``) of ``step`` if it is the first with a bad one."""
+        if self.record is None or names != self.names:
+            if self.first() is not None:
+                return  # the first bad step is already recorded (a rare sync: names changed)
+            self.names = names
+            self.record = (torch.zeros((), dtype=torch.int64, device=values.device),
+                           torch.zeros(len(names), dtype=torch.bool, device=values.device),
+                           torch.zeros_like(values))
+        first_step, bad, kept = self.record
+        newly = ok.all().logical_not_().logical_and_(first_step == 0)
+        first_step.masked_fill_(newly, step)
+        self.record = (first_step, torch.where(newly, ok.logical_not(), bad),
+                       torch.where(newly, values, kept))
+
+    def first(self) -> tuple[int, dict[str, float]] | None:
+        """Return the first bad step and its non-finite quantities, or ``None`` (synchronises)."""
+        if self.record is None:
+            return None
+        first_step, bad, kept = self.record
+        step = int(first_step)
+        if step == 0:
+            return None
+        return step, {name: value for name, flag, value in
+                      zip(self.names, bad.tolist(), kept.tolist(), strict=True) if flag}
+
+
 class Trainer:
     """Train an energy with a loss for a fixed number of steps.
 
@@ -208,6 +268,12 @@ class Trainer:
         checkpoint_every: Write a checkpoint every this many steps (and at the end); needs
             ``checkpoint_dir``. ``None`` writes only at the end.
         seed: Seeds the trainer's own generators (data order and the loss's random draws).
+
+    Every step watches, without a host synchronisation, whether the loss's negative samples,
+    its metrics (such as the energies), the loss or a parameter gradient turned non-finite;
+    :meth:`fit` raises :class:`~ebmcore.errors.TrainingDivergedError` naming the first such
+    step, the quantity and :attr:`last_checkpoint` on its log cadence, before writing a
+    checkpoint and when a step raises (see :meth:`check_finite`).
     """
 
     def __init__(self, model: Energy, loss: Loss | str, optimizer: Any = None, data: Any = None,
@@ -250,8 +316,12 @@ class Trainer:
 
         self.step = 0
         self.history: list[dict[str, float]] = []
+        #: The last checkpoint written or resumed from (``None`` before either).
+        self.last_checkpoint: Path | None = None
         self._stop = False
         self._seconds = 0.0
+        self._in_step = False
+        self._watch = _FiniteWatch()
 
     # -- construction ----------------------------------------------------------------------
 
@@ -356,34 +426,101 @@ class Trainer:
         """The model with exponentially averaged weights, or ``None`` without ``ema``."""
         return None if self._ema is None else self._ema.model
 
+    @property
+    def in_step(self) -> bool:
+        """Whether a step was left partly applied (an exception or interrupt escaped it).
+
+        A checkpoint written then would not resume exactly: the model, the loss's buffer or
+        the random streams may already have moved on while :attr:`step` has not.
+        """
+        return self._in_step
+
     def request_stop(self) -> None:
-        """Ask :meth:`fit` to stop after the current step (for callbacks)."""
+        """Ask :meth:`fit` to stop after the current step (for callbacks and signal handlers)."""
         self._stop = True
 
     def train_step(self) -> LossOutput:
         """Run one optimisation step and return the loss output."""
+        self._in_step = True
         x = self._batches.next().to(self.device, non_blocking=True)
         output = self.loss(self.model, x)
         self.optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
+        self._watch_step(output)
         self.optimizer.step()
         if self._ema is not None:
             self._ema.update()
         self.step += 1
+        self._in_step = False
         return output
 
+    def _watch_step(self, output: LossOutput) -> None:
+        """Fold this step's finiteness into the watch: device operations only, no sync."""
+        loss = output.loss.detach()
+        # at least float32, so a large but finite half-precision metric does not overflow here
+        dtype = torch.promote_types(loss.dtype, torch.float32)
+        names: list[str] = []
+        values: list[torch.Tensor] = []
+        if output.negatives is not None:
+            rows = output.negatives.detach().isfinite().logical_not_()
+            if rows.ndim > 1:
+                rows = rows.flatten(1).any(1)
+            names.append("negatives")
+            values.append(rows.sum().to(dtype))  # non-finite rows; 0 is healthy
+        for name, value in output.metrics.items():
+            names.append(name)
+            values.append(torch.as_tensor(value).detach().to(loss.device, dtype).reshape(()))
+        names.append("loss")
+        values.append(loss.to(dtype).reshape(()))
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if grads:
+            # the largest |gradient| cannot overflow as a 2-norm can, and NaN propagates
+            names.append("gradient")
+            values.append(torch.nn.utils.get_total_norm(grads, math.inf).to(loss.device, dtype))
+        stacked = torch.stack(values)
+        ok = stacked.isfinite()
+        if output.negatives is not None:
+            ok[0] = stacked[0] == 0
+        self._watch.update(self.step + 1, tuple(names), stacked, ok)
+
+    def check_finite(self, cause: BaseException | None = None) -> None:
+        """Raise if a step so far had a non-finite negative, metric, loss or gradient.
+
+        This reads the device-side record each step keeps, so it synchronises with the
+        device; :meth:`fit` calls it on its log cadence, before each checkpoint and when a
+        step raises.
+
+        Args:
+            cause: The exception a step raised, chained to the error when there is one.
+
+        Raises:
+            TrainingDivergedError: Naming the first bad step, the quantities that were
+                non-finite then (the earliest in the computation first), the likely cause and
+                :attr:`last_checkpoint`.
+        """
+        found = self._watch.first()
+        if found is None:
+            return
+        step, bad = found
+        lr = self.optimizer.param_groups[0].get("lr", self.lr)  # a user's optimizer may differ
+        where = ("no checkpoint was written before it" if self.last_checkpoint is None
+                 else f"last good checkpoint: {self.last_checkpoint}")
+        sampler = " or the sampler's step size" if "negatives" in self._watch.names else ""
+        message = (f"training diverged at step {step}: {_describe_nonfinite(bad)}; likely "
+                   f"cause: the learning rate (lr={lr:g}){sampler} is too large; {where}")
+        raise TrainingDivergedError(
+            message, step=step, quantities=tuple(bad),
+            checkpoint=None if self.last_checkpoint is None else str(self.last_checkpoint),
+        ) from cause
+
     def _record(self, output: LossOutput) -> dict[str, float]:
+        self.check_finite()
         record = {"step": float(self.step), "loss": _scalar(output.loss)}
         for name, value in output.metrics.items():
             record[name] = _scalar(value)
         record["seconds"] = self._seconds
-        if not math.isfinite(record["loss"]):
-            raise FloatingPointError(
-                f"training diverged: the loss is {record['loss']} at step {self.step}; lower "
-                f"the learning rate or the sampler step size, or raise the loss's alpha"
-            )
         self.history.append(record)
         return record
 
@@ -400,9 +537,15 @@ class Trainer:
         started = time.perf_counter()
         base = self._seconds
         while self.step < self.steps and not self._stop:
-            output = self.train_step()
-            for callback in self.callbacks:
-                callback(self, output)
+            try:
+                output = self.train_step()
+                for callback in self.callbacks:
+                    callback(self, output)
+            except Exception as exc:
+                # a divergence often shows first as a symptom downstream (a sampler refusing
+                # non-finite starting points): name the divergence, chained to the symptom
+                self.check_finite(cause=exc)
+                raise
             last = self.step == self.steps or self._stop
             if self.step % self.log_every == 0 or last:
                 self._seconds = base + time.perf_counter() - started
@@ -412,6 +555,7 @@ class Trainer:
             if self.checkpoint_dir is not None and (
                     last or (self.checkpoint_every and self.step % self.checkpoint_every == 0)):
                 self._seconds = base + time.perf_counter() - started
+                self.check_finite()  # a diverged state is never written as a checkpoint
                 self.save_checkpoint()
         bar.close()
         self._seconds = base + time.perf_counter() - started
@@ -469,6 +613,8 @@ class Trainer:
         self.step = int(state["step"])
         self.history = list(state["history"])
         self._seconds = float(state["seconds"])
+        self._in_step = False
+        self._watch = _FiniteWatch()  # what went wrong after the checkpoint is undone
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint atomically and return its path.
@@ -480,7 +626,9 @@ class Trainer:
             if self.checkpoint_dir is None:
                 raise ValueError("pass a path or construct the trainer with checkpoint_dir")
             path = self.checkpoint_dir / _checkpoint_name(self.step)
-        return save_checkpoint(path, self.state_dict(), meta={"step": self.step})
+        written = save_checkpoint(path, self.state_dict(), meta={"step": self.step})
+        self.last_checkpoint = written
+        return written
 
     def resume(self, path: str | Path) -> Path:
         """Restore a checkpoint and return the file used; :meth:`fit` then continues.
@@ -494,9 +642,9 @@ class Trainer:
         """
         path = Path(path)
         if path.is_dir():
-            candidates = sorted(path.glob(_CHECKPOINT_GLOB), reverse=True)
+            candidates = sorted(path.glob(CHECKPOINT_GLOB), reverse=True)
             if not candidates:
-                raise CheckpointError(f"no checkpoints ({_CHECKPOINT_GLOB}) in {str(path)!r}")
+                raise CheckpointError(f"no checkpoints ({CHECKPOINT_GLOB}) in {str(path)!r}")
             for candidate in candidates:
                 try:
                     state = load_checkpoint(candidate)
@@ -504,10 +652,12 @@ class Trainer:
                     warnings.warn(f"skipping unreadable checkpoint: {exc}", stacklevel=2)
                     continue
                 self._load_checked(state, candidate)
+                self.last_checkpoint = candidate
                 return candidate
             raise CheckpointError(f"every checkpoint in {str(path)!r} is unreadable")
         state = load_checkpoint(path)
         self._load_checked(state, path)
+        self.last_checkpoint = path
         return path
 
     def _load_checked(self, state: dict[str, Any], path: Path) -> None:

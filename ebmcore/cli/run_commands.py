@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -13,6 +15,46 @@ from ebmcore.config import TRAIN_DEFAULTS, apply_overrides, load_toml, merge
 
 #: Where ``ebmcore demo`` writes when no ``--out`` is given (``-2``, ``-3``... on reruns).
 DEMO_FOLDER = "ebmcore-demo"
+
+#: The step size ``ebmcore sample`` starts an adapting sampler (MALA, HMC) from when none is
+#: given: dual averaging tunes it during burn-in, so it need only be of the right order for
+#: targets of unit scale (on double_well, starts of 0.01, 0.1 and 1 all reached acceptance
+#: 0.56-0.57 after 200 burn-in steps).
+DEFAULT_START_STEP_SIZE = 0.1
+
+#: Exit statuses of a training run stopped by a signal (128 + the signal's number).
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    return _int_at_least(text, 0, "a non-negative integer")
+
+
+def _int_at_least(text: str, minimum: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number, got {text}")
+    return value
 
 
 def add_commands(subparsers: Any) -> None:
@@ -25,7 +67,11 @@ def add_commands(subparsers: Any) -> None:
     _add_component_options(p, ("dataset", "model", "loss", "sampler"))
     _add_common_run_options(p)
     p.add_argument("--config", type=Path, help="replay a run from its config.toml")
-    p.add_argument("--steps", type=int, help="training steps (same as --set train.steps=N)")
+    p.add_argument("--resume", type=Path, metavar="RUN_FOLDER",
+                   help="continue an interrupted run from its newest readable checkpoint "
+                        "(only --quiet may be added)")
+    p.add_argument("--steps", type=_positive_int,
+                   help="training steps (same as --set train.steps=N)")
     p.add_argument("--device", help="cpu or cuda")
     p.set_defaults(handler=cmd_train)
 
@@ -34,7 +80,7 @@ def add_commands(subparsers: Any) -> None:
         description="The README's first command: trains mlp on eight_gaussians, samples it, "
                     "evaluates it and writes plots and metrics.")
     _add_common_run_options(p, default_out="ebmcore-demo")
-    p.add_argument("--steps", type=int, help="training steps (default 2000)")
+    p.add_argument("--steps", type=_positive_int, help="training steps (default 2000)")
     p.set_defaults(handler=cmd_demo)
 
     p = subparsers.add_parser(
@@ -47,16 +93,18 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--sampler", default="mala", help="sampler name (default: mala)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="energy.* or sampler.* parameters")
-    p.add_argument("--chains", type=int, default=1000, help="number of chains")
-    p.add_argument("--steps", type=int, default=1000, help="steps after burn-in")
-    p.add_argument("--burn-in", type=int, default=500, help="adaptation steps, not kept")
-    p.add_argument("--thin", type=int, default=1, help="keep every N-th step")
+    p.add_argument("--chains", type=_positive_int, default=1000, help="number of chains")
+    p.add_argument("--steps", type=_positive_int, default=1000, help="steps after burn-in")
+    p.add_argument("--burn-in", type=_non_negative_int, default=500,
+                   help="adaptation steps, not kept")
+    p.add_argument("--thin", type=_positive_int, default=1, help="keep every N-th step")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "numba", "cuda"])
-    p.add_argument("--dim", type=int, help="dimension, for energies of any dimension")
-    p.add_argument("--init-scale", type=float, default=1.0,
+    p.add_argument("--dim", type=_positive_int,
+                   help="dimension of the energy (its dim parameter, same as --set energy.dim=D)")
+    p.add_argument("--init-scale", type=_positive_float, default=1.0,
                    help="initial points are init_scale * N(0, I)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", type=Path, help="output folder (default: runs/sample-<time>)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -65,10 +113,10 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "evaluate", help="evaluate a trained model: NLL, KL, TV, AIS bounds of log Z, MMD, KSD")
     p.add_argument("checkpoint", type=Path, help="model.pt or the run folder")
-    p.add_argument("--n-test", type=int, default=20000, help="held-out points")
-    p.add_argument("--ais-chains", type=int, default=500)
-    p.add_argument("--ais-temps", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-test", type=_positive_int, default=20000, help="held-out points")
+    p.add_argument("--ais-chains", type=_positive_int, default=500)
+    p.add_argument("--ais-temps", type=_positive_int, default=200)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON report to this file")
     p.set_defaults(handler=cmd_evaluate)
@@ -87,7 +135,7 @@ def _add_common_run_options(p: argparse.ArgumentParser, default_out: str | None 
                    help="run folder" + (f" (default: {default_out}, or {default_out}-N when "
                                         f"that already holds a run)" if default_out else
                                         " (default: runs/<time>-<dataset>-<loss>)"))
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
@@ -161,16 +209,54 @@ def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train on the chosen components and write the run folder."""
+    """Train on the chosen components and write the run folder, or resume one (``--resume``)."""
     from ebmcore.runs import train_run
 
+    if args.resume is not None:
+        return _resume(args)
     config = _train_config(args)
     out = args.out or Path("runs") / (time.strftime("%Y%m%d-%H%M%S") +
                                       f"-{config['dataset']['name']}-{config['loss']['name']}")
     metrics = train_run(config, out, progress=not args.quiet, log=_log(args),
                         overwrite=args.overwrite)
     _print_summary(Path(out), metrics)
-    return 130 if metrics.get("interrupted") else 0
+    return _exit_status(Path(out), metrics)
+
+
+#: ``train`` options that would change the run, refused with ``--resume``: (dest, flag).
+_NOT_WITH_RESUME = (("dataset", "--dataset"), ("model", "--model"), ("loss", "--loss"),
+                    ("sampler", "--sampler"), ("overrides", "--set"), ("config", "--config"),
+                    ("steps", "--steps"), ("device", "--device"), ("out", "--out"),
+                    ("seed", "--seed"), ("overwrite", "--overwrite"))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Continue the run folder ``args.resume`` as its config.toml describes."""
+    from ebmcore.runs import resume_run
+
+    given = [flag for dest, flag in _NOT_WITH_RESUME if getattr(args, dest, None)]
+    if given:
+        raise ValueError(f"--resume continues a run exactly as its config.toml describes and "
+                         f"writes into its folder; it cannot be combined with "
+                         f"{', '.join(given)} (only --quiet)")
+    metrics = resume_run(args.resume, progress=not args.quiet, log=_log(args),
+                         warn=lambda line: print(f"ebmcore: warning: {line}", file=sys.stderr))
+    if metrics is None:
+        print(f"{args.resume}: the run is already finished; nothing to do")
+        return 0
+    _print_summary(args.resume, metrics)
+    return _exit_status(args.resume, metrics)
+
+
+def _exit_status(out: Path, metrics: dict[str, Any]) -> int:
+    """0 for a finished run; for one stopped by a signal, say how to continue it, 128 + signal."""
+    if not metrics.get("interrupted"):
+        return 0
+    signal_name = metrics.get("stopped_by") or "SIGINT"
+    print(f"ebmcore: training stopped by {signal_name} at step {metrics.get('steps_done')}; "
+          f"checkpoint {metrics.get('last_checkpoint')}; continue with: ebmcore train "
+          f"--resume {out}", file=sys.stderr)
+    return SIGNAL_EXIT.get(signal_name, 130)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -183,7 +269,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     metrics = train_run(config, out, progress=not args.quiet, log=_log(args),
                         overwrite=args.overwrite)
     _print_summary(Path(out), metrics)
-    return 130 if metrics.get("interrupted") else 0
+    return _exit_status(Path(out), metrics)
 
 
 def _free_folder(base: Path) -> Path:
@@ -211,7 +297,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
                          f"{', '.join(sorted(unexpected))}")
     if args.checkpoint is not None and "energy" in config:
         raise ValueError("energy.* parameters apply to --energy, not to --checkpoint")
+    if args.dim is not None and "energy" in config:
+        _apply_dim(config["energy"], args.dim)
+    note = _default_step_size(config["sampler"], args.burn_in)
     energy = load_energy(config.get("energy"), args.checkpoint, torch.device(args.device))
+    if note and not args.quiet:
+        print(note, file=sys.stderr)
     out = args.out or Path("runs") / time.strftime("sample-%Y%m%d-%H%M%S")
     settings = {"n_chains": args.chains, "n_steps": args.steps, "burn_in": args.burn_in,
                 "thin": args.thin, "backend": args.backend, "dim": args.dim,
@@ -227,6 +318,57 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"samples: {Path(out) / 'samples.pt'} and {Path(out) / 'samples.npy'}")
     print(f"diagnostics: {Path(out) / 'diagnostics.json'}; plots: {', '.join(report['plots'])}")
     return 0
+
+
+def _apply_dim(block: dict[str, Any], dim: int) -> None:
+    """Give ``--dim`` to an energy with a ``dim`` parameter (others are checked on sampling)."""
+    import ebmcore
+
+    if not _parameter(ebmcore.get("energy", block["name"]), "dim"):
+        return  # an energy of one fixed shape: sample_run refuses a --dim that differs
+    given = block["params"].get("dim")
+    if given is not None and given != dim:
+        raise ValueError(f"--dim {dim} and --set energy.dim={given} disagree; give one")
+    block["params"]["dim"] = dim
+
+
+def _parameter(target: Any, name: str) -> inspect.Parameter | None:
+    try:
+        return inspect.signature(target).parameters.get(name)
+    except (TypeError, ValueError):
+        return None
+
+
+def _default_step_size(block: dict[str, Any], burn_in: int) -> str | None:
+    """Give an adapting sampler that requires a step size a starting one when none is given.
+
+    MALA (the default sampler) and HMC have no natural default step size: the right one
+    depends on the target's scale and dimension. They adapt it per chain by dual averaging
+    during burn-in, though, so the command line starts them from
+    :data:`DEFAULT_START_STEP_SIZE` (recorded in diagnostics.json) rather than the sampler's
+    Python signature growing a default that would be wrong without adaptation. A sampler
+    that does not adapt (langevin), adaptation switched off, or no burn-in to adapt in gets
+    no default: the step size must then be given.
+
+    Returns:
+        A note saying which step size was chosen, or ``None`` when nothing was added.
+    """
+    import ebmcore
+
+    params = block["params"]
+    target = ebmcore.get("sampler", block["name"])
+    step, adapt = _parameter(target, "step_size"), _parameter(target, "adapt_step_size")
+    if step is None or step.default is not inspect.Parameter.empty or "step_size" in params:
+        return None
+    if adapt is None or adapt.default is not True or params.get("adapt_step_size", True) \
+            is not True:
+        return None
+    if burn_in == 0:
+        raise ValueError(f"sampler {block['name']!r} adapts its step size during burn-in, but "
+                         f"--burn-in is 0: pass --set sampler.step_size=... or a burn-in")
+    params["step_size"] = DEFAULT_START_STEP_SIZE
+    return (f"sampler {block['name']}: no step_size given; adapting it during the {burn_in} "
+            f"burn-in steps from {DEFAULT_START_STEP_SIZE}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

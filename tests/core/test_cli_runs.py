@@ -1,6 +1,7 @@
 """The working sub-commands: train, demo, sample and evaluate, and their error messages."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from ebmcore.cli import main
 TINY = ["--steps", "15", "--set", "sample.n_chains=100", "--set", "sample.n_steps=20",
         "--set", "evaluate.n_test=1000", "--set", "evaluate.resolution=48",
         "--set", "loss.buffer_size=256", "--set", "loss.k=5", "--set", "train.batch_size=64",
-        "--set", "train.log_every=5", "--quiet"]
+        "--set", "train.log_every=5", "--set", "sample.burn_in=20", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +169,76 @@ def test_demo_reruns_write_next_to_the_last_demo(monkeypatch, tmp_path):
     assert main(["demo", "--quiet", "--out", "chosen"]) == 0
     assert calls == [Path(run_commands.DEMO_FOLDER + "-2"), Path("chosen")]
     assert (tmp_path / "ebmcore-demo" / "metrics.json").read_text() == "{}"
+
+
+def test_summary_gives_a_likelihood_only_for_a_density():
+    """The run summary prints the whole-plane NLL for a density and NO LIKELIHOOD otherwise,
+    and the mass outside the box and the far-field energy in both cases."""
+    import ebmcore
+    from ebmcore.cli.run_commands import evaluation_lines
+    from ebmcore.evaluate import grid_evaluation
+
+    test_x = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    gaussian = ebmcore.create("energy", "gaussian", mean=[0.0, 0.0])
+    good = evaluation_lines(grid_evaluation(gaussian, None, test_x, bounds=(-3, 3),
+                                            resolution=64).to_dict())
+    assert good[0].startswith("test NLL") and "whole plane" in good[0]
+    assert "mass outside the box" in good[1] and "highest on test data" in good[1]
+    bare = ebmcore.create("model", "mlp", dim=2, hidden=[], confine=False)
+    with torch.no_grad():
+        bare.net[0].weight.copy_(torch.tensor([[-5.0, 0.0]]))
+    bad = evaluation_lines(grid_evaluation(bare, None, test_x, bounds=(-3, 3),
+                                           resolution=64).to_dict())
+    assert bad[0].startswith("NO LIKELIHOOD: the model is not normalisable")
+    assert "mass outside the box" in bad[1]
+
+
+def test_a_diverging_run_names_the_step_and_the_cause(capsys, tmp_path):
+    err = one_line_error(capsys, ["train", "--out", str(tmp_path / "d"), *TINY,
+                                  "--set", "train.lr=1e6"])
+    assert "x0" not in err  # the sampler's complaint about its starting points is a symptom
+    assert re.search(r"training diverged at step \d+: (the negative samples|energy_neg|the loss)",
+                     err)
+    assert "learning rate (lr=1e+06)" in err and "no checkpoint was written" in err
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--dim", "-1", "a positive integer"), ("--dim", "0", "a positive integer"),
+    ("--chains", "0", "a positive integer"), ("--steps", "-5", "a positive integer"),
+    ("--thin", "0", "a positive integer"), ("--burn-in", "-1", "a non-negative integer"),
+    ("--init-scale", "nan", "a positive, finite number"),
+])
+def test_sample_sizes_are_checked(capsys, option, value, expected):
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--energy", "double_well", option, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: expected {expected}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_default_sampler_runs_with_no_step_size(tmp_path, capsys):
+    out = tmp_path / "dw"
+    assert main(["sample", "--energy", "double_well", "--chains", "40", "--steps", "30",
+                 "--burn-in", "30", "--backend", "torch", "--out", str(out)]) == 0
+    assert "adapting it during the 30 burn-in steps from 0.1" in capsys.readouterr().err
+    report = json.loads((out / "diagnostics.json").read_text())
+    assert report["sampler"] == {"name": "mala", "params": {"step_size": 0.1}}
+    assert 0.3 < report["acceptance_mean"] < 0.8  # adapted toward 0.574
+    err = one_line_error(capsys, ["sample", "--energy", "double_well", "--burn-in", "0",
+                                  "--out", str(tmp_path / "none")])
+    assert "--burn-in is 0" in err and "sampler.step_size" in err
+
+
+def test_dim_sets_the_dimension_or_is_refused(tmp_path, capsys):
+    out = tmp_path / "dw3"
+    assert main(["sample", "--energy", "double_well", "--dim", "3", "--chains", "20",
+                 "--steps", "5", "--burn-in", "5", "--backend", "torch", "--quiet",
+                 "--out", str(out)]) == 0
+    assert torch.load(out / "samples.pt").shape == (20, 3)
+    err = one_line_error(capsys, ["sample", "--energy", "gaussian", "--set",
+                                  "energy.mean=[0, 0]", "--dim", "3", "--quiet"])
+    assert "--dim 3 does not fit Gaussian" in err
+    err = one_line_error(capsys, ["sample", "--energy", "double_well", "--dim", "3",
+                                  "--set", "energy.dim=2", "--quiet"])
+    assert "disagree" in err

@@ -239,3 +239,60 @@ def test_fitting_the_wall_leaves_a_loaders_own_generator_alone():
         return trainer._batches.next()
 
     assert torch.equal(first_batch(True), first_batch(False))
+
+
+def test_divergence_names_the_step_the_quantity_and_the_last_good_checkpoint(tmp_path):
+    from ebmcore.errors import TrainingDivergedError
+
+    def poison(trainer, output):
+        if trainer.step == 6:  # after the checkpoint at step 6 the weights turn NaN
+            with torch.no_grad():
+                trainer.model.net[0].weight.fill_(float("nan"))
+
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(8,))
+    trainer = Trainer(model, "dsm", data="eight_gaussians", steps=20, batch_size=8,
+                      log_every=10, checkpoint_dir=tmp_path, checkpoint_every=2,
+                      callbacks=[poison])
+    with pytest.raises(TrainingDivergedError) as info:
+        trainer.fit()
+    error = info.value
+    # found before the checkpoint at step 8 is written: a diverged state is never saved
+    assert error.step == 7 and error.quantities[0] == "loss"
+    assert error.checkpoint == str(tmp_path / "step-000000006.pt")
+    assert not (tmp_path / "step-000000008.pt").exists()
+    message = str(error)
+    assert message.startswith("training diverged at step 7: the loss = nan")
+    assert "learning rate (lr=0.003)" in message and "step-000000006.pt" in message
+    assert isinstance(error, FloatingPointError) and isinstance(error, ebmcore.EbmcoreError)
+
+
+def test_divergence_is_named_instead_of_the_error_it_causes_downstream():
+    from ebmcore.errors import TrainingDivergedError
+
+    torch.manual_seed(0)
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(16, 16))
+    loss = ebmcore.create("loss", "pcd", k=2, buffer_size=64, sampler_params={"step_size": 0.01})
+    trainer = Trainer(model, loss, data="eight_gaussians", steps=20, batch_size=32, lr=1e6,
+                      log_every=50)
+    with pytest.raises(TrainingDivergedError) as info:
+        trainer.fit()
+    error = info.value
+    # the next step fails in the sampler on its non-finite starting points, long before the
+    # log cadence: that error is chained, and the message names the step that diverged
+    assert isinstance(error.__cause__, ValueError) and "x0" in str(error.__cause__)
+    assert error.step == 2 and "loss" in error.quantities
+    assert str(error).startswith("training diverged at step 2: ")
+    assert "the learning rate (lr=1e+06) or the sampler's step size" in str(error)
+    assert "no checkpoint was written before it" in str(error)
+
+
+def test_a_resumed_trainer_forgets_what_went_wrong_after_the_checkpoint(tmp_path):
+    trainer = _make(tmp_path, steps=10, ema=None)
+    trainer.fit()
+    with torch.no_grad():
+        trainer.model.net[0].weight.fill_(float("nan"))
+    trainer.train_step()  # not checked yet: the watch holds it on the device
+    assert trainer.step == 11 and not trainer.in_step
+    trainer.resume(tmp_path / "step-000000010.pt")
+    trainer.check_finite()  # the poisoned step was undone
+    assert trainer.last_checkpoint == tmp_path / "step-000000010.pt"
