@@ -61,13 +61,15 @@ class ContrastiveDivergence(StochasticLoss):
         sampler_params: Parameters for a sampler given by name; ``None`` gives Langevin step
             size 0.01 and noise scale 1.
         alpha: Weight of the energy-magnitude penalty ``E(x+)^2 + E(x-)^2`` (0 disables it).
+            0.1, as for pcd: with 0 the energies ran away on rings (data energies of 2.8e7
+            after 2,000 steps; docs/training-results.md).
         noise_bounds: ``(low, high)`` of the uniform start noise in every dimension; ``None``
             uses the first batch's per-dimension range widened by a quarter on each side.
         generator: Source of randomness (the trainer sets its own with ``set_generator``).
     """
 
     def __init__(self, sampler: Any = "langevin", k: int = 20, init: str = "data",
-                 sampler_params: dict[str, Any] | None = None, alpha: float = 0.0,
+                 sampler_params: dict[str, Any] | None = None, alpha: float = 0.1,
                  noise_bounds: tuple[float, float] | None = None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(generator)
@@ -210,14 +212,15 @@ class TemperedContrastiveDivergence(ContrastiveDivergence):
         sampler_params: Parameters of the ``parallel_tempering`` sampler; ``None`` uses
             Langevin (step size 0.01) at temperatures ``(1, 2, 4, 8)``.
         sampler: A configured parallel-tempering sampler instance, or a sampler name.
-        alpha: Weight of the energy-magnitude penalty ``E(x+)^2 + E(x-)^2``.
+        alpha: Weight of the energy-magnitude penalty ``E(x+)^2 + E(x-)^2`` (0.1, as for cd
+            and pcd: with 0 the energies ran away on rings).
         noise_bounds: ``(low, high)`` of the uniform start noise in every dimension.
         generator: Source of randomness (the trainer sets its own with ``set_generator``).
     """
 
     def __init__(self, k: int = 10, init: str = "data",
                  sampler_params: dict[str, Any] | None = None,
-                 sampler: Any = "parallel_tempering", alpha: float = 0.0,
+                 sampler: Any = "parallel_tempering", alpha: float = 0.1,
                  noise_bounds: tuple[float, float] | None = None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(sampler=sampler, k=k, init=init, sampler_params=sampler_params,
