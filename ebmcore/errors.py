@@ -53,3 +53,12 @@ class TrainingDivergedError(EbmcoreError, FloatingPointError):
         self.step = step
         self.quantities = quantities
         self.checkpoint = checkpoint
+
+
+class TrainingRunawayWarning(UserWarning):
+    """The loss or an energy metric left the plausible range: the energies are running away.
+
+    Issued once per run by :class:`ebmcore.train.Trainer` when a recorded ``loss`` or
+    ``energy*`` metric exceeds its ``runaway_energy`` in magnitude; the run goes on (the model
+    may still recover), and :attr:`ebmcore.train.Trainer.runaway` names the step.
+    """

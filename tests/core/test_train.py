@@ -296,3 +296,46 @@ def test_a_resumed_trainer_forgets_what_went_wrong_after_the_checkpoint(tmp_path
     trainer.resume(tmp_path / "step-000000010.pt")
     trainer.check_finite()  # the poisoned step was undone
     assert trainer.last_checkpoint == tmp_path / "step-000000010.pt"
+
+
+class _GrowingEnergyLoss(ebmcore.Loss):
+    """A loss whose reported energy grows tenfold every step: a run that runs away."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, model, x):
+        from ebmcore.loss import LossOutput
+
+        self.calls += 1
+        e = model(x).mean()
+        return LossOutput(loss=e, metrics={"energy_pos": torch.tensor(10.0 ** self.calls)})
+
+
+def test_a_runaway_is_warned_once_and_named_with_its_step(tmp_path):
+    """Energies beyond runaway_energy give one warning and Trainer.runaway names the step."""
+    from ebmcore.errors import TrainingRunawayWarning
+
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(4,))
+    trainer = Trainer(model, _GrowingEnergyLoss(), data="eight_gaussians", steps=6,
+                      batch_size=8, log_every=1)
+    with pytest.warns(TrainingRunawayWarning, match="step 4: energy_pos = 1e\\+04") as caught:
+        trainer.fit()
+    assert len([w for w in caught if w.category is TrainingRunawayWarning]) == 1
+    assert trainer.runaway == {"step": 4, "quantity": "energy_pos", "value": 1e4,
+                               "limit": 1e3}
+    quiet = Trainer(ebmcore.create("model", "mlp", dim=2, hidden=(4,)), _GrowingEnergyLoss(),
+                    data="eight_gaussians", steps=6, batch_size=8, log_every=1,
+                    runaway_energy=None)
+    quiet.fit()
+    assert quiet.runaway is None
+    with pytest.raises(ValueError, match="runaway_energy"):
+        Trainer(model, "pcd", data="eight_gaussians", runaway_energy=-1.0)
+
+
+def test_a_healthy_run_does_not_run_away(tmp_path):
+    """The default pcd recipe's energies stay far inside the runaway limit."""
+    trainer = _make(tmp_path, steps=20)
+    trainer.fit()
+    assert trainer.runaway is None
