@@ -39,7 +39,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "evaluate": {"n_test": 20000, "bounds": [-5.0, 5.0], "resolution": 256},
     # chains start uniformly over the evaluation box; burn-in lets those in the model's flat
     # tails drift into the modes before anything is kept
-    "sample": {"n_chains": 2000, "n_steps": 500, "burn_in": 1500, "thin": 5, "backend": "auto"},
+    "sample": {"n_chains": 2000, "n_steps": 500, "burn_in": 1500, "thin": 5, "backend": "auto",
+               "trace_chains": 1000},
 }
 
 

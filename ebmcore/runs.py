@@ -153,15 +153,51 @@ def _scalar_summary(values: torch.Tensor) -> dict[str, float]:
             "max": float(values.max())}
 
 
-def chain_diagnostics(trajectory: torch.Tensor) -> dict[str, Any]:
-    """R-hat, bulk and tail ESS per coordinate of a trajectory ``(T, B, *event)``."""
+#: Chains whose trajectory ``ebmcore sample`` and training runs record for R-hat, ESS and the
+#: chain plots (``--trace-chains``, ``sample.trace_chains``): memory then grows with this
+#: number times the kept steps, not with the number of chains sampled.
+DEFAULT_TRACE_CHAINS = 1000
+
+
+def chain_diagnostics(trajectory: torch.Tensor, *, total_chains: int | None = None,
+                      stride: int = 1) -> dict[str, Any]:
+    """R-hat, bulk and tail ESS per coordinate of a trajectory ``(T, C, *event)``.
+
+    Chains with a non-finite draw are left out (the sampler reports them, never replaces
+    them); the rest are diagnosed together. The report says what was used: ``n_chains``
+    and ``n_draws`` (per chain) went into the figures, ``n_nonfinite_chains`` were left out,
+    of the ``traced_chains`` recorded, which were chains ``0, s, 2s, ...``
+    (``s = chain_stride``) of the ``total_chains`` sampled. ``rhat``, ``ess_bulk`` and
+    ``ess_tail`` are ``None`` (with a ``note``) when no chain is finite or a chain holds
+    fewer than 4 draws.
+
+    Args:
+        trajectory: Kept positions, steps first (``SampleResult.trajectory``).
+        total_chains: Chains sampled, when the trajectory records a subset of them.
+        stride: The subset's stride (``SampleResult.diagnostics["trajectory_stride"]``).
+    """
     from ebmcore import diagnostics
 
     draws = diagnostics.from_trajectory(trajectory)
-    return {"rhat": _scalar_summary(diagnostics.rhat(draws)),
-            "ess_bulk": _scalar_summary(diagnostics.ess_bulk(draws)),
-            "ess_tail": _scalar_summary(diagnostics.ess_tail(draws)),
-            "n_chains": int(draws.shape[0]), "n_draws": int(draws.shape[1])}
+    finite = torch.isfinite(draws.flatten(1)).all(1)
+    used = draws[finite] if not bool(finite.all()) else draws
+    report: dict[str, Any] = {
+        "n_chains": int(used.shape[0]), "n_draws": int(draws.shape[1]),
+        "n_nonfinite_chains": int(draws.shape[0] - used.shape[0]),
+        "traced_chains": int(draws.shape[0]), "chain_stride": int(stride),
+        "total_chains": int(draws.shape[0] if total_chains is None else total_chains),
+        "rhat": None, "ess_bulk": None, "ess_tail": None,
+    }
+    if used.shape[0] == 0:
+        report["note"] = "every traced chain turned non-finite; nothing to diagnose"
+    elif draws.shape[1] < diagnostics.MIN_DRAWS:
+        report["note"] = (f"{draws.shape[1]} kept draws per chain; R-hat and ESS need at "
+                          f"least {diagnostics.MIN_DRAWS}")
+    else:
+        report.update(rhat=_scalar_summary(diagnostics.rhat(used)),
+                      ess_bulk=_scalar_summary(diagnostics.ess_bulk(used)),
+                      ess_tail=_scalar_summary(diagnostics.ess_tail(used)))
+    return report
 
 
 def _initial_points(n: int, event_shape: tuple[int, ...], bounds: list[float],
@@ -365,6 +401,7 @@ def _finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progr
         "steps_done": trainer.step, "resumed_from": resumed_from,
         "last_checkpoint": None if trainer.last_checkpoint is None
         else str(trainer.last_checkpoint),
+        "runaway": trainer.runaway,  # the first logged step whose energies ran away, or None
         "history": trainer.history, "versions": versions(),
         "timings": {"train_seconds": train_seconds,
                     "seconds_per_step": train_seconds / max(trainer.step - start_step, 1)},
@@ -408,18 +445,26 @@ def _evaluate_and_sample(model: Any, dataset: Any, sampler: Any, config: dict[st
     generator = torch.Generator(device=device).manual_seed(seed + 20_000)
     x0 = _initial_points(int(sample_cfg["n_chains"]), tuple(dataset.event_shape), bounds,
                          torch.Generator().manual_seed(seed + 30_000), dtype, device)
+    from ebmcore.validation import check_int
+
+    trace_chains = check_int("sample.trace_chains",
+                             sample_cfg.get("trace_chains", DEFAULT_TRACE_CHAINS), minimum=1)
     sampled = sampler.sample(model, x0, int(sample_cfg["n_steps"]),
                              burn_in=int(sample_cfg["burn_in"]), thin=int(sample_cfg["thin"]),
                              generator=generator, return_trajectory=True,
-                             backend=str(sample_cfg["backend"]), progress=progress)
+                             trace_chains=trace_chains, backend=str(sample_cfg["backend"]),
+                             progress=progress)
     samples = sampled.samples.detach()
     torch.save(samples.cpu(), out / "samples.pt")
+    trajectory = sampled.trajectory.detach().cpu()
     sample_metrics: dict[str, Any] = {
         "backend": sampled.diagnostics.get("backend"),
         "seconds": sampled.diagnostics.get("seconds"),
         "nonfinite_chains": int(sampled.diagnostics["nonfinite_chains"].numel())
         if "nonfinite_chains" in sampled.diagnostics else None,
-        "chains": chain_diagnostics(sampled.trajectory),
+        "chains": chain_diagnostics(
+            trajectory, total_chains=int(samples.shape[0]),
+            stride=int(sampled.diagnostics.get("trajectory_stride", 1))),
     }
     finite = samples[torch.isfinite(samples.flatten(1)).all(1)]
     n_compare = min(2000, finite.shape[0], test_x.shape[0])
@@ -431,24 +476,39 @@ def _evaluate_and_sample(model: Any, dataset: Any, sampler: Any, config: dict[st
     if two_d:
         _save_figure(plot.sample_scatter(finite.cpu(), model, bounds=bounds),
                      out / "samples.png")
-    _save_figure(plot.trace_plot(sampled.trajectory), out / "trace.png")
+    _save_figure(plot.trace_plot(_finite_chains(trajectory)), out / "trace.png")
     result["evaluate_seconds"] = time.perf_counter() - started
     return result
 
 
+def _finite_chains(trajectory: torch.Tensor) -> torch.Tensor:
+    """The chains (columns) of ``trajectory`` whose draws are all finite, or all if none is."""
+    finite = torch.isfinite(trajectory.flatten(2)).all(2).all(0)
+    return trajectory[:, finite] if bool(finite.any()) else trajectory
+
+
+#: The plots' axis range comes from at most this many samples (torch.quantile's input is
+#: limited to 2**24 values, and a range needs no more).
+_SPREAD_POINTS = 100_000
+
+
 def _plot_chains(trajectory: torch.Tensor, samples: torch.Tensor, energy: Any,
                  out: Path) -> list[str]:
+    """Trace, rank and autocorrelation plots of the traced chains (the finite ones), and a
+    picture of the samples."""
     from ebmcore import plot
 
+    shown = _finite_chains(trajectory)
     written = [
-        _save_figure(plot.trace_plot(trajectory), out / "trace.png"),
-        _save_figure(plot.rank_plot(trajectory), out / "rank.png"),
-        _save_figure(plot.autocorrelation_plot(trajectory), out / "autocorrelation.png"),
+        _save_figure(plot.trace_plot(shown), out / "trace.png"),
+        _save_figure(plot.rank_plot(shown), out / "rank.png"),
+        _save_figure(plot.autocorrelation_plot(shown), out / "autocorrelation.png"),
     ]
     event = tuple(samples.shape[1:])
     finite = samples[torch.isfinite(samples.flatten(1)).all(1)]
     if event == (2,):
-        spread = float(finite.abs().quantile(0.99)) if finite.numel() else 4.0
+        spread = (float(finite[:_SPREAD_POINTS].abs().quantile(0.99)) if finite.numel()
+                  else 4.0)
         bound = max(1.0, 1.2 * spread)
         written.append(_save_figure(
             plot.sample_scatter(finite, energy, bounds=(-bound, bound)), out / "samples.png"))
@@ -478,11 +538,20 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
                overwrite: bool = False) -> dict[str, Any]:
     """Sample ``energy`` and write samples (``.pt``, ``.npy``), diagnostics and plots.
 
+    Memory stays bounded whatever the run's size: the chains' positions, per-chain counts,
+    and the trajectory of ``trace_chains`` chains only (chains ``0, s, 2s, ...``, see
+    :meth:`ebmcore.Sampler.sample`), on which R-hat, ESS and the chain plots are computed;
+    ``diagnostics.json`` says how many chains and draws they used (``chains``). With
+    ``save_trajectory`` every chain's kept steps go to ``trajectory.npy``
+    ``(T, B, *event_shape)``, written step by step as the chains run (torch backend; see
+    :class:`ebmcore.sampler.TrajectoryFile`), never held whole in memory.
+
     Args:
         energy: An :class:`ebmcore.Energy`.
         sampler_spec: ``{"name": ..., "params": {...}}`` of the sampler.
-        settings: ``n_chains``, ``n_steps``, ``burn_in``, ``thin``, ``backend``, ``init_scale``
-            and, for energies without an ``event_shape``, ``dim``.
+        settings: ``n_chains``, ``n_steps``, ``burn_in``, ``thin``, ``backend``, ``init_scale``,
+            ``trace_chains`` (default :data:`DEFAULT_TRACE_CHAINS`), ``save_trajectory``
+            (default false) and, for energies without an ``event_shape``, ``dim``.
         out: The output folder (created; must be empty unless ``overwrite``).
         seed: Seeds the initial points and the sampler.
         progress: Show a progress bar on a terminal.
@@ -490,11 +559,27 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
     """
     import numpy as np
 
+    from ebmcore.sampler import TrajectoryFile
     from ebmcore.validation import check_int
 
     for key, minimum in (("n_chains", 1), ("n_steps", 1), ("burn_in", 0), ("thin", 1)):
         if key in settings:
             check_int(f"settings[{key!r}]", settings[key], minimum=minimum)
+    trace_chains = check_int("settings['trace_chains'] (--trace-chains)",
+                             settings.get("trace_chains", DEFAULT_TRACE_CHAINS), minimum=1)
+    save_trajectory = settings.get("save_trajectory", False)
+    if not isinstance(save_trajectory, bool):
+        raise TypeError(f"settings['save_trajectory'] (--save-trajectory) must be true or "
+                        f"false, got {save_trajectory!r}")
+    n_steps, thin = int(settings["n_steps"]), int(settings.get("thin", 1))
+    if n_steps // thin == 0:
+        raise ValueError(f"settings['n_steps'] (--steps) {n_steps} with settings['thin'] "
+                         f"(--thin) {thin} keeps no step; give at least {thin} steps")
+    backend = str(settings.get("backend", "auto"))
+    if save_trajectory and backend in ("numba", "cuda"):
+        raise ValueError(f"--save-trajectory streams each kept step to disk from the torch "
+                         f"loop; backend {backend!r} runs the whole loop in one fused kernel. "
+                         f"Use --backend torch (or auto, which then picks torch)")
     dim = settings.get("dim")
     if dim is not None:
         dim = check_int("settings['dim'] (--dim)", dim, minimum=1)
@@ -517,15 +602,25 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
         (int(settings["n_chains"]), *event_shape), generator=torch.Generator().manual_seed(seed),
         dtype=dtype).to(device)
     generator = torch.Generator(device=device).manual_seed(seed + 1)
-    result = sampler.sample(energy, x0, int(settings["n_steps"]),
-                            burn_in=int(settings.get("burn_in", 0)),
-                            thin=int(settings.get("thin", 1)), generator=generator,
-                            return_trajectory=True, backend=str(settings.get("backend", "auto")),
-                            progress=progress)
+    writer = (TrajectoryFile(out / "trajectory.npy", n_steps // thin, x0.shape, x0.dtype)
+              if save_trajectory else None)
+    try:
+        result = sampler.sample(energy, x0, n_steps, burn_in=int(settings.get("burn_in", 0)),
+                                thin=thin, generator=generator, return_trajectory=True,
+                                trace_chains=trace_chains, on_keep=writer, backend=backend,
+                                progress=progress)
+    except BaseException:
+        if writer is not None:  # a half-written file would read as a whole one
+            writer.close()
+            writer.path.unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.close()
     samples = result.samples.detach().cpu()
     torch.save(samples, out / "samples.pt")
     np.save(out / "samples.npy", samples.numpy())
     diag = result.diagnostics
+    trajectory = result.trajectory.detach().cpu()
     acceptance = diag.get("acceptance")
     report = {
         "sampler": block, "backend": diag.get("backend"), "seconds": diag.get("seconds"),
@@ -533,10 +628,12 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
         "acceptance_mean": None if acceptance is None else float(acceptance.mean()),
         "nonfinite_chains": int(diag["nonfinite_chains"].numel())
         if "nonfinite_chains" in diag else None,
-        "chains": chain_diagnostics(result.trajectory),
+        "chains": chain_diagnostics(trajectory, total_chains=int(samples.shape[0]),
+                                    stride=int(diag.get("trajectory_stride", 1))),
+        "trajectory": None if writer is None else str(writer.path),
         "versions": versions(),
     }
-    report["plots"] = _plot_chains(result.trajectory.detach().cpu(), samples, energy, out)
+    report["plots"] = _plot_chains(trajectory, samples, energy, out)
     _write_json(out / "diagnostics.json", report)
     return report
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +17,10 @@ from ebmcore.errors import BackendUnavailableError
 from ebmcore.validation import check_energy_output, check_int, check_points
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "numba", "cuda")
+
+#: A hook :meth:`Sampler.sample` calls at every kept step with ``(k, x)``: the kept step's
+#: index ``k`` (from 0) and the positions ``x`` of every chain ``(B, *event_shape)``.
+KeepHook = Callable[[int, torch.Tensor], None]
 
 
 @dataclass
@@ -42,7 +50,10 @@ class SampleResult:
 
     Attributes:
         samples: The final positions ``(B, *event_shape)`` (a copy, independent of ``state``).
-        trajectory: Kept positions ``(T, B, *event_shape)`` when asked for, else ``None``.
+        trajectory: Kept positions ``(T, B, *event_shape)`` when asked for, else ``None``;
+            ``(T, C, *event_shape)`` when ``trace_chains`` picked ``C`` of the ``B`` chains
+            (column ``j`` is chain ``j * diagnostics["trajectory_stride"]``, see
+            :func:`trace_stride`).
         diagnostics: ``backend`` (which backend ran), ``acceptance`` (per-chain mean
             acceptance probability over the kept steps, when the sampler reports one),
             ``divergences`` (per-chain count of divergent kept steps, when reported),
@@ -50,8 +61,9 @@ class SampleResult:
             ``energy_trace_steps``: every kept step when the state carries energies, else
             a few evenly spaced ones, see ``Sampler.trace_spacing``),
             ``nonfinite_chains`` (indices of chains whose energy or position turned
-            non-finite; they are reported, never replaced), ``seconds`` and whatever the
-            sampler adds.
+            non-finite; they are reported, never replaced), ``trajectory_stride`` (when a
+            trajectory was recorded: its columns are chains ``0, s, 2s, ...``), ``seconds``
+            and whatever the sampler adds.
         state: The final sampler state, to continue sampling from.
     """
 
@@ -137,12 +149,18 @@ class Sampler:
 
     def _run_backend(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
                      burn_in: int, thin: int, generator: torch.Generator | None,
-                     return_trajectory: bool) -> SampleResult:
+                     return_trajectory: bool, trace_stride: int = 1) -> SampleResult:
+        """Run a fused backend; record chains ``0, s, 2s, ...`` (``s = trace_stride``) only.
+
+        An override that predates ``trace_stride`` (no such parameter) still works: the loop
+        then asks it for every chain and keeps the subset, at the full trajectory's cost.
+        """
         raise BackendUnavailableError(f"{type(self).__name__} has no {backend} backend")
 
     def sample(self, energy: Energy, x0: torch.Tensor, n_steps: int, *, burn_in: int = 0,
                thin: int = 1, generator: torch.Generator | None = None,
-               return_trajectory: bool = False, backend: str = "auto",
+               return_trajectory: bool = False, trace_chains: int | None = None,
+               on_keep: KeepHook | None = None, backend: str = "auto",
                progress: bool = False) -> SampleResult:
         """Run ``burn_in`` adaptation steps then ``n_steps`` kept steps from ``x0``.
 
@@ -156,6 +174,19 @@ class Sampler:
                 ``None`` a fresh, non-deterministically seeded generator is used (torch's
                 global RNG is never touched).
             return_trajectory: Also return the kept positions ``(n_steps // thin, B, ...)``.
+            trace_chains: With ``return_trajectory``, record at most this many chains
+                instead of all ``B`` (``None``: all): chains ``0, s, 2s, ...`` with
+                ``s = ceil(B / trace_chains)`` (:func:`trace_stride`), so the trajectory
+                holds ``ceil(B / s)`` columns and costs ``n_steps // thin * trace_chains``
+                points of memory whatever ``B``. Chains run independently from exchangeable
+                starts, so a fixed, evenly spread subset is as good as a random one, and it
+                is deterministic: column ``j`` equals chain ``j * s`` of a full recording
+                with the same seed, on every backend.
+            on_keep: Called as ``on_keep(k, x)`` after kept step ``k`` (from 0) with the
+                positions of every chain ``(B, *event_shape)``; ``x`` is the sampler's live
+                state, to read or copy (e.g. into a file, :class:`TrajectoryFile`), never to
+                modify. Only the ``torch`` backend runs step by step in Python: with a hook,
+                ``"auto"`` picks ``"torch"`` and ``"numba"`` / ``"cuda"`` are refused.
             backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"cuda"``.
             progress: Show a progress bar on a terminal.
         """
@@ -169,26 +200,61 @@ class Sampler:
                 f"generator is on {generator.device} but x0 is on {x0.device}; "
                 f"create the generator with torch.Generator(device=x0.device)"
             )
+        if trace_chains is not None:
+            check_int("trace_chains", trace_chains, minimum=1)
+            if not return_trajectory:
+                raise ValueError("trace_chains chooses the chains a trajectory records; pass "
+                                 "return_trajectory=True with it")
+        if on_keep is not None and not callable(on_keep):
+            raise TypeError(f"on_keep must be a callable on_keep(k, x) or None, got "
+                            f"{type(on_keep).__name__}")
+        stride = trace_stride(x0.shape[0], trace_chains)
         if generator is None:
             # A private generator, so that sampling never advances torch's global RNG.
             generator = torch.Generator(device=x0.device)
             generator.seed()
-        chosen = self._choose_backend(energy, x0, backend)
+        if on_keep is not None and backend in ("numba", "cuda"):
+            raise BackendUnavailableError(
+                f"backend={backend!r} cannot call on_keep: its fused kernel runs the whole "
+                f"chain loop in one call, with no Python between steps. Use backend='torch' "
+                f"(or 'auto', which picks it when on_keep is given).")
+        chosen = self._choose_backend(
+            energy, x0, "torch" if on_keep is not None and backend == "auto" else backend)
         started = time.perf_counter()
         if chosen != "torch":
-            result = self._run_backend(chosen, energy, x0, n_steps, burn_in, thin, generator,
-                                       return_trajectory)
+            result = self._run_fused(chosen, energy, x0, n_steps, burn_in, thin, generator,
+                                     return_trajectory, stride)
         else:
             result = self._run_torch(energy, x0, n_steps, burn_in, thin, generator,
-                                     return_trajectory, progress)
+                                     return_trajectory, progress, stride, on_keep)
+        if return_trajectory:
+            result.diagnostics["trajectory_stride"] = stride
         result.diagnostics.setdefault("backend", chosen)
         result.diagnostics["backend_requested"] = backend
         result.diagnostics["seconds"] = time.perf_counter() - started
         return result
 
+    def _run_fused(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
+                   burn_in: int, thin: int, generator: torch.Generator | None,
+                   return_trajectory: bool, stride: int) -> SampleResult:
+        """Call :meth:`_run_backend`, asking for the chain subset where it can record one."""
+        if stride == 1 or not return_trajectory:
+            return self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
+                                     return_trajectory)
+        if "trace_stride" in inspect.signature(self._run_backend).parameters:
+            return self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
+                                     return_trajectory, trace_stride=stride)
+        # An override that predates trace_stride: record every chain, keep the subset.
+        result = self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
+                                   return_trajectory)
+        if result.trajectory is not None:
+            result.trajectory = result.trajectory[:, ::stride].clone()
+        return result
+
     def _run_torch(self, energy: Energy, x0: torch.Tensor, n_steps: int, burn_in: int,
                    thin: int, generator: torch.Generator | None, return_trajectory: bool,
-                   progress: bool) -> SampleResult:
+                   progress: bool, stride: int = 1,
+                   on_keep: KeepHook | None = None) -> SampleResult:
         from ebmcore.progress import ProgressBar
 
         state = self.init(energy, x0.detach().clone())
@@ -198,7 +264,9 @@ class Sampler:
             state = self.adapt(state, info, i, burn_in)
             bar.update()
         n_kept = n_steps // thin
-        trajectory = (torch.empty((n_kept, *x0.shape), dtype=x0.dtype, device=x0.device)
+        n_traced = -(-x0.shape[0] // stride)
+        trajectory = (torch.empty((n_kept, n_traced, *x0.shape[1:]), dtype=x0.dtype,
+                                  device=x0.device)
                       if return_trajectory else None)
         # Samplers whose state carries no energy (ULA with a closed-form gradient) get it
         # evaluated at a few evenly spaced kept steps only, so the trace costs next to nothing.
@@ -235,7 +303,9 @@ class Sampler:
                     trace.append(e.mean())
                     trace_steps.append(i + 1)
                 if trajectory is not None:
-                    trajectory[kept].copy_(state.x)
+                    trajectory[kept].copy_(state.x if stride == 1 else state.x[::stride])
+                if on_keep is not None:
+                    on_keep(kept, state.x)
                 kept += 1
             # reading the acceptance syncs with the device, so only when the bar redraws
             extra = (f"acceptance {float(accept_sum.mean()) / (i + 1):.3f}"
@@ -272,6 +342,88 @@ class Sampler:
     def final_diagnostics(self, state: Any) -> dict[str, Any]:
         """Extra diagnostics from the final state (adapted step sizes, for instance)."""
         return {}
+
+
+def trace_stride(n_chains: int, trace_chains: int | None) -> int:
+    """Return the stride ``s`` of the chains a trajectory records: chains ``0, s, 2s, ...``.
+
+    ``s = ceil(n_chains / trace_chains)``, so at most ``trace_chains`` chains (exactly
+    ``ceil(n_chains / s)``) spread evenly over the batch; 1 (every chain) for ``None`` or
+    ``trace_chains >= n_chains``.
+
+    Args:
+        n_chains: The batch size ``B``.
+        trace_chains: The most chains to record, or ``None`` for all.
+    """
+    check_int("n_chains", n_chains, minimum=1)
+    if trace_chains is None:
+        return 1
+    check_int("trace_chains", trace_chains, minimum=1)
+    return max(1, -(-n_chains // trace_chains))
+
+
+class TrajectoryFile:
+    """An ``on_keep`` hook that streams every kept step into a ``.npy`` file.
+
+    :func:`numpy.lib.format.open_memmap` creates the file at its final size (header, then
+    ``(T, B, *event_shape)`` values, C order; sparse until written), and each kept step is
+    written at its offset as it comes: one row of ``B * D`` values, so the hook holds one
+    row at a time whatever ``T`` and ``B``. Read it back with
+    ``numpy.load(path, mmap_mode="r")``. Use it as a context manager, or call :meth:`close`.
+
+    Args:
+        path: The ``.npy`` file to create (replaced if it exists).
+        n_kept: Number of kept steps ``T`` (``n_steps // thin``).
+        shape: Positions' shape ``(B, *event_shape)``.
+        dtype: The positions' dtype (``torch.float32`` or ``torch.float64``).
+    """
+
+    def __init__(self, path: str | Path, n_kept: int, shape: tuple[int, ...] | torch.Size,
+                 dtype: torch.dtype) -> None:
+        import numpy as np
+
+        check_int("n_kept", n_kept, minimum=1)
+        self.path = Path(path)
+        self.shape = (n_kept, *(int(n) for n in shape))
+        self.dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        self._torch_dtype = dtype
+        array = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype,
+                                          shape=self.shape)
+        self._offset = int(array.offset)
+        del array  # unmapped: rows go in through plain writes, never a mapping of the file
+        self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self._file: Any = open(self.path, "r+b")  # noqa: SIM115 - closed by close()
+        #: Number of rows written so far.
+        self.written = 0
+
+    def __call__(self, k: int, x: torch.Tensor) -> None:
+        """Write kept step ``k``'s positions ``x`` ``(B, *event_shape)``."""
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed")
+        if not 0 <= k < self.shape[0] or tuple(x.shape) != self.shape[1:]:
+            raise ValueError(f"kept step {k} with positions {tuple(x.shape)} does not fit "
+                             f"{self.path}, shaped {self.shape}")
+        row = x.detach().to("cpu", self._torch_dtype).contiguous().numpy()
+        self._file.seek(self._offset + k * self._row_bytes)
+        self._file.write(row.data)
+        self.written += 1
+
+    @property
+    def complete(self) -> bool:
+        """Whether every kept step was written."""
+        return self.written == self.shape[0]
+
+    def close(self) -> None:
+        """Flush and close the file (idempotent)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> TrajectoryFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def check_finite_points(name: str, x: Any, event_shape: Any = None) -> torch.Tensor:

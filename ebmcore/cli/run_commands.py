@@ -98,6 +98,12 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--burn-in", type=_non_negative_int, default=500,
                    help="adaptation steps, not kept")
     p.add_argument("--thin", type=_positive_int, default=1, help="keep every N-th step")
+    p.add_argument("--trace-chains", type=_positive_int, default=None, metavar="N",
+                   help="record the kept steps of at most N chains, evenly spread, for R-hat, "
+                        "ESS and the chain plots (default 1000)")
+    p.add_argument("--save-trajectory", action="store_true",
+                   help="also write every chain's kept steps to trajectory.npy, streamed to "
+                        "disk as the chains run (torch backend)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "numba", "cuda"])
     p.add_argument("--dim", type=_positive_int,
                    help="dimension of the energy (its dim parameter, same as --set energy.dim=D)")
@@ -168,11 +174,18 @@ def _print_summary(out: Path, metrics: dict[str, Any]) -> None:
     evaluation = metrics.get("evaluation") or {}
     for line in evaluation_lines(evaluation):
         print(line)
+    runaway = metrics.get("runaway")
+    if runaway:
+        print(f"RUNAWAY: {runaway['quantity']} reached {runaway['value']:.4g} at step "
+              f"{runaway['step']} (limit {runaway['limit']:g}); the energies grew without bound")
     sampling = metrics.get("sampling") or {}
     if sampling:
-        rhat = sampling["chains"]["rhat"]["max"]
-        print(f"sampled {sampling['chains']['n_chains']} chains with backend "
-              f"{sampling['backend']}: max R-hat {rhat:.3f}")
+        chains = sampling["chains"]
+        rhat = chains["rhat"]
+        shown = ("no R-hat (no finite traced chain)" if rhat is None
+                 else f"max R-hat {rhat['max']:.3f}")
+        print(f"sampled {chains.get('total_chains', chains['n_chains'])} chains with backend "
+              f"{sampling['backend']}: {shown} over {chains['n_chains']} traced chains")
     pictures = sorted(p.name for p in out.glob("*.png"))
     print(f"run folder: {out}")
     print(f"pictures:   {', '.join(str(out / p) for p in pictures)}")
@@ -306,16 +319,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / time.strftime("sample-%Y%m%d-%H%M%S")
     settings = {"n_chains": args.chains, "n_steps": args.steps, "burn_in": args.burn_in,
                 "thin": args.thin, "backend": args.backend, "dim": args.dim,
-                "init_scale": args.init_scale}
+                "init_scale": args.init_scale, "save_trajectory": args.save_trajectory}
+    if args.trace_chains is not None:
+        settings["trace_chains"] = args.trace_chains
     report = sample_run(energy, config["sampler"], settings, out, seed=args.seed,
                         progress=not args.quiet, overwrite=args.overwrite)
     chains = report["chains"]
     acceptance = report["acceptance_mean"]
+    if chains["rhat"] is None:
+        figures = f"no R-hat or ESS: {chains['note']}"
+    else:
+        figures = (f"max R-hat {chains['rhat']['max']:.3f}; min bulk ESS "
+                   f"{chains['ess_bulk']['min']:.0f}")
+    used = (f"{chains['n_chains']} of {report['n_chains']} chains x {chains['n_draws']} draws"
+            + (f"; {chains['n_nonfinite_chains']} traced chains non-finite, left out"
+               if chains["n_nonfinite_chains"] else ""))
     print(f"{report['n_chains']} chains, backend {report['backend']}, "
-          f"{report['seconds']:.2f} s; max R-hat {chains['rhat']['max']:.3f}; "
-          f"min bulk ESS {chains['ess_bulk']['min']:.0f}"
+          f"{report['seconds']:.2f} s; {figures} (on {used})"
           + ("" if acceptance is None else f"; acceptance {acceptance:.3f}"))
+    if report["nonfinite_chains"]:
+        print(f"non-finite: {report['nonfinite_chains']} of {report['n_chains']} chains "
+              f"(listed by the sampler, not replaced)")
     print(f"samples: {Path(out) / 'samples.pt'} and {Path(out) / 'samples.npy'}")
+    if report.get("trajectory"):
+        print(f"trajectory: {report['trajectory']}")
     print(f"diagnostics: {Path(out) / 'diagnostics.json'}; plots: {', '.join(report['plots'])}")
     return 0
 

@@ -242,3 +242,54 @@ def test_dim_sets_the_dimension_or_is_refused(tmp_path, capsys):
     err = one_line_error(capsys, ["sample", "--energy", "double_well", "--dim", "3",
                                   "--set", "energy.dim=2", "--quiet"])
     assert "disagree" in err
+
+
+def test_sample_traces_a_subset_and_streams_the_trajectory(tmp_path, capsys):
+    import numpy as np
+
+    import ebmcore
+
+    out = tmp_path / "traced"
+    assert main(["sample", "--energy", "double_well", "--sampler", "langevin", "--set",
+                 "sampler.step_size=0.01", "--chains", "30", "--steps", "12", "--burn-in", "3",
+                 "--thin", "2", "--trace-chains", "7", "--save-trajectory", "--quiet",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(on 6 of 30 chains x 6 draws)" in printed and "trajectory.npy" in printed
+    report = json.loads((out / "diagnostics.json").read_text())
+    chains = report["chains"]
+    assert (chains["n_chains"], chains["n_draws"], chains["chain_stride"]) == (6, 6, 5)
+    assert chains["total_chains"] == 30 and chains["rhat"]["max"] > 0
+    streamed = np.load(out / "trajectory.npy", mmap_mode="r")
+    assert streamed.shape == (6, 30, 2)
+    assert np.array_equal(streamed[-1], np.load(out / "samples.npy"))
+    # the same run in memory (sample_run seeds x0 with the seed and the sampler with seed + 1)
+    x0 = torch.randn((30, 2), generator=torch.Generator().manual_seed(0))
+    sampler = ebmcore.create("sampler", "langevin", step_size=0.01)
+    full = sampler.sample(ebmcore.create("energy", "double_well"), x0, 12, burn_in=3, thin=2,
+                          generator=torch.Generator().manual_seed(1), return_trajectory=True,
+                          backend="torch")
+    assert np.array_equal(streamed, full.trajectory.numpy())
+
+
+def test_sample_trace_chains_and_save_trajectory_are_checked(capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--energy", "double_well", "--trace-chains", "0"])
+    assert info.value.code == 2
+    assert "argument --trace-chains: expected a positive integer" in capsys.readouterr().err
+    err = one_line_error(capsys, ["sample", "--energy", "double_well", "--set",
+                                  "sampler.step_size=0.1", "--backend", "numba",
+                                  "--save-trajectory", "--out", str(tmp_path / "n")])
+    assert "--save-trajectory" in err and "--backend torch" in err
+    assert not (tmp_path / "n").exists()
+    err = one_line_error(capsys, ["sample", "--energy", "double_well", "--set",
+                                  "sampler.step_size=0.1", "--steps", "1", "--thin", "2",
+                                  "--out", str(tmp_path / "t")])
+    assert "(--steps) 1 with settings['thin'] (--thin) 2 keeps no step" in err
+
+
+def test_training_metrics_say_which_chains_the_diagnostics_used(trained_run):
+    chains = json.loads((trained_run / "metrics.json").read_text())["sampling"]["chains"]
+    assert chains["total_chains"] == 100 and chains["chain_stride"] == 1
+    assert chains["n_chains"] + chains["n_nonfinite_chains"] == chains["traced_chains"] == 100
+    assert chains["n_draws"] == 4  # 20 kept steps, thinned by 5

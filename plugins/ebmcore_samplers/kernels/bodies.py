@@ -13,7 +13,9 @@ Arguments shared by all methods (the same kernel signature for every method keep
 launch and PTX code in one place):
 
 - ``X (B, D)``: start positions, overwritten with the final ones.
-- ``traj (T, B, D)``, ``record``: kept positions, written when ``record`` is 1.
+- ``traj (T, C, D)``, ``record``: kept positions of chains ``0, s, 2s, ...`` with
+  ``s = record`` (chain ``i`` in column ``i // s``; ``record = 1``: every chain, ``C = B``);
+  nothing is written when ``record`` is 0.
 - ``trace_at (K,)``, ``trace_e (K, B)``: energies at the kept indices listed in ``trace_at``.
 - ``e_out (B,)``: final energies. ``acc (B,)``: summed acceptance probabilities over the
   ``n_steps`` kept steps. ``div (B,)``: divergent trajectories among them (HMC).
@@ -134,10 +136,10 @@ def adapt_step_size(h_bar, log_step_bar, t, n_burn, mu, prob, opts):
 
 
 def keep_position(i, kept, x, record, traj):
-    """Write chain ``i``'s position as kept step ``kept`` when a trajectory is recorded."""
-    if record != 0:
+    """Write chain ``i``'s position as kept step ``kept`` when ``record`` (a stride) takes it."""
+    if record != 0 and i % record == 0:
         for d in range(D):
-            traj[kept, i, d] = x[d]
+            traj[kept, i // record, d] = x[d]
 
 
 def keep_step(i, kept, j, x, e, record, traj, trace_at, trace_e):

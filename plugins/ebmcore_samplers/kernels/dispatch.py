@@ -365,8 +365,9 @@ def trace_indices(n_kept: int, k: int) -> list[int]:
 def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n_steps: int,
               burn_in: int, thin: int, params: dict[str, Any],
               generator: torch.Generator, return_trajectory: bool,
-              trace_points: int = 10) -> tuple[torch.Tensor, torch.Tensor | None,
-                                               torch.Tensor | None, dict[str, Any]]:
+              trace_points: int = 10, trace_stride: int = 1
+              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+                         dict[str, Any]]:
     """Run ``burn_in + n_steps`` transitions of every chain in one fused kernel call.
 
     The caller checks applicability first (:func:`fused_reasons`); this function checks
@@ -388,6 +389,9 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
         generator: Source of the run's seed (one 63-bit draw).
         return_trajectory: Also return the kept positions ``(n_steps // thin, B, ...)``.
         trace_points: Number of kept steps at which the mean energy is recorded.
+        trace_stride: Record chains ``0, s, 2s, ...`` only (``s = trace_stride``): the
+            trajectory is ``(n_steps // thin, ceil(B / s), ...)`` and the kernel writes
+            (and this function allocates) no more than that.
 
     Returns:
         ``(samples, trajectory or None, acceptance or None, extra)`` where ``acceptance``
@@ -414,8 +418,11 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
     if backend == "cuda" and not on_cuda and not simulated():
         raise BackendUnavailableError("the cuda backend runs CUDA tensors; x0 is on "
                                       f"{x0.device}")
+    if isinstance(trace_stride, bool) or not isinstance(trace_stride, int) or trace_stride < 1:
+        raise ValueError(f"trace_stride must be an integer of at least 1, got {trace_stride!r}")
     b = x0.shape[0]
     d = face.dim
+    n_traced = -(-b // trace_stride)
     if int(np.prod(x0.shape[1:])) != d:
         raise ValueError(f"x0 has {int(np.prod(x0.shape[1:]))} coordinates per chain but the "
                          f"face expects {d}")
@@ -437,14 +444,15 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64, device=dev)
 
     x = x0.detach().reshape(b, d).to(memory_format=torch.contiguous_format).clone()
-    traj = torch.empty((n_kept, b, d) if return_trajectory else (1, 1, d), dtype=dt, device=dev)
+    traj = torch.empty((n_kept, n_traced, d) if return_trajectory else (1, 1, d), dtype=dt,
+                       device=dev)
     trace_e = torch.full((max(len(trace_at), 1), b), math.nan, dtype=dt, device=dev)
     e_out = torch.full((b,), math.nan, dtype=dt, device=dev)
     acc = torch.zeros(b, dtype=torch.float64, device=dev)
     div = torch.zeros(b, dtype=torch.int64, device=dev)
     step_out = torch.zeros(b, dtype=torch.float64, device=dev)
     args: list[Any] = [
-        x, traj, int(return_trajectory),
+        x, traj, trace_stride if return_trajectory else 0,
         torch.tensor(trace_at if trace_at else [-1], dtype=torch.int64, device=dev),
         trace_e, e_out, acc, div, step_out, f64(face.params), np.uint64(seed),
         int(burn_in), int(n_steps), int(thin), f64(sched), f64(opts), f64(minv), f64(msqrt)]
@@ -456,7 +464,8 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
         launch(kernel, args, b)
 
     samples = x.reshape(x0.shape)
-    trajectory = traj.reshape(n_kept, *x0.shape) if return_trajectory else None
+    trajectory = (traj.reshape(n_kept, n_traced, *x0.shape[1:]) if return_trajectory
+                  else None)
     nonfinite = ~torch.isfinite(x).all(1)
     if energy_fn is not None:
         nonfinite |= ~torch.isfinite(e_out)

@@ -44,8 +44,12 @@ class FusedBackendMixin:
 
     def _run_backend(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
                      burn_in: int, thin: int, generator: torch.Generator | None,
-                     return_trajectory: bool) -> SampleResult:
-        """Run the whole chain loop in one fused kernel and package a :class:`SampleResult`."""
+                     return_trajectory: bool, trace_stride: int = 1) -> SampleResult:
+        """Run the whole chain loop in one fused kernel and package a :class:`SampleResult`.
+
+        With ``return_trajectory``, the kernel records chains ``0, s, 2s, ...`` only
+        (``s = trace_stride``, see :meth:`ebmcore.Sampler.sample`'s ``trace_chains``).
+        """
         import numba.core.errors
 
         method, params = self._fused_params()
@@ -57,7 +61,8 @@ class FusedBackendMixin:
             samples, trajectory, acceptance, extra = run_fused(
                 method, backend, face, x0, n_steps=n_steps, burn_in=burn_in, thin=thin,
                 params=params, generator=generator, return_trajectory=return_trajectory,
-                trace_points=getattr(self, "max_trace_evaluations", 10))
+                trace_points=getattr(self, "max_trace_evaluations", 10),
+                trace_stride=trace_stride)
         except numba.core.errors.NumbaError as exc:
             raise BackendUnavailableError(
                 f"the numba face of {type(energy).__name__} failed to compile for "
