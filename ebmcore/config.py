@@ -9,6 +9,7 @@ resolved configuration: replaying it with ``--config`` repeats the run.
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import math
 import sys
@@ -172,3 +173,66 @@ def resolved_params(target: Any, params: Mapping[str, Any]) -> dict[str, Any]:
         result[p.name] = default
     result.update(params)
     return result
+
+
+#: Trainer arguments the ``[train]`` section may not set: the run supplies them itself (the
+#: seed comes from the top-level ``seed``).
+_TRAINER_SUPPLIED = ("model", "loss", "optimizer", "data", "callbacks", "progress",
+                     "checkpoint_dir", "seed")
+
+#: Sizes in the ``[evaluate]`` and ``[sample]`` sections, with their least allowed value.
+_SIZES: dict[str, dict[str, int]] = {
+    "evaluate": {"n_test": 10, "resolution": 2},
+    "sample": {"n_chains": 1, "n_steps": 1, "burn_in": 0, "thin": 1, "trace_chains": 1},
+}
+
+
+def _unknown(where: str, key: str, known: Iterable[str]) -> ConfigError:
+    known = sorted(known)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown key {where}.{key}{hint} (accepted: {', '.join(known)})")
+
+
+def check_train_config(config: Mapping[str, Any]) -> None:
+    """Check a training configuration's keys and settings before anything is built.
+
+    Unknown top-level keys or sections, unknown keys in ``[train]``, ``[evaluate]`` and
+    ``[sample]`` (with a "did you mean"), non-integer or too small sizes and a malformed
+    evaluation box raise :class:`ConfigError` naming the key. Component parameters are
+    checked by the components themselves when they are created.
+    """
+    from ebmcore.train import Trainer
+
+    sections = {"seed", "device", "dataset", "model", "loss", "sampler", *SETTING_SECTIONS}
+    for key in config:
+        if key not in sections:
+            raise _unknown("config", key, sections)
+    seed = config.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    trainer_keys = [name for name in inspect.signature(Trainer).parameters
+                    if name not in _TRAINER_SUPPLIED]
+    allowed = {"train": trainer_keys, "evaluate": ["n_test", "bounds", "resolution"],
+               "sample": [*TRAIN_DEFAULTS["sample"]]}
+    for section, keys in allowed.items():
+        block = config.get(section, {})
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"[{section}] must be a table of settings, got {block!r}")
+        for key in block:
+            if key not in keys:
+                raise _unknown(section, key, keys)
+        for key, minimum in _SIZES.get(section, {}).items():
+            value = block.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < minimum):
+                raise ConfigError(f"{section}.{key} must be an integer of at least {minimum}, "
+                                  f"got {value!r}")
+    bounds = config.get("evaluate", {}).get("bounds")
+    if bounds is not None:
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"evaluate.bounds must be [low, high], got {bounds!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ConfigError(f"evaluate.bounds must be finite with low < high, got {bounds!r}")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import ebmcore
-from ebmcore.config import dump_toml, resolved_params
+from ebmcore.config import check_train_config, dump_toml, resolved_params
 
 Log = Callable[[str], None]
 
@@ -97,6 +97,7 @@ def build_training(config: dict[str, Any]) -> dict[str, Any]:
     Returns a dict with the objects and ``config``: the input with every component's
     parameters completed by its signature's defaults (the fully resolved configuration).
     """
+    check_train_config(config)
     resolved = dict(config)
     device = torch.device(config.get("device", "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
