@@ -67,6 +67,10 @@ class Energy(nn.Module):
         The default runs autograd on a detached copy of ``x``, so it never builds a graph
         through the caller's tensor. Energies with a closed-form gradient override this.
         """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must have a floating-point dtype, got {x.dtype}")
         with torch.enable_grad():
             x_ = x.detach().requires_grad_(True)
             e = self.forward(x_)

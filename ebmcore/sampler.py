@@ -195,6 +195,9 @@ class Sampler:
         check_int("burn_in", burn_in, minimum=0)
         check_int("thin", thin, minimum=1)
         check_finite_points("x0", x0, energy.event_shape)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got "
+                            f"{type(generator).__name__}")
         if generator is not None and generator.device != x0.device:
             raise ValueError(
                 f"generator is on {generator.device} but x0 is on {x0.device}; "

@@ -174,11 +174,12 @@ class AnalyticEnergy(Energy):
 
 
 def safe_sqrt(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``sqrt(v)`` for ``v >= 0`` and the mask ``v > 0``, with a zero autograd gradient at 0.
+    """Return ``sqrt(v)`` for ``v >= 0`` and the mask ``v > 0`` (or NaN), zero gradient at 0.
 
-    Double where: the sqrt never sees 0, so autograd's gradient there is 0, not NaN.
+    Double where: the sqrt never sees 0, so autograd's gradient there is 0, not NaN. A NaN
+    counts as positive, so it propagates instead of becoming a radius of 0.
     """
-    positive = v > 0
+    positive = ~(v <= 0)
     root = torch.where(positive, torch.sqrt(torch.where(positive, v, torch.ones_like(v))),
                        torch.zeros_like(v))
     return root, positive

@@ -109,6 +109,9 @@ class ContrastiveDivergence(StochasticLoss):
         if self.noise_low.numel() == 0:
             low, high = noise_box(x, self.noise_bounds)
             self.noise_low, self.noise_high = low, high
+        elif self.noise_low.shape != x.shape[1:]:
+            raise ValueError(f"x has event shape {tuple(x.shape[1:])} but the loss's noise box "
+                             f"was fitted to event shape {tuple(self.noise_low.shape)}")
         return uniform_noise(n, self.noise_low.to(x), self.noise_high.to(x), generator)
 
     def _run_chains(self, model: Energy, x0: torch.Tensor,

@@ -54,6 +54,9 @@ class NoiseContrastiveEstimation(StochasticLoss):
         self._noise_source = (noise,)
         self.noise_ratio = check_positive("noise_ratio", noise_ratio)
         self.noise_scale = check_positive("noise_scale", noise_scale)
+        if isinstance(init_log_z, bool) or not isinstance(init_log_z, (int, float)) \
+                or not math.isfinite(init_log_z):
+            raise ValueError(f"init_log_z must be a finite number, got {init_log_z!r}")
         self.log_z = nn.Parameter(torch.tensor(float(init_log_z)))
         self.register_buffer("noise_mean", torch.empty(0))
         self.register_buffer("noise_std", torch.empty(0))
@@ -76,9 +79,16 @@ class NoiseContrastiveEstimation(StochasticLoss):
         """Return ``n`` noise points and their log density."""
         if self.noise is None:
             if self.noise_mean.numel() == 0:
+                if x.shape[0] < 2:
+                    raise ValueError(f"nce fits its Gaussian noise to the first batch, which "
+                                     f"needs at least 2 points; got {x.shape[0]}")
                 flat = x.detach().flatten(1)
                 self.noise_mean = flat.mean(0)
                 self.noise_std = flat.std(0).clamp_min(1e-6) * self.noise_scale
+            if self.noise_mean.numel() != x[0].numel():
+                raise ValueError(f"x has event shape {tuple(x.shape[1:])} ({x[0].numel()} "
+                                 f"values) but the Gaussian noise was fitted to "
+                                 f"{self.noise_mean.numel()} values per point")
             mean, std = self.noise_mean.to(x), self.noise_std.to(x)
             z = torch.randn((n, mean.numel()), generator=generator, dtype=x.dtype,
                             device=x.device)

@@ -58,13 +58,15 @@ def maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
 
 
 def check_input(x: torch.Tensor, event_shape: tuple[int, ...]) -> None:
-    """Raise a ValueError unless ``x`` has shape ``(B, *event_shape)``; shapes only, no data.
+    """Raise unless ``x`` is floating point of shape ``(B, *event_shape)``; metadata only.
 
     Only metadata is read, so the check costs nothing per step and ``torch.compile`` turns
     it into a shape guard: right-shaped calls trace as one graph. A wrong shape raises this
     ValueError eagerly and under plain ``torch.compile``; with ``fullgraph=True`` dynamo
     wraps it in its own error (it cannot raise from inside a graph), message included.
     """
+    if not x.is_floating_point():
+        raise TypeError(f"x must have a floating-point dtype, got {x.dtype}")
     if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != event_shape:
         raise ValueError(
             f"x must have shape (B, {', '.join(map(str, event_shape))}) for event shape "

@@ -67,8 +67,14 @@ class Confinement(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the wall's energy ``(B,)`` for a batch ``x`` of shape ``(B, *event_shape)``."""
-        distance = (x - self.center).flatten(1).norm(dim=1)
-        return 0.5 * ((distance - self.radius).clamp_min(0) / self.width).square()
+        squared = (x - self.center).flatten(1).square().sum(1)
+        # Only points beyond the radius reach the square root (NaN counts as beyond, so it
+        # propagates): inside, and at the centre, the wall and all its derivatives are 0,
+        # where |x - c| itself would give score matching a NaN second derivative.
+        outside = ~(squared <= self.radius.square())
+        distance = torch.sqrt(torch.where(outside, squared, torch.ones_like(squared)))
+        wall = 0.5 * ((distance - self.radius) / self.width).square()
+        return torch.where(outside, wall, torch.zeros_like(wall))
 
     def extra_repr(self) -> str:
         return (f"radius={float(self.radius):.4g}, width={float(self.width):.4g}, "
