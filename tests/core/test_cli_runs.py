@@ -293,3 +293,34 @@ def test_training_metrics_say_which_chains_the_diagnostics_used(trained_run):
     assert chains["total_chains"] == 100 and chains["chain_stride"] == 1
     assert chains["n_chains"] + chains["n_nonfinite_chains"] == chains["traced_chains"] == 100
     assert chains["n_draws"] == 4  # 20 kept steps, thinned by 5
+
+
+def test_a_runaway_run_is_reported_in_the_summary_and_metrics(tmp_path, capsys):
+    """With a tiny runaway limit every run 'runs away': the summary and metrics.json say so."""
+    out = tmp_path / "runaway"
+    with pytest.warns(UserWarning, match="running away"):
+        assert main(["train", "--out", str(out), *TINY,
+                     "--set", "train.runaway_energy=1e-9"]) == 0
+    assert "RUNAWAY:" in capsys.readouterr().out
+    runaway = json.loads((out / "metrics.json").read_text())["runaway"]
+    assert runaway["step"] == 5 and runaway["limit"] == 1e-9
+
+
+def test_a_replayed_config_with_an_unknown_key_is_refused(trained_run, tmp_path, capsys):
+    """train --config checks the file's keys like --set does, before anything is built."""
+    text = (trained_run / "config.toml").read_text().replace("[evaluate]",
+                                                             "[evaluate]\nresolutoin = 64")
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "o"),
+                 "--quiet"]) != 0
+    assert "did you mean 'resolution'" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_train_on_cuda_without_a_gpu_is_refused(tmp_path, capsys):
+    """Asking for a GPU that torch cannot see is a clear error, not a traceback."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["train", "--device", "cuda", "--out", str(tmp_path / "c"), *TINY]) != 0
+    assert "torch sees no CUDA device" in capsys.readouterr().err
