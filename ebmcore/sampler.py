@@ -14,7 +14,7 @@ import torch
 
 from ebmcore.energy import Energy, as_energy
 from ebmcore.errors import BackendUnavailableError
-from ebmcore.validation import check_energy_output, check_int, check_points
+from ebmcore.validation import check_energy_output, check_int, check_points, same_device
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "numba", "cuda")
 
@@ -198,7 +198,7 @@ class Sampler:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got "
                             f"{type(generator).__name__}")
-        if generator is not None and generator.device != x0.device:
+        if generator is not None and not same_device(generator.device, x0.device):
             raise ValueError(
                 f"generator is on {generator.device} but x0 is on {x0.device}; "
                 f"create the generator with torch.Generator(device=x0.device)"
@@ -224,16 +224,30 @@ class Sampler:
         chosen = self._choose_backend(
             energy, x0, "torch" if on_keep is not None and backend == "auto" else backend)
         started = time.perf_counter()
+        fallback = None
         if chosen != "torch":
-            result = self._run_fused(chosen, energy, x0, n_steps, burn_in, thin, generator,
-                                     return_trajectory, stride)
-        else:
+            # 'auto' never fails where torch runs: a fused backend that turns out unable to
+            # run (a CUDA toolchain that cannot compile, say) hands over to torch, from the
+            # generator state it started with, and the diagnostics say why.
+            rng_state = generator.get_state() if backend == "auto" else None
+            try:
+                result = self._run_fused(chosen, energy, x0, n_steps, burn_in, thin,
+                                         generator, return_trajectory, stride)
+            except BackendUnavailableError as exc:
+                if rng_state is None:
+                    raise
+                generator.set_state(rng_state)
+                fallback = f"backend {chosen!r} could not run, so torch ran instead: {exc}"
+                chosen = "torch"
+        if chosen == "torch":
             result = self._run_torch(energy, x0, n_steps, burn_in, thin, generator,
                                      return_trajectory, progress, stride, on_keep)
         if return_trajectory:
             result.diagnostics["trajectory_stride"] = stride
         result.diagnostics.setdefault("backend", chosen)
         result.diagnostics["backend_requested"] = backend
+        if fallback is not None:
+            result.diagnostics["backend_fallback"] = fallback
         result.diagnostics["seconds"] = time.perf_counter() - started
         return result
 

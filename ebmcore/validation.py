@@ -64,3 +64,29 @@ def check_energy_output(energy: Any, x: torch.Tensor, e: Any) -> torch.Tensor:
             f"for input of shape {tuple(x.shape)}, got {got}"
         )
     return e
+
+
+def _device_index(device: torch.device) -> int:
+    if device.index is not None:
+        return device.index
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.current_device()
+    return 0
+
+
+def same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether ``a`` and ``b`` name the same device, compared by meaning, not spelling.
+
+    ``"cuda"`` (no index) is the current CUDA device, so it equals ``"cuda:0"`` when device
+    0 is current (``torch.Generator(device="cuda").device`` reads ``cuda`` while a tensor
+    made there reads ``cuda:0``). Without CUDA an index-less device counts as index 0, and
+    ``"cpu"`` equals ``"cpu"`` whatever its index. Devices of different types differ.
+
+    Args:
+        a: A device or its name.
+        b: A device or its name.
+    """
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    return a.type == "cpu" or _device_index(a) == _device_index(b)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ebmcore.energy import Energy, NumbaFace
+from ebmcore.validation import same_device
 
 #: Exact samples drawn for the moment comparison in one or two dimensions.
 N_MOMENT_SAMPLES = 20_000
@@ -189,7 +190,7 @@ def _check_batch(energy: Energy, x: torch.Tensor, dtype: torch.dtype) -> None:
         raise _fail(energy, f"forward on shape {tuple(x.shape)} returned {got}, expected ({b},)")
     if e.dtype != dtype:
         raise _fail(energy, f"forward on {dtype} input returned {e.dtype}")
-    if e.device != x.device:
+    if not same_device(e.device, x.device):
         raise _fail(energy, f"forward on {x.device} input returned a tensor on {e.device}")
     if not bool(torch.isfinite(e).all()):
         raise _fail(energy, f"forward returned non-finite energies on standard normal points "
@@ -454,7 +455,7 @@ def _check_sample_basics(energy: Energy, shape: tuple[int, ...], dtype: torch.dt
     if not isinstance(a, torch.Tensor) or a.shape != (n, *shape):
         got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
         raise _fail(energy, f"sample({n}) returned {got}, expected {(n, *shape)}")
-    if a.dtype != dtype or a.device.type != device.type:
+    if a.dtype != dtype or not same_device(a.device, device):
         raise _fail(energy, f"sample() of an energy in {dtype} on {device} returned "
                             f"{a.dtype} on {a.device}")
     if not bool(torch.isfinite(a).all()):

@@ -10,7 +10,7 @@ import torch
 from ebmcore.energy import Energy, as_energy
 from ebmcore.loss import Loss
 from ebmcore.sampler import Sampler
-from ebmcore.validation import check_points
+from ebmcore.validation import check_points, same_device
 
 #: Parameters a sampler given by name gets when ``sampler_params`` is ``None``: tuned for
 #: training on data of unit to a few units of scale (the 2-D toy data sets).
@@ -108,7 +108,7 @@ class StochasticLoss(Loss):
             fresh = torch.Generator(device=x.device)
             fresh.seed()  # from the OS, leaving torch's global generator alone
             self._generator = fresh
-        if self._generator.device.type != x.device.type:
+        if not same_device(self._generator.device, x.device):
             raise ValueError(f"the loss's generator is on {self._generator.device} but the data "
                              f"is on {x.device}; pass torch.Generator(device=x.device)")
         return self._generator

@@ -42,9 +42,11 @@ def cuda_reason() -> str | None:
     """Return why numba cannot run CUDA kernels on this machine, or ``None`` when it can."""
     try:
         from numba import cuda
-    except Exception as exc:  # noqa: BLE001 - any import failure means no CUDA backend
+    except ModuleNotFoundError as exc:
         return (f"numba.cuda cannot be imported ({exc}); install the CUDA extra, e.g. "
                 f"pip install 'ebmcore[cuda12]'")
+    except Exception as exc:  # noqa: BLE001 - any import failure means no CUDA backend
+        return cuda_toolchain_message(exc)
     try:
         available = bool(cuda.is_available())
     except Exception as exc:  # noqa: BLE001 - a broken driver must not break the host
@@ -52,6 +54,24 @@ def cuda_reason() -> str | None:
     if not available:
         return "numba.cuda found no CUDA GPU or driver on this machine"
     return None
+
+
+def cuda_toolchain_message(exc: BaseException) -> str:
+    """Say that numba-cuda cannot import or compile, why (``exc``), and the known fix.
+
+    Args:
+        exc: The error importing numba-cuda or compiling a kernel with it raised.
+    """
+    from importlib import metadata
+
+    try:
+        version = metadata.version("numba-cuda")
+    except metadata.PackageNotFoundError:
+        version = "(not installed)"
+    return (f"the cuda backend cannot import or compile with numba-cuda {version} under "
+            f"NumPy {np.__version__}: {type(exc).__name__}: {exc}; with NumPy 2.5 numba-cuda "
+            f"0.30.4 fails (np.row_stack is gone) — install numpy<2.5, e.g. "
+            f"pip install 'numpy<2.5'. backend='torch' runs CUDA tensors meanwhile.")
 
 
 def simulated() -> bool:
@@ -433,7 +453,10 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
     if backend == "numba":
         kernel: Any = factory.cpu_kernel(method, face.grad, energy_fn, d, dtype_name)
     else:
-        kernel = factory.cuda_kernel(method, face.grad, energy_fn, d, dtype_name)
+        try:
+            kernel = factory.cuda_kernel(method, face.grad, energy_fn, d, dtype_name)
+        except (ImportError, AttributeError) as exc:
+            raise BackendUnavailableError(cuda_toolchain_message(exc)) from exc
 
     dev, dt = x0.device, x0.dtype
     n_kept = n_steps // thin
@@ -459,9 +482,14 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
     if backend == "numba":
         _run_cpu(kernel, args)
     else:
-        from .cuda import launch
+        # numba.cuda compiles lazily, at the first launch: a toolchain that cannot import
+        # or compile (numba-cuda 0.30.4 under NumPy 2.5) fails here, not above.
+        try:
+            from .cuda import launch
 
-        launch(kernel, args, b)
+            launch(kernel, args, b)
+        except (ImportError, AttributeError) as exc:
+            raise BackendUnavailableError(cuda_toolchain_message(exc)) from exc
 
     samples = x.reshape(x0.shape)
     trajectory = (traj.reshape(n_kept, n_traced, *x0.shape[1:]) if return_trajectory

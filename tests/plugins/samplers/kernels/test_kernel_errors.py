@@ -193,3 +193,82 @@ def test_auto_is_reported_in_the_diagnostics() -> None:
     assert res.diagnostics["backend"] == auto_backend("mala", energy, X,
                                                       sampler._fused_params()[1])
     assert res.diagnostics["backend_requested"] == "auto"
+
+
+ROW_STACK = AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+
+def _broken_cuda_toolchain(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Make the cuda backend look usable, then fail the way numba-cuda 0.30.4 does on NumPy 2.5.
+
+    ``where`` is ``"compile"`` (building the kernel) or ``"launch"`` (numba.cuda compiles
+    lazily, at the first launch). Runs on CPU tensors without the simulator: the cuda
+    backend is told the tensors may run (as under the simulator) and never reaches a kernel.
+    """
+    from ebmcore_samplers.kernels import cuda as cuda_source
+    from ebmcore_samplers.kernels import factory
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise ROW_STACK
+
+    monkeypatch.setattr(dispatch, "simulated", lambda: True)
+    monkeypatch.setattr(dispatch, "cuda_reason", lambda: None)
+    if where == "compile":
+        monkeypatch.setattr(factory, "cuda_kernel", fail)
+    else:
+        monkeypatch.setattr(factory, "cuda_kernel", lambda *args: object())
+        monkeypatch.setattr(cuda_source, "launch", fail)
+
+
+@pytest.mark.parametrize("where", ["compile", "launch"])
+def test_a_cuda_toolchain_that_cannot_compile_names_the_cause_and_fix(
+        monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    _broken_cuda_toolchain(monkeypatch, where)
+    with pytest.raises(BackendUnavailableError) as info:
+        fused("langevin", step_size=0.1).sample(gaussian2(), X, 2, backend="cuda",
+                                                generator=torch.Generator())
+    msg = str(info.value)
+    assert "cuda backend cannot import or compile with numba-cuda" in msg
+    assert "row_stack" in msg and "numpy<2.5" in msg
+    assert isinstance(info.value.__cause__, AttributeError)
+
+
+@pytest.mark.parametrize("method", ["langevin", "mala", "hmc"])
+def test_auto_falls_back_to_torch_when_the_cuda_toolchain_cannot_compile(
+        monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    from ebmcore_samplers.kernels import mixin
+
+    sampler = fused(method, step_size=0.1)
+    energy = gaussian2()
+    want = sampler.sample(energy, X, 3, backend="torch",
+                          generator=torch.Generator().manual_seed(5))
+    _broken_cuda_toolchain(monkeypatch, "launch")
+    monkeypatch.setattr(mixin, "auto_backend", lambda *args: "cuda")  # as for CUDA tensors
+    res = sampler.sample(energy, X, 3, backend="auto", generator=torch.Generator().manual_seed(5))
+    assert res.diagnostics["backend"] == "torch"
+    assert res.diagnostics["backend_requested"] == "auto"
+    why = res.diagnostics["backend_fallback"]
+    assert "backend 'cuda' could not run" in why and "row_stack" in why and "numpy<2.5" in why
+    # The fused attempt's seed draw is undone: the same bits as backend='torch'.
+    assert torch.equal(res.samples, want.samples)
+
+
+def test_an_import_failure_other_than_a_missing_module_names_the_toolchain_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def importer(name: str, *args: object, **kwargs: object) -> object:
+        if name == "numba" and args and args[2] and "cuda" in args[2]:
+            raise ROW_STACK
+        return real_import(name, *args, **kwargs)
+
+    dispatch.cuda_reason.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", importer)
+    try:
+        why = dispatch.cuda_reason()
+    finally:
+        monkeypatch.undo()
+        dispatch.cuda_reason.cache_clear()
+    assert why is not None and "row_stack" in why and "numpy<2.5" in why
