@@ -403,6 +403,7 @@ def _finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progr
         "last_checkpoint": None if trainer.last_checkpoint is None
         else str(trainer.last_checkpoint),
         "runaway": trainer.runaway,  # the first logged step whose energies ran away, or None
+        "skipped_steps": trainer.skipped_steps,  # non-finite steps skipped (skip_nonfinite)
         "history": trainer.history, "versions": versions(),
         "timings": {"train_seconds": train_seconds,
                     "seconds_per_step": train_seconds / max(trainer.step - start_step, 1)},

@@ -35,6 +35,9 @@ Callback = Callable[["Trainer", LossOutput], Any]
 #: The file names of the checkpoints a trainer writes into its ``checkpoint_dir``.
 CHECKPOINT_GLOB = "step-*.pt"
 
+#: Steps in a row that ``skip_nonfinite`` may skip before the run counts as diverged.
+MAX_SKIPPED_IN_A_ROW = 10
+
 #: Data points drawn to fit a model's confining wall (see ``Trainer._fit_confinement``).
 CONFINEMENT_SAMPLE = 10_000
 
@@ -273,6 +276,12 @@ class Trainer:
             is issued when it first happens and :attr:`runaway` names the step (``None``
             turns the check off). Healthy runs on the built-in data stay within tens;
             ``cd`` without an energy penalty reached 2.8e7 on ``rings``.
+        skip_nonfinite: Opt in to skipping a step whose loss, gradients or negatives are
+            non-finite instead of stopping: the optimiser does not step, the loss's state
+            (a replay buffer, say) is put back as it was before the step, the step number is
+            recorded in :attr:`skipped_steps`, and after ``MAX_SKIPPED_IN_A_ROW`` skipped
+            steps in a row the run stops with :class:`~ebmcore.errors.TrainingDivergedError`.
+            Costs a copy of the loss's state and one host synchronisation per step.
 
     Every step watches, without a host synchronisation, whether the loss's negative samples,
     its metrics (such as the energies), the loss or a parameter gradient turned non-finite;
@@ -287,7 +296,7 @@ class Trainer:
                  callbacks: Sequence[Callback] = (), progress: bool = False,
                  log_every: int = 100, checkpoint_dir: str | Path | None = None,
                  checkpoint_every: int | None = None, seed: int = 0,
-                 runaway_energy: float | None = 1e3) -> None:
+                 runaway_energy: float | None = 1e3, skip_nonfinite: bool = False) -> None:
         self.model = as_energy(model)
         self.loss = self._resolve_loss(loss)
         self.steps = check_int("steps", steps, minimum=1)
@@ -308,6 +317,12 @@ class Trainer:
         self.seed = check_int("seed", seed, minimum=0)
         self.runaway_energy = (None if runaway_energy is None
                                else check_positive("runaway_energy", runaway_energy))
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite must be True or False, got "
+                            f"{type(skip_nonfinite).__name__}")
+        self.skip_nonfinite = skip_nonfinite
+        #: Steps skipped because they were non-finite (only with ``skip_nonfinite``).
+        self.skipped_steps: list[int] = []
 
         self.device = self._model_device()
         self.data_generator = torch.Generator().manual_seed(self.seed)
@@ -450,12 +465,16 @@ class Trainer:
     def train_step(self) -> LossOutput:
         """Run one optimisation step and return the loss output."""
         self._in_step = True
+        loss_state = copy.deepcopy(self.loss.state_dict()) if self.skip_nonfinite else None
         x = self._batches.next().to(self.device, non_blocking=True)
         output = self.loss(self.model, x)
         self.optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
+        if loss_state is not None and not self._all_finite(output):
+            self._skip_step(loss_state)
+            return output
         self._watch_step(output)
         self.optimizer.step()
         if self._ema is not None:
@@ -463,6 +482,33 @@ class Trainer:
         self.step += 1
         self._in_step = False
         return output
+
+    def _all_finite(self, output: LossOutput) -> bool:
+        """Whether the loss, the gradients and the negatives are finite (synchronises)."""
+        checks = [output.loss.detach().isfinite().all()]
+        checks += [p.grad.isfinite().all() for p in self._params if p.grad is not None]
+        if output.negatives is not None:
+            checks.append(output.negatives.detach().isfinite().all())
+        return bool(torch.stack(checks).all())
+
+    def _skip_step(self, loss_state: dict[str, Any]) -> None:
+        """Undo a non-finite step (``skip_nonfinite``): no update, the loss's state restored."""
+        self.loss.load_state_dict(loss_state)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.skipped_steps.append(self.step)
+        self._in_step = False
+        recent = self.skipped_steps[-MAX_SKIPPED_IN_A_ROW:]
+        if len(recent) == MAX_SKIPPED_IN_A_ROW and recent[0] == self.step - len(recent) + 1:
+            where = ("no checkpoint was written before it" if self.last_checkpoint is None
+                     else f"last good checkpoint: {self.last_checkpoint}")
+            raise TrainingDivergedError(
+                f"training diverged: the last {MAX_SKIPPED_IN_A_ROW} steps (to step "
+                f"{self.step}) were all non-finite and skipped; likely cause: the learning "
+                f"rate (lr={self.optimizer.param_groups[0].get('lr', self.lr):g}) or the "
+                f"sampler's step size is too large; {where}",
+                step=recent[0], quantities=("loss",),
+                checkpoint=None if self.last_checkpoint is None else str(self.last_checkpoint))
 
     def _watch_step(self, output: LossOutput) -> None:
         """Fold this step's finiteness into the watch: device operations only, no sync."""
@@ -618,6 +664,7 @@ class Trainer:
             "rng": rng,
             "data": self._batches.state_dict(),
             "history": self.history,
+            "skipped_steps": list(self.skipped_steps),
             "seconds": self._seconds,
             "config": {"batch_size": self.batch_size, "seed": self.seed,
                        "loss": type(self.loss).__name__, "model": type(self.model).__name__},
@@ -651,6 +698,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step = int(state["step"])
         self.history = list(state["history"])
+        self.skipped_steps = [int(v) for v in state.get("skipped_steps", [])]
         self._seconds = float(state["seconds"])
         self._in_step = False
         self._watch = _FiniteWatch()  # what went wrong after the checkpoint is undone

@@ -339,3 +339,74 @@ def test_a_healthy_run_does_not_run_away(tmp_path):
     trainer = _make(tmp_path, steps=20)
     trainer.fit()
     assert trainer.runaway is None
+
+
+class _SometimesNaNLoss(ebmcore.Loss):
+    """A loss with a state that every call changes, whose value is NaN on chosen calls."""
+
+    def __init__(self, bad_calls):
+        super().__init__()
+        self.bad_calls = set(bad_calls)
+        self.calls = 0
+        self.register_buffer("visits", torch.zeros(()))
+
+    def forward(self, model, x):
+        from ebmcore.loss import LossOutput
+
+        self.calls += 1
+        self.visits += 1
+        e = model(x).mean()
+        if self.calls in self.bad_calls:
+            e = e * float("nan")
+        return LossOutput(loss=e, metrics={})
+
+
+def test_skip_nonfinite_skips_the_step_and_restores_the_losss_state():
+    """Opted in, a NaN step changes neither the weights nor the loss's state; it is listed."""
+    torch.manual_seed(0)
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(4,))
+    loss = _SometimesNaNLoss({3, 6})
+    trainer = Trainer(model, loss, data="eight_gaussians", steps=7, batch_size=8,
+                      log_every=1, skip_nonfinite=True)
+    weights = []
+
+    def remember(trainer, output):
+        weights.append([p.detach().clone() for p in trainer.model.parameters()])
+
+    trainer.callbacks = (remember,)
+    trainer.fit()
+    assert trainer.skipped_steps == [3, 6] and trainer.step == 7
+    def same(i, j):
+        return all(torch.equal(a, b) for a, b in zip(weights[i], weights[j], strict=True))
+
+    for step in (3, 6):  # weights after a skipped step equal those before it
+        assert same(step - 2, step - 1)
+    assert not same(0, 1)
+    assert float(loss.visits) == 5  # the two skipped calls' changes were undone
+    assert trainer.state_dict()["skipped_steps"] == [3, 6]
+
+
+def test_without_opting_in_a_nan_step_stops_the_run():
+    """The default stops at the first non-finite step, naming it."""
+    from ebmcore.errors import TrainingDivergedError
+
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(4,))
+    trainer = Trainer(model, _SometimesNaNLoss({3}), data="eight_gaussians", steps=7,
+                      batch_size=8, log_every=1)
+    with pytest.raises(TrainingDivergedError, match="step 3"):
+        trainer.fit()
+
+
+def test_too_many_skipped_steps_in_a_row_is_a_divergence():
+    """Skipping cannot hide a model that diverged for good."""
+    from ebmcore.errors import TrainingDivergedError
+    from ebmcore.train import MAX_SKIPPED_IN_A_ROW
+
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(4,))
+    trainer = Trainer(model, _SometimesNaNLoss(range(2, 100)), data="eight_gaussians",
+                      steps=50, batch_size=8, log_every=1, skip_nonfinite=True)
+    with pytest.raises(TrainingDivergedError, match=f"last {MAX_SKIPPED_IN_A_ROW} steps"):
+        trainer.fit()
+    assert trainer.step == 1 + MAX_SKIPPED_IN_A_ROW
+    with pytest.raises(TypeError, match="skip_nonfinite"):
+        Trainer(model, "pcd", data="eight_gaussians", skip_nonfinite="yes")
