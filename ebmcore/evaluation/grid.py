@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ebmcore.energy import Energy, as_energy
+from ebmcore.evaluation._model import eval_mode, placement
 from ebmcore.evaluation.tails import FarField, far_field
 from ebmcore.validation import check_energy_output, check_int, check_points
 
@@ -87,13 +88,6 @@ def _check_bounds(bounds: Any) -> tuple[tuple[float, float], tuple[float, float]
     return pairs[0], pairs[1]
 
 
-def _model_dtype(energy: Energy) -> tuple[torch.dtype, torch.device]:
-    for tensor in [*energy.parameters(), *energy.buffers()]:
-        if tensor.is_floating_point():
-            return tensor.dtype, tensor.device
-    return torch.get_default_dtype(), torch.device("cpu")
-
-
 def make_grid(bounds: Any, resolution: int, dtype: torch.dtype = torch.float64,
               device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
     """Return the midpoints ``(resolution**2, 2)`` of a regular grid and the cell area.
@@ -129,8 +123,8 @@ RING_FACTOR = 3
 
 def _ring_log_masses(energy: Energy, bounds: tuple[tuple[float, float], tuple[float, float]],
                      n_rings: int, resolution: int, dtype: torch.dtype, device: torch.device,
-                     chunk: int) -> tuple[list[float], list[float]]:
-    """Return ``log ∫ exp(-E)`` over each ring between nested boxes, and the rings' scales.
+                     chunk: int) -> list[float]:
+    """Return ``log ∫ exp(-E)`` over each ring between nested boxes.
 
     Ring ``k`` is the box scaled by ``3**k`` about its centre, less the box scaled by
     ``3**(k-1)``: nine blocks the size of the inner box, the centre one left out, each block
@@ -142,9 +136,8 @@ def _ring_log_masses(energy: Energy, bounds: tuple[tuple[float, float], tuple[fl
     index = torch.arange(n)
     inner = (index >= resolution) & (index < 2 * resolution)
     outer_cells = ~(inner[:, None] & inner[None, :]).reshape(-1)  # make_grid's "ij" order
-    logs, scales = [], []
-    for k in range(1, n_rings + 1):
-        scale = float(RING_FACTOR ** k)
+    logs = []
+    for scale in _ring_scales(n_rings):
         box = ((cx - scale * hx, cx + scale * hx), (cy - scale * hy, cy + scale * hy))
         points, area = make_grid(box, n, dtype, device)
         neg_e = -_energies(energy, points[outer_cells.to(points.device)], chunk)
@@ -152,8 +145,12 @@ def _ring_log_masses(energy: Energy, bounds: tuple[tuple[float, float], tuple[fl
             raise _NotNormalisable(f"the energy is NaN or -inf in the ring out to {scale:g} "
                                    f"times the box")
         logs.append(float(torch.logsumexp(neg_e, 0)) + math.log(area))
-        scales.append(scale)
-    return logs, scales
+    return logs
+
+
+def _ring_scales(n_rings: int) -> list[float]:
+    """Half-widths of the rings' outer boxes, as multiples of the box's: 3, 9, 27, ..."""
+    return [float(RING_FACTOR ** k) for k in range(1, n_rings + 1)]
 
 
 class _NotNormalisable(Exception):
@@ -215,10 +212,9 @@ def grid_evaluation(energy: Energy, dataset: Any = None, test_x: torch.Tensor | 
     far_radii = [2 * half, 20 * half, 200 * half] if far_radii is None else far_radii
     if test_x is not None:
         test_x = check_points("test_x", test_x, (2,))
-    dtype, device = _model_dtype(energy)
-    was_training = energy.training
-    energy.eval()
-    try:
+    dtype, device = placement(energy, torch.get_default_dtype())
+    scales = _ring_scales(n_rings)
+    with eval_mode(energy):
         points, area = make_grid(bounds, resolution, dtype, device)
         neg_e = -_energies(energy, points, chunk)
         if not bool(torch.isfinite(neg_e).all()):
@@ -230,24 +226,26 @@ def grid_evaluation(energy: Energy, dataset: Any = None, test_x: torch.Tensor | 
         reference = None if e_test is None else float(e_test.max())
         far = far_field(energy, ((x0 + x1) / 2, (y0 + y1) / 2), far_radii,
                         reference_energy=reference)
+        # With a ring that cannot be integrated there is no mass to report (None, [], None).
+        log_total = outside = outside_3x = None
+        ring_masses: list[float] = []
         try:
-            ring_logs, scales = _ring_log_masses(energy, bounds, n_rings, ring_resolution,
-                                                 dtype, device, chunk)
-            problem = ""
+            ring_logs = _ring_log_masses(energy, bounds, n_rings, ring_resolution, dtype,
+                                         device, chunk)
         except _NotNormalisable as exc:
-            ring_logs, scales, problem = [math.nan] * n_rings, [], str(exc)
-        all_logs = torch.tensor([log_z_box, *ring_logs], dtype=torch.float64)
-        log_total = float(torch.logsumexp(all_logs, 0))
-        shares = (all_logs - log_total).exp()
-        ring_masses = [float(v) for v in shares[1:]]
-        outside, outside_3x = float(shares[1:].sum()), float(shares[2:].sum())
-        if problem:  # a ring could not be integrated: there is no mass to report
-            ring_masses, outside, outside_3x = [], None, None
-        if not problem and not far.rises:
-            problem = far.reason
-        elif not problem and ring_masses[-1] > mass_tolerance:
-            problem = (f"{ring_masses[-1]:.3g} of the mass lies in the outermost ring, out to "
-                       f"{scales[-1]:g} times the box; the mass is not resolved")
+            problem = str(exc)
+        else:
+            all_logs = torch.tensor([log_z_box, *ring_logs], dtype=torch.float64)
+            log_total = float(torch.logsumexp(all_logs, 0))
+            shares = (all_logs - log_total).exp()
+            ring_masses = [float(v) for v in shares[1:]]
+            outside, outside_3x = float(shares[1:].sum()), float(shares[2:].sum())
+            problem = ""
+            if not far.rises:
+                problem = far.reason
+            elif ring_masses[-1] > mass_tolerance:
+                problem = (f"{ring_masses[-1]:.3g} of the mass lies in the outermost ring, out "
+                           f"to {scales[-1]:g} times the box; the mass is not resolved")
         normalisable = not problem
         log_z = log_total if normalisable else None
         nll = data_nll = kl = tv = mass = None
@@ -269,14 +267,11 @@ def grid_evaluation(energy: Energy, dataset: Any = None, test_x: torch.Tensor | 
                 tv = 0.5 * (float((p - q).abs().sum()) * area + outside)
             if test_x is not None:
                 data_nll = -float(dataset.log_prob(test_x.to(torch.float64).cpu()).mean())
-    finally:
-        energy.train(was_training)
     gap = None if nll is None or data_nll is None else nll - data_nll
     status = "normalisable" if normalisable else f"not normalisable: {problem}"
     return GridEvaluation(status=status, normalisable=normalisable, log_z=log_z,
                           log_z_box=log_z_box, outside_mass=outside,
                           outside_mass_3x=outside_3x, ring_masses=ring_masses,
-                          ring_half_widths=[float(RING_FACTOR ** k)
-                                            for k in range(1, n_rings + 1)],
+                          ring_half_widths=scales,
                           far_field=far, nll=nll, data_nll=data_nll, nll_gap=gap, kl=kl, tv=tv,
                           data_mass=mass, resolution=resolution, bounds=bounds)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ebmcore.energy import Energy, as_energy
+from ebmcore.evaluation._model import eval_mode, placement
 from ebmcore.validation import check_int
 
 
@@ -109,31 +110,21 @@ def far_field(energy: Energy, center: torch.Tensor | float = 0.0,
     if len(radii) < 2 or any(not math.isfinite(r) or r <= 0 for r in radii) or any(
             b <= a for a, b in zip(radii, radii[1:], strict=False)):
         raise ValueError(f"radii must be at least two increasing positive numbers, got {radii}")
-    dtype, device = torch.float64, torch.device("cpu")
-    for tensor in [*energy.parameters(), *energy.buffers()]:
-        if tensor.is_floating_point():
-            dtype, device = tensor.dtype, tensor.device
-            break
+    dtype, device = placement(energy, torch.float64)
     u = directions(shape, n_directions, dtype=torch.float64, generator=generator)
     c = torch.as_tensor(center, dtype=torch.float64).expand(shape)
-    was_training = energy.training
-    energy.eval()
-    try:
-        rows = []
-        for r in radii:
-            points = (c + r * u).to(device=device, dtype=dtype)
-            rows.append(energy(points).to(torch.float64).cpu())
-    finally:
-        energy.train(was_training)
+    with eval_mode(energy):
+        rows = [energy((c + r * u).to(device=device, dtype=dtype)).to(torch.float64).cpu()
+                for r in radii]
     e = torch.stack(rows)  # (radius, direction)
     dim = math.prod(shape)
+    min_energy = [float(v) for v in e.amin(1)]
     if bool(torch.isnan(e).any()) or bool((e == -math.inf).any()):
-        return FarField(radii, [float(v) for v in e.amin(1)], -math.inf, dim, reference_energy,
-                        False, "the energy is NaN or -inf on some far-away points")
+        return FarField(radii, min_energy, -math.inf, dim, reference_energy, False,
+                        "the energy is NaN or -inf on some far-away points")
     rise = e[-1] - e[-2]
     rise = torch.where(e[-1] == math.inf, torch.full_like(rise, math.inf), rise)
     slope = float(rise.min()) / math.log(radii[-1] / radii[-2])
-    min_energy = [float(v) for v in e.amin(1)]
     reason = ""
     if not slope > dim:
         worst = int(rise.argmin())
