@@ -500,15 +500,9 @@ class Trainer:
         self._in_step = False
         recent = self.skipped_steps[-MAX_SKIPPED_IN_A_ROW:]
         if len(recent) == MAX_SKIPPED_IN_A_ROW and recent[0] == self.step - len(recent) + 1:
-            where = ("no checkpoint was written before it" if self.last_checkpoint is None
-                     else f"last good checkpoint: {self.last_checkpoint}")
-            raise TrainingDivergedError(
-                f"training diverged: the last {MAX_SKIPPED_IN_A_ROW} steps (to step "
-                f"{self.step}) were all non-finite and skipped; likely cause: the learning "
-                f"rate (lr={self.optimizer.param_groups[0].get('lr', self.lr):g}) or the "
-                f"sampler's step size is too large; {where}",
-                step=recent[0], quantities=("loss",),
-                checkpoint=None if self.last_checkpoint is None else str(self.last_checkpoint))
+            raise self._diverged(
+                recent[0], f": the last {MAX_SKIPPED_IN_A_ROW} steps (to step {self.step}) were "
+                f"all non-finite and skipped", ("loss",), sampler=True)
 
     def _watch_step(self, output: LossOutput) -> None:
         """Fold this step's finiteness into the watch: device operations only, no sync."""
@@ -558,16 +552,21 @@ class Trainer:
         if found is None:
             return
         step, bad = found
+        raise self._diverged(step, f" at step {step}: {_describe_nonfinite(bad)}", tuple(bad),
+                             sampler="negatives" in self._watch.names) from cause
+
+    def _diverged(self, step: int, what: str, quantities: tuple[str, ...],
+                  sampler: bool) -> TrainingDivergedError:
+        """The error for a run that diverged (``what`` follows "training diverged"), with the
+        likely cause and the last good checkpoint."""
         lr = self.optimizer.param_groups[0].get("lr", self.lr)  # a user's optimizer may differ
+        hint = " or the sampler's step size" if sampler else ""
         where = ("no checkpoint was written before it" if self.last_checkpoint is None
                  else f"last good checkpoint: {self.last_checkpoint}")
-        sampler = " or the sampler's step size" if "negatives" in self._watch.names else ""
-        message = (f"training diverged at step {step}: {_describe_nonfinite(bad)}; likely "
-                   f"cause: the learning rate (lr={lr:g}){sampler} is too large; {where}")
-        raise TrainingDivergedError(
-            message, step=step, quantities=tuple(bad),
-            checkpoint=None if self.last_checkpoint is None else str(self.last_checkpoint),
-        ) from cause
+        return TrainingDivergedError(
+            f"training diverged{what}; likely cause: the learning rate (lr={lr:g}){hint} is "
+            f"too large; {where}", step=step, quantities=quantities,
+            checkpoint=None if self.last_checkpoint is None else str(self.last_checkpoint))
 
     def _record(self, output: LossOutput) -> dict[str, float]:
         self.check_finite()
@@ -575,10 +574,11 @@ class Trainer:
         for name, value in output.metrics.items():
             record[name] = _scalar(value)
         record["seconds"] = self._seconds
-        first_runaway = self.runaway is None
-        self.history.append(record)
+        # the history is scanned (for an earlier runaway) only when this record runs away
         found = self._runaway_in(record)
-        if found is not None and first_runaway:
+        first = found is not None and self.runaway is None
+        self.history.append(record)
+        if first:
             name, value = found
             warnings.warn(
                 f"training is running away at step {self.step}: {name} = {value:.4g} exceeds "
