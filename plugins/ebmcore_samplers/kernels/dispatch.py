@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,16 @@ def cuda_reason() -> str | None:
     if not available:
         return "numba.cuda found no CUDA GPU or driver on this machine"
     return None
+
+
+@contextlib.contextmanager
+def cuda_toolchain() -> Iterator[None]:
+    """Turn an import or attribute error of numba-cuda inside the block (it imports and
+    compiles lazily) into :class:`BackendUnavailableError` with the cause and the fix."""
+    try:
+        yield
+    except (ImportError, AttributeError) as exc:
+        raise BackendUnavailableError(cuda_toolchain_message(exc)) from exc
 
 
 def cuda_toolchain_message(exc: BaseException) -> str:
@@ -453,10 +464,8 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
     if backend == "numba":
         kernel: Any = factory.cpu_kernel(method, face.grad, energy_fn, d, dtype_name)
     else:
-        try:
+        with cuda_toolchain():
             kernel = factory.cuda_kernel(method, face.grad, energy_fn, d, dtype_name)
-        except (ImportError, AttributeError) as exc:
-            raise BackendUnavailableError(cuda_toolchain_message(exc)) from exc
 
     dev, dt = x0.device, x0.dtype
     n_kept = n_steps // thin
@@ -484,12 +493,10 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
     else:
         # numba.cuda compiles lazily, at the first launch: a toolchain that cannot import
         # or compile (numba-cuda 0.30.4 under NumPy 2.5) fails here, not above.
-        try:
+        with cuda_toolchain():
             from .cuda import launch
 
             launch(kernel, args, b)
-        except (ImportError, AttributeError) as exc:
-            raise BackendUnavailableError(cuda_toolchain_message(exc)) from exc
 
     samples = x.reshape(x0.shape)
     trajectory = (traj.reshape(n_kept, n_traced, *x0.shape[1:]) if return_trajectory
