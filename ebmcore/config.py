@@ -155,6 +155,15 @@ def dump_toml(config: Mapping[str, Any]) -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
+def signature_parameter(target: Any, name: str) -> inspect.Parameter | None:
+    """Return the parameter ``name`` of the callable ``target``'s signature, or ``None`` when
+    it has no such parameter or no signature that can be read."""
+    try:
+        return inspect.signature(target).parameters.get(name)
+    except (TypeError, ValueError):
+        return None
+
+
 def resolved_params(target: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``params`` plus every default of ``target``'s signature that TOML can hold."""
     result: dict[str, Any] = {}

@@ -21,7 +21,12 @@ from typing import Any
 import torch
 
 import ebmcore
-from ebmcore.config import check_train_config, dump_toml, resolved_params
+from ebmcore.config import (
+    check_train_config,
+    dump_toml,
+    resolved_params,
+    signature_parameter,
+)
 
 Log = Callable[[str], None]
 
@@ -82,15 +87,6 @@ def _component_config(kind: str, block: dict[str, Any]) -> dict[str, Any]:
     return {"name": block["name"], "params": dict(params)}
 
 
-def _accepts(target: Any, parameter: str) -> bool:
-    import inspect
-
-    try:
-        return parameter in inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def build_training(config: dict[str, Any]) -> dict[str, Any]:
     """Create the data set, model, sampler and loss a configuration names.
 
@@ -108,7 +104,8 @@ def build_training(config: dict[str, Any]) -> dict[str, Any]:
 
     model_cfg = _component_config("model", config["model"])
     model_target = ebmcore.get("model", model_cfg["name"])
-    if _accepts(model_target, "dim") and "dim" not in model_cfg["params"]:
+    accepts_dim = signature_parameter(model_target, "dim") is not None
+    if accepts_dim and "dim" not in model_cfg["params"]:
         event = tuple(getattr(dataset, "event_shape", ()))
         if len(event) == 1:
             model_cfg["params"]["dim"] = int(event[0])
@@ -120,7 +117,7 @@ def build_training(config: dict[str, Any]) -> dict[str, Any]:
     loss_cfg = _component_config("loss", config["loss"])
     loss_target = ebmcore.get("loss", loss_cfg["name"])
     loss_params = dict(loss_cfg["params"])
-    if _accepts(loss_target, "sampler"):
+    if signature_parameter(loss_target, "sampler") is not None:
         loss_params["sampler"] = sampler
     loss = ebmcore.create("loss", loss_cfg["name"], **loss_params)
 

@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ebmcore.config import TRAIN_DEFAULTS, apply_overrides, load_toml, merge
+from ebmcore.config import (
+    TRAIN_DEFAULTS,
+    apply_overrides,
+    load_toml,
+    merge,
+    signature_parameter,
+)
 
 #: Where ``ebmcore demo`` writes when no ``--out`` is given (``-2``, ``-3``... on reruns).
 DEMO_FOLDER = "ebmcore-demo"
@@ -351,19 +357,12 @@ def _apply_dim(block: dict[str, Any], dim: int) -> None:
     """Give ``--dim`` to an energy with a ``dim`` parameter (others are checked on sampling)."""
     import ebmcore
 
-    if not _parameter(ebmcore.get("energy", block["name"]), "dim"):
+    if signature_parameter(ebmcore.get("energy", block["name"]), "dim") is None:
         return  # an energy of one fixed shape: sample_run refuses a --dim that differs
     given = block["params"].get("dim")
     if given is not None and given != dim:
         raise ValueError(f"--dim {dim} and --set energy.dim={given} disagree; give one")
     block["params"]["dim"] = dim
-
-
-def _parameter(target: Any, name: str) -> inspect.Parameter | None:
-    try:
-        return inspect.signature(target).parameters.get(name)
-    except (TypeError, ValueError):
-        return None
 
 
 def _default_step_size(block: dict[str, Any], burn_in: int) -> str | None:
@@ -384,7 +383,8 @@ def _default_step_size(block: dict[str, Any], burn_in: int) -> str | None:
 
     params = block["params"]
     target = ebmcore.get("sampler", block["name"])
-    step, adapt = _parameter(target, "step_size"), _parameter(target, "adapt_step_size")
+    step = signature_parameter(target, "step_size")
+    adapt = signature_parameter(target, "adapt_step_size")
     if step is None or step.default is not inspect.Parameter.empty or "step_size" in params:
         return None
     if adapt is None or adapt.default is not True or params.get("adapt_step_size", True) \
