@@ -18,23 +18,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ebmcore
 from ebmcore.energy import Energy
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+#: On top of the suite's hypothesis profile (tests/conftest.py).
+SETTINGS = settings(max_examples=25)
 
-#: Settings of the tests that pin a known bug (xfail): no shrinking, the first example shows it.
+#: No shrinking: for tests whose first failing example already says all.
 NO_SHRINK = settings(SETTINGS, phases=[Phase.explicit, Phase.generate])
 
-#: hypothesis imports libcst to report a failure (here: the xfail cases), which warns on import.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
 
 DTYPES = (torch.float32, torch.float64)
 
