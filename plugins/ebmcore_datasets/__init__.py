@@ -29,4 +29,10 @@ def ebmcore_datasets() -> list[ebmcore.Component]:
           "Interleaved noisy spiral arms (FFJORD's 2spirals).", aliases=("two_spirals",)),
         C("pinwheel", "ebmcore_datasets.pinwheel:Pinwheel",
           "Curved Gaussian blades arranged like a pinwheel."),
+        C("digits", "ebmcore_datasets.images:Digits",
+          "scikit-learn's 1,797 8x8 handwritten digits (17 levels); fixed train/test split."),
+        C("mnist", "ebmcore_datasets.images:MNIST",
+          "MNIST 28x28 handwritten digits read from local IDX files (256 levels)."),
+        C("fashion_mnist", "ebmcore_datasets.images:FashionMNIST",
+          "Fashion-MNIST 28x28 clothing images read from local IDX files (256 levels)."),
     ]

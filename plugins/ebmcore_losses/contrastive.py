@@ -23,7 +23,7 @@ from ebmcore_losses._common import (
     uniform_noise,
 )
 
-_INITS = ("data", "noise")
+_INITS = ("data", "noise", "base")
 
 
 def contrastive_output(model: Energy, x: torch.Tensor, negatives: torch.Tensor,
@@ -57,7 +57,10 @@ class ContrastiveDivergence(StochasticLoss):
         sampler: Sampler name (e.g. ``"langevin"``, ``"mala"``) or an ``ebmcore.Sampler``.
         k: Sampler steps per training step.
         init: ``"data"`` starts the chains at the data batch (CD-k, Hinton 2002);
-            ``"noise"`` starts them from uniform noise (short-run MCMC, Nijkamp et al. 2019).
+            ``"noise"`` starts them from uniform noise (short-run MCMC, Nijkamp et al. 2019);
+            ``"base"`` from exact draws of the model's Gaussian base
+            (``model.base_energy()``, e.g. ``conv`` with ``confine="gaussian"``): the model's
+            own distribution before training, and its nearest exact start after.
         sampler_params: Parameters for a sampler given by name; ``None`` gives Langevin step
             size 0.01 and noise scale 1.
         alpha: Weight of the energy-magnitude penalty ``E(x+)^2 + E(x-)^2`` (0 disables it).
@@ -114,6 +117,18 @@ class ContrastiveDivergence(StochasticLoss):
                              f"was fitted to event shape {tuple(self.noise_low.shape)}")
         return uniform_noise(n, self.noise_low.to(x), self.noise_high.to(x), generator)
 
+    def _fresh(self, model: Energy, n: int, x: torch.Tensor,
+               generator: torch.Generator) -> torch.Tensor:
+        """``n`` chain starts away from the data: uniform noise or the model's base."""
+        if self.init != "base":
+            return self._noise(n, x, generator)
+        base = getattr(model, "base_energy", lambda: None)()
+        if base is None:
+            raise ValueError(f"init='base' needs a model with a Gaussian base (base_energy()), "
+                             f"such as conv with confine='gaussian'; {type(model).__name__} "
+                             f"has none")
+        return base.sample(n, generator).to(x)
+
     def _run_chains(self, model: Energy, x0: torch.Tensor,
                     generator: torch.Generator) -> torch.Tensor:
         result = self.sampler.sample(model, x0, self.k, generator=generator)
@@ -122,7 +137,8 @@ class ContrastiveDivergence(StochasticLoss):
     def negatives(self, model: Energy, x: torch.Tensor,
                   generator: torch.Generator) -> torch.Tensor:
         """Draw one negative per data point."""
-        x0 = x.detach().clone() if self.init == "data" else self._noise(x.shape[0], x, generator)
+        x0 = (x.detach().clone() if self.init == "data"
+              else self._fresh(model, x.shape[0], x, generator))
         return self._run_chains(model, x0, generator)
 
     def forward(self, model: Energy, x: torch.Tensor) -> LossOutput:
@@ -150,7 +166,8 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         k: Sampler steps per training step.
         buffer_size: Number of persistent chains kept.
         reinit_prob: Probability that a drawn chain restarts before it is advanced.
-        init: Where chains start and restart: ``"noise"`` (uniform) or ``"data"``.
+        init: Where chains start and restart: ``"noise"`` (uniform), ``"data"`` or ``"base"``
+            (the model's Gaussian base; see :class:`ContrastiveDivergence`).
         sampler_params: Parameters for a sampler given by name; ``None`` gives Langevin step
             size 0.01 and noise scale 1 (tuned on the 2-D toy data sets).
         alpha: Weight of the energy-magnitude penalty ``E(x+)^2 + E(x-)^2``.
@@ -176,10 +193,10 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                             else check_int("n_negatives", n_negatives, minimum=1))
         self.register_buffer("buffer", torch.empty(0))
 
-    def _restart_points(self, n: int, x: torch.Tensor,
+    def _restart_points(self, model: Energy, n: int, x: torch.Tensor,
                         generator: torch.Generator) -> torch.Tensor:
-        if self.init == "noise":
-            return self._noise(n, x, generator)
+        if self.init != "data":
+            return self._fresh(model, n, x, generator)
         rows = torch.randint(x.shape[0], (n,), generator=generator, device=x.device)
         return x.detach()[rows]
 
@@ -187,7 +204,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                   generator: torch.Generator) -> torch.Tensor:
         """Advance ``n_negatives`` chains drawn from the replay buffer and store them back."""
         if self.buffer.numel() == 0:
-            self.buffer = self._restart_points(self.buffer_size, x, generator)
+            self.buffer = self._restart_points(model, self.buffer_size, x, generator)
         elif self.buffer.shape[1:] != x.shape[1:]:
             raise ValueError(f"x has event shape {tuple(x.shape[1:])} but the replay buffer "
                              f"holds {tuple(self.buffer.shape[1:])}")
@@ -195,7 +212,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         idx = torch.randint(self.buffer_size, (n,), generator=generator, device=x.device)
         # Draw restart points for every chain and select with a mask: no host sync.
         restart = torch.rand(n, generator=generator, device=x.device) < self.reinit_prob
-        fresh = self._restart_points(n, x, generator)
+        fresh = self._restart_points(model, n, x, generator)
         mask = restart.view(n, *([1] * (x.ndim - 1)))
         x0 = torch.where(mask, fresh, self.buffer[idx].to(x.dtype))
         negatives = self._run_chains(model, x0, generator)

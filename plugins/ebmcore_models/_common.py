@@ -12,6 +12,10 @@ from ebmcore.component import normalize_name
 from ebmcore.energy import Energy
 from ebmcore.validation import check_int
 from ebmcore_models.confinement import Confinement
+from ebmcore_models.gaussian_base import BaseEnergy, GaussianBase
+
+#: What ``confine`` may name: the wall around the data, the data's Gaussian, or nothing.
+CONFINEMENTS = ("wall", "gaussian", "none")
 
 #: Activations selectable by name, each built with torch's default settings.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -74,31 +78,62 @@ def check_input(x: torch.Tensor, event_shape: tuple[int, ...]) -> None:
         )
 
 
+def confinement_kind(confine: Any) -> str:
+    """Return ``"wall"``, ``"gaussian"`` or ``"none"`` for a ``confine`` argument.
+
+    ``True`` means ``"wall"`` and ``False`` ``"none"``; names are case-insensitive.
+    """
+    if isinstance(confine, bool):
+        return "wall" if confine else "none"
+    if not isinstance(confine, str):
+        raise TypeError(f"confine must be true, false or one of {', '.join(CONFINEMENTS)}, "
+                        f"got {type(confine).__name__}")
+    if normalize_name(confine) in CONFINEMENTS:
+        return normalize_name(confine)
+    raise ValueError(f"confine must be true, false or one of {', '.join(CONFINEMENTS)}, "
+                     f"got {confine!r}")
+
+
 def make_confinement(event_shape: tuple[int, ...], confine: Any,
-                     wall_width: float) -> Confinement | None:
-    """Return the confining wall for ``event_shape``, or ``None`` when ``confine`` is false."""
-    return Confinement(event_shape, wall_width) if check_flag("confine", confine) else None
+                     wall_width: float) -> Confinement | GaussianBase | None:
+    """Return the confining term for ``event_shape`` that ``confine`` names, or ``None``."""
+    kind = confinement_kind(confine)
+    if kind == "wall":
+        return Confinement(event_shape, wall_width)
+    return GaussianBase(event_shape) if kind == "gaussian" else None
 
 
 def confined(energy: torch.Tensor, x: torch.Tensor,
-             confinement: Confinement | None) -> torch.Tensor:
-    """Return the network's ``energy`` plus the wall at ``x`` (unchanged without a wall)."""
+             confinement: Confinement | GaussianBase | None) -> torch.Tensor:
+    """Return the network's ``energy`` plus the confining term at ``x`` (unchanged without)."""
     return energy if confinement is None else energy + confinement(x).to(energy.dtype)
 
 
 class ConfinedEnergy(Energy):
-    """A neural energy that may carry a :class:`Confinement` as ``self.confinement``.
+    """A neural energy that may carry a confining term as ``self.confinement``.
 
-    Subclasses set ``self.confinement`` (a module or ``None``) in ``__init__``;
-    :meth:`fit_confinement` and :attr:`confinement_fitted` are what
+    Subclasses set ``self.confinement`` (a :class:`Confinement`, a :class:`GaussianBase` or
+    ``None``) in ``__init__``; :meth:`fit_confinement` and :attr:`confinement_fitted` are what
     :class:`ebmcore.train.Trainer` looks for.
     """
 
     def fit_confinement(self, x: torch.Tensor) -> None:
-        """Fix the confining wall from a data sample ``x`` (a no-op without a wall)."""
+        """Fit the confining term to a data sample ``x`` (a no-op without one)."""
         wall = getattr(self, "confinement", None)
         if wall is not None:
-            wall.fit(x.to(wall.center.device))
+            wall.fit(x.to(wall.fitted.device))
+
+    def base_energy(self) -> BaseEnergy | None:
+        """The Gaussian base as an energy with exact samples and ``log_z`` (the natural start
+        of annealed importance sampling), or ``None`` when the model has no Gaussian base."""
+        base = getattr(self, "confinement", None)
+        return base.as_energy() if isinstance(base, GaussianBase) else None
+
+    def preconditioner(self) -> torch.Tensor | None:
+        """The Gaussian base's covariance factor ``L`` (``Σ = L Lᵀ``, ``(D, D)``), which
+        samplers with ``precondition=True`` move by, or ``None`` without a Gaussian base."""
+        base = getattr(self, "confinement", None)
+        return base.scale_tril if isinstance(base, GaussianBase) else None
 
     @property
     def confinement_fitted(self) -> bool:

@@ -15,6 +15,7 @@ from ebmcore_models._common import (
     check_input,
     check_widths,
     confined,
+    confinement_kind,
     make_activation,
     make_confinement,
     maybe_spectral_norm,
@@ -33,10 +34,15 @@ class ConvEnergy(ConfinedEnergy):
     The feature map is flattened (its size computed from ``image_size``, so the layout of
     each pixel is kept) and a Linear layer gives the energy. There is no batch norm, so
     each image's energy is independent of the rest of the batch, as an energy must be.
-    With the defaults a 28×28 image ends as 128×7×7 and a 32×32 one as 128×8×8. With
-    ``confine`` (the default) a confining wall around the data is added (see
-    :class:`ebmcore_models.confinement.Confinement`), so ``exp(-E)`` is a density whatever
-    the weights; the trainer fits it to the data before the first step.
+    With the defaults a 28×28 image ends as 128×7×7 and a 32×32 one as 128×8×8.
+
+    By default the network is a correction to the data's full-covariance Gaussian
+    (:class:`ebmcore_models.gaussian_base.GaussianBase`): ``E = f + ½ |W (x - μ)|²``, so
+    ``exp(-E)`` is a density whatever the weights, an untrained model is the Gaussian, and
+    :meth:`base_energy` gives annealed importance sampling its exact start. A wall (the
+    vector models' default) leaves a flat ball around the data, which in an image's many
+    dimensions holds a volume no sampler or annealing path crosses. The trainer fits either
+    to the data before the first step.
 
     Args:
         in_channels: Number of image channels ``C``.
@@ -45,13 +51,14 @@ class ConvEnergy(ConfinedEnergy):
         activation: One of ``silu``, ``relu``, ``elu``, ``gelu``, ``tanh``, ``softplus``,
             ``leaky_relu`` (torch's default settings).
         spectral_norm: Spectrally normalise every convolution and Linear weight.
-        confine: Add the confining wall (without it the energy need not be a density).
+        confine: The confining term: ``"gaussian"`` (the default), ``True`` or ``"wall"`` for
+            the wall, ``False`` or ``"none"`` for a bare network (which need not be a density).
         wall_width: Width of the wall as a multiple of the data's standard deviation.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int | Sequence[int] = 28,
                  channels: Sequence[int] = (32, 64, 128), activation: str = "silu",
-                 spectral_norm: bool = False, confine: bool = True,
+                 spectral_norm: bool = False, confine: bool | str = "gaussian",
                  wall_width: float = 0.25) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
@@ -81,6 +88,7 @@ class ConvEnergy(ConfinedEnergy):
         head = nn.Linear(fan_in * height * width, 1)
         layers.append(maybe_spectral_norm(head, self.spectral_norm))
         self.net = nn.Sequential(*layers)
+        self._confine = confine
         self.confinement = make_confinement(self.event_shape, confine, wall_width)
         self.normalisable = self.confinement is not None
 
@@ -92,4 +100,4 @@ class ConvEnergy(ConfinedEnergy):
     def extra_repr(self) -> str:
         return (f"event_shape={self.event_shape}, channels={self.channels}, "
                 f"activation={self.activation!r}, spectral_norm={self.spectral_norm}, "
-                f"confine={self.normalisable}")
+                f"confine={confinement_kind(self._confine)!r}")

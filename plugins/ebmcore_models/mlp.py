@@ -40,13 +40,16 @@ class MLPEnergy(ConfinedEnergy):
             ``leaky_relu`` (torch's default settings).
         spectral_norm: Spectrally normalise every Linear weight (a common way to keep EBM
             training stable by bounding the network's Lipschitz constant).
-        confine: Add the confining wall. Without it the energy is a bare network, which can
-            fall without bound far from the data (then it is not a density).
+        confine: The confining term: ``True`` or ``"wall"`` for the wall, ``"gaussian"`` for
+            the data's full-covariance Gaussian as a base
+            (:class:`ebmcore_models.gaussian_base.GaussianBase`), ``False`` or ``"none"`` for
+            a bare network, which can fall without bound far from the data (then it is not a
+            density).
         wall_width: Width of the wall as a multiple of the data's standard deviation.
     """
 
     def __init__(self, dim: int, hidden: Sequence[int] = (128, 128), activation: str = "silu",
-                 spectral_norm: bool = False, confine: bool = True,
+                 spectral_norm: bool = False, confine: bool | str = True,
                  wall_width: float = 0.25) -> None:
         super().__init__()
         self.dim = check_int("dim", dim, minimum=1)

@@ -160,3 +160,27 @@ def test_pt_cd_draws_negatives_from_the_cold_replica(gaussian_setup):
         "base": "mala", "base_params": {"step_size": 0.05, "adapt_step_size": False},
         "temperatures": (1.0, 3.0)})
     assert custom.sampler.temperatures == (1.0, 3.0)
+
+
+@pytest.mark.parametrize("name", ["cd", "pcd"])
+def test_base_init_starts_chains_at_exact_draws_of_the_models_gaussian_base(name):
+    """Frozen chains from init='base' are the base's own draws: their moments are the data's."""
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randn(4000, 3, generator=gen, dtype=torch.float64) * torch.tensor([0.1, 1.0, 3.0])
+    model = ebmcore.create("model", "mlp", dim=3, hidden=[4], confine="gaussian").double()
+    model.fit_confinement(data)
+    extra = {"buffer_size": 4000, "reinit_prob": 0.0} if name == "pcd" else {}
+    loss = ebmcore.create("loss", name, sampler=Frozen(), k=1, init="base",
+                          generator=torch.Generator().manual_seed(1), **extra)
+    negatives = loss(model, data[:4000]).negatives
+    sd = data.std(0)
+    # means within 4 standard errors, standard deviations within 5% (n = 4000)
+    assert bool(((negatives.mean(0) - data.mean(0)).abs() < 4 * sd / 4000**0.5).all())
+    torch.testing.assert_close(negatives.std(0), sd, rtol=0.05, atol=0.0)
+
+
+def test_base_init_needs_a_model_with_a_gaussian_base(gaussian_setup):
+    model, x, _, _ = gaussian_setup
+    loss = ebmcore.create("loss", "cd", k=1, init="base")
+    with pytest.raises(ValueError, match="init='base' needs a model with a Gaussian base"):
+        loss(model, x[:8])

@@ -78,8 +78,10 @@ def test_fit_rejects_bad_data():
         wall.fit(torch.tensor([[0.0, 1.0], [math.nan, 0.0]]))
     with pytest.raises(ValueError, match="wall_width"):
         Confinement((2,), width_factor=0.0)
-    with pytest.raises(TypeError, match="confine"):
+    with pytest.raises(ValueError, match="confine must be .* got 'yes'"):
         ebmcore.create("model", "mlp", dim=2, confine="yes")
+    with pytest.raises(TypeError, match="confine"):
+        ebmcore.create("model", "mlp", dim=2, confine=1)
 
 
 def test_a_falling_network_is_a_density_only_with_the_wall():
@@ -108,7 +110,7 @@ def _claiming(model: ebmcore.Energy) -> ebmcore.Energy:
 def test_wall_travels_in_the_state_dict(name, kwargs, shape):
     """A fitted wall is saved and loaded with the weights; a fresh model adopts it."""
     model = ebmcore.create("model", name, **kwargs)
-    model.fit_confinement(torch.randn(50, *shape, generator=_gen()))
+    model.fit_confinement(torch.randn(200, *shape, generator=_gen()))
     fresh = ebmcore.create("model", name, **kwargs)
     assert not fresh.confinement_fitted
     fresh.load_state_dict(model.state_dict())
@@ -117,10 +119,12 @@ def test_wall_travels_in_the_state_dict(name, kwargs, shape):
     torch.testing.assert_close(fresh(x), model(x))
 
 
-def test_conv_wall_confines_images():
-    """The conv energy rises far from its data like the mlp does."""
-    model = ebmcore.create("model", "conv", in_channels=1, image_size=8, channels=[4])
-    model.fit_confinement(torch.rand(64, 1, 8, 8, generator=_gen()))
+@pytest.mark.parametrize("confine", ["gaussian", "wall"])
+def test_conv_confinement_confines_images(confine):
+    """The conv energy rises far from its data like the mlp does, with either confinement."""
+    model = ebmcore.create("model", "conv", in_channels=1, image_size=8, channels=[4],
+                           confine=confine)
+    model.fit_confinement(torch.rand(200, 1, 8, 8, generator=_gen()))
     assert model.normalisable
     probe = far_field(model, 0.5, (10.0, 100.0, 1000.0), n_directions=8)
     assert probe.rises, probe.reason
