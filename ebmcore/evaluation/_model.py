@@ -1,5 +1,5 @@
-"""What the evaluations need to know of the energy they run: where its tensors live, and a
-scope in eval mode."""
+"""What the evaluations need to know of the module they run (an energy, a classifier): where
+its tensors live, and a scope in eval mode."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+from torch import nn
 
-from ebmcore.energy import Energy
 
-
-def placement(energy: Energy, default_dtype: torch.dtype) -> tuple[torch.dtype, torch.device]:
+def placement(energy: nn.Module, default_dtype: torch.dtype = torch.float32
+              ) -> tuple[torch.dtype, torch.device]:
     """Return the dtype and device of the energy's first floating tensor (parameter or
     buffer), or ``default_dtype`` on the CPU for an energy without one."""
     for tensor in [*energy.parameters(), *energy.buffers()]:
@@ -21,7 +21,7 @@ def placement(energy: Energy, default_dtype: torch.dtype) -> tuple[torch.dtype, 
 
 
 @contextlib.contextmanager
-def eval_mode(energy: Energy) -> Iterator[None]:
+def eval_mode(energy: nn.Module) -> Iterator[None]:
     """Run the block with ``energy`` in eval mode, then put its training mode back."""
     was_training = energy.training
     energy.eval()

@@ -43,6 +43,16 @@ class AnnealedEnergy(Energy):
         """Return ``E_β(x)`` for a batch ``x``."""
         return (1.0 - self.beta) * self.base(x) + self.beta * self.target(x)
 
+    def preconditioner(self) -> torch.Tensor | None:
+        """The target's preconditioner factor, else the base's, else ``None`` (for samplers
+        with ``precondition=True``): one fixed metric for the whole path."""
+        for end in (self.target, self.base):
+            get = getattr(end, "preconditioner", None)
+            tril = get() if callable(get) else None
+            if tril is not None:
+                return tril
+        return None
+
     def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Combine the two energies' own (possibly closed-form) gradients."""
         eb, gb = self.base.energy_and_grad(x)

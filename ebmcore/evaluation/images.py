@@ -12,15 +12,14 @@ classifier that says which classes a model's samples cover.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from numbers import Real
 from typing import Any
 
 import torch
 
+from ebmcore.evaluation._model import eval_mode, placement
 from ebmcore.validation import check_int, check_points, check_positive
 
 # Batches pushed through a classifier at once when judging; keeps memory flat for big sets.
@@ -204,25 +203,6 @@ def _check_labels(labels: Any, n: int, n_classes: int | None = None) -> torch.Te
     return labels.detach().long()
 
 
-def _placement(module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
-    """The dtype and device of the module's first floating parameter (float32 on the CPU for
-    a module without one)."""
-    for tensor in [*module.parameters(), *module.buffers()]:
-        if tensor.is_floating_point():
-            return tensor.dtype, tensor.device
-    return torch.float32, torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
                      epochs: int = 30, seed: int = 0, batch_size: int = 128,
                      lr: float = 1e-3) -> torch.nn.Module:
@@ -295,8 +275,8 @@ def _logits(classifier: torch.nn.Module, images: torch.Tensor,
                          f"classifier expects {tuple(expected)}")
     if images.shape[0] == 0:  # e.g. every sample was non-finite: nothing to classify
         return torch.zeros(0, n_classes or 0, dtype=torch.float64)
-    dtype, device = _placement(classifier)
-    with _eval_mode(classifier):
+    dtype, device = placement(classifier)
+    with eval_mode(classifier):
         out = torch.cat([classifier(chunk.to(device, dtype)).to("cpu", torch.float64)
                          for chunk in images.detach().split(_EVAL_CHUNK)])
     if out.ndim != 2 or out.shape[0] != images.shape[0] or (

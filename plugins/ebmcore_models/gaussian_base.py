@@ -130,3 +130,7 @@ class BaseEnergy(Energy):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``n`` exact samples."""
         return self.base.sample(n, generator)
+
+    def preconditioner(self) -> torch.Tensor:
+        """The covariance factor ``L``: samplers with ``precondition=True`` move by it."""
+        return self.base.scale_tril

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -122,3 +123,51 @@ def check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def preconditioner(energy: Energy, x: torch.Tensor) -> torch.Tensor:
+    """The energy's ``L`` (``M = L Lᵀ``, ``(D, D)``) in ``x``'s dtype and device, checked.
+
+    For samplers with ``precondition=True``: ``energy.preconditioner()`` must exist and
+    return a finite ``(D, D)`` tensor, ``D`` the size of one point of ``x`` ``(B, *event)``.
+    """
+    get = getattr(energy, "preconditioner", None)
+    tril = get() if callable(get) else None
+    if tril is None:
+        raise ValueError(f"precondition=True needs an energy with a preconditioner(), such as "
+                         f"a model with a Gaussian base (conv with confine='gaussian'); "
+                         f"{type(energy).__name__} has none")
+    dim = math.prod(x.shape[1:])
+    if not isinstance(tril, torch.Tensor) or tuple(tril.shape) != (dim, dim):
+        raise ValueError(f"{type(energy).__name__}.preconditioner() must return a ({dim}, "
+                         f"{dim}) tensor for points of shape {tuple(x.shape[1:])}, got "
+                         f"{getattr(tril, 'shape', type(tril).__name__)}")
+    if not bool(torch.isfinite(tril).all()):
+        raise ValueError(f"{type(energy).__name__}.preconditioner() returned non-finite "
+                         f"values; precondition=True needs a finite factor")
+    return tril.detach().to(device=x.device, dtype=x.dtype)
+
+
+class TorchWhenPreconditioned:
+    """Mixin for a sampler with a ``precondition`` flag, listed before ``FusedBackendMixin``.
+
+    The fused numba and CUDA kernels know nothing of preconditioners, so with
+    ``precondition=True`` only the torch backend serves (and ``"auto"`` picks it); without,
+    the fused mixin decides as usual.
+    """
+
+    precondition: bool = False
+
+    def _backends_for(self, energy: Energy, x: torch.Tensor) -> dict[str, str | None]:
+        """As the next class in the MRO, but preconditioned chains run on torch only."""
+        if not self.precondition:
+            return super()._backends_for(energy, x)  # type: ignore[misc]
+        why = (f"preconditioned {type(self).__name__} (precondition=True) runs on the torch "
+               f"backend only")
+        return {"torch": None, "numba": why, "cuda": why}
+
+    def _auto_backend(self, energy: Energy, x: torch.Tensor) -> str:
+        """Torch when preconditioning, else what the next class in the MRO picks."""
+        if self.precondition:
+            return "torch"
+        return super()._auto_backend(energy, x)  # type: ignore[misc]

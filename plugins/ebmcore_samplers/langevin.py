@@ -23,10 +23,12 @@ class LangevinState(SamplerState):
     Attributes:
         noise: Preallocated buffer the Gaussian noise is drawn into.
         t: Number of steps taken since :meth:`Langevin.init` (the schedules' clock).
+        scale_tril: The preconditioner's factor ``L`` (``M = L Lᵀ``), or ``None``.
     """
 
     noise: torch.Tensor | None = None
     t: int = 0
+    scale_tril: torch.Tensor | None = None
 
 
 def _check_clamp(clamp: Any) -> tuple[float | None, float | None] | None:
@@ -46,7 +48,7 @@ def _check_clamp(clamp: Any) -> tuple[float | None, float | None] | None:
     return (None if lo is None else float(lo), None if hi is None else float(hi))
 
 
-class Langevin(FusedBackendMixin, Sampler):
+class Langevin(_common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
     """Unadjusted Langevin algorithm, also the engine of SGLD-style EBM training.
 
     Each step computes ``x' = x - eps * g + noise_scale * sqrt(2 * eps) * xi`` with
@@ -56,6 +58,13 @@ class Langevin(FusedBackendMixin, Sampler):
     ``s2 / (1 - eps / (2 * s2))``. ``noise_scale < 1`` is the usual EBM-training heuristic and
     samples a colder distribution.
 
+    With ``precondition`` the step is ``x' = x - eps * M g + noise_scale * sqrt(2 * eps) * L xi``
+    for the energy's preconditioner ``M = L Lᵀ`` (``energy.preconditioner()``; a model with
+    a Gaussian base gives its covariance): the same stationary law, but every direction moves
+    at the pace of its own scale. On images, whose pixels' variances span orders of
+    magnitude (a background pixel's dequantisation noise against a stroke's), the stable
+    step of plain Langevin is set by the narrowest direction and the wide ones barely move.
+
     Args:
         step_size: ``eps``, a positive number or a schedule of the step number.
         noise_scale: Multiplier of the injected noise (number or schedule; ``0`` gives
@@ -64,21 +73,26 @@ class Langevin(FusedBackendMixin, Sampler):
             clipping).
         clamp: ``(min, max)`` box every coordinate is clamped to after each step; either
             bound may be ``None``.
+        precondition: Precondition by the energy's ``preconditioner()`` (torch backend).
     """
 
     def __init__(self, step_size: float | Schedule, noise_scale: float | Schedule = 1.0,
                  grad_clip: float | None = None,
-                 clamp: tuple[float | None, float | None] | None = None) -> None:
+                 clamp: tuple[float | None, float | None] | None = None,
+                 precondition: bool = False) -> None:
         self.step_size = as_schedule("step_size", step_size)
         self.noise_scale = as_schedule("noise_scale", noise_scale, allow_zero=True)
         self.grad_clip = (None if grad_clip is None
                           else check_positive("grad_clip", grad_clip))
         self.clamp = _check_clamp(clamp)
+        self.precondition = _common.check_flag("precondition", precondition)
 
     def init(self, energy: Energy, x: torch.Tensor) -> LangevinState:
         """Return chains at a copy of ``x`` with their energy and gradient cached."""
+        scale_tril = _common.preconditioner(energy, x) if self.precondition else None
         x, e, g = _common.initial_energy_and_grad(energy, x)
-        return LangevinState(x=x, energy=e, grad=g, noise=torch.empty_like(x), t=0)
+        return LangevinState(x=x, energy=e, grad=g, noise=torch.empty_like(x), t=0,
+                             scale_tril=scale_tril)
 
     def step(self, energy: Energy, state: LangevinState,
              generator: torch.Generator | None = None
@@ -93,11 +107,17 @@ class Langevin(FusedBackendMixin, Sampler):
             norm = _common.sq_norm(g).sqrt_()
             scale = (self.grad_clip / norm.clamp_min_(1e-30)).clamp_max_(1.0)
             g = g * _common.per_chain(scale, g.ndim)
+        tril = state.scale_tril
+        if tril is not None:  # M g = L (Lᵀ g), row by row
+            g = (g.flatten(1) @ tril @ tril.T).view_as(x)
         x.add_(g, alpha=-eps)
         # Drop the old gradient before the energy allocates the new one, so that the
         # allocator hands back the same (cache-warm) block instead of a second one.
         state.grad = g = None
-        _common.axpy_(x, noise_sd, _common.randn_(state.noise, gen))
+        noise = _common.randn_(state.noise, gen)
+        if tril is not None:
+            noise = (noise.flatten(1) @ tril.T).view_as(x)
+        _common.axpy_(x, noise_sd, noise)
         if self.clamp is not None:
             x.clamp_(*self.clamp)
         _common.refresh_gradient(energy, state)
@@ -113,7 +133,8 @@ class Langevin(FusedBackendMixin, Sampler):
         """Return the parameters, schedules as state dicts."""
         return {"step_size": self.step_size.state_dict(),
                 "noise_scale": self.noise_scale.state_dict(),
-                "grad_clip": self.grad_clip, "clamp": self.clamp}
+                "grad_clip": self.grad_clip, "clamp": self.clamp,
+                "precondition": self.precondition}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
@@ -122,3 +143,4 @@ class Langevin(FusedBackendMixin, Sampler):
                                        allow_zero=True)
         self.grad_clip = state["grad_clip"]
         self.clamp = _check_clamp(state["clamp"])
+        self.precondition = bool(state.get("precondition", False))
