@@ -104,11 +104,7 @@ def build_training(config: dict[str, Any]) -> dict[str, Any]:
 
     model_cfg = _component_config("model", config["model"])
     model_target = ebmcore.get("model", model_cfg["name"])
-    accepts_dim = signature_parameter(model_target, "dim") is not None
-    if accepts_dim and "dim" not in model_cfg["params"]:
-        event = tuple(getattr(dataset, "event_shape", ()))
-        if len(event) == 1:
-            model_cfg["params"]["dim"] = int(event[0])
+    model_cfg["params"] = {**_shape_params(model_target, dataset), **model_cfg["params"]}
     model = ebmcore.create("model", model_cfg["name"], **model_cfg["params"]).to(device)
 
     sampler_cfg = _component_config("sampler", config["sampler"])
@@ -131,6 +127,26 @@ def build_training(config: dict[str, Any]) -> dict[str, Any]:
                           "params": resolved_params(target, block["params"])}
     return {"dataset": dataset, "model": model, "sampler": sampler, "loss": loss,
             "device": device, "config": resolved}
+
+
+def _shape_params(model_target: Any, dataset: Any) -> dict[str, Any]:
+    """The size parameters a model takes that the data set's event shape fixes: ``dim`` for
+    vectors, ``in_channels`` and ``image_size`` for images ``(C, H, W)``."""
+    event = tuple(int(s) for s in getattr(dataset, "event_shape", ()))
+    if len(event) == 1:
+        wanted = {"dim": event[0]}
+    elif len(event) == 3:
+        wanted = {"in_channels": event[0], "image_size": list(event[1:])}
+    else:
+        wanted = {}
+    return {name: value for name, value in wanted.items()
+            if signature_parameter(model_target, name) is not None}
+
+
+def is_image_dataset(dataset: Any) -> bool:
+    """Whether ``dataset`` is an image data set with a held-out split (``digits``, ``mnist``)."""
+    return len(tuple(getattr(dataset, "event_shape", ()))) == 3 and callable(
+        getattr(dataset, "held_out", None))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -268,7 +284,7 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
         FileNotFoundError: When ``folder`` or its ``config.toml`` does not exist.
         CheckpointError: When the folder holds no checkpoint, or none that loads.
     """
-    from ebmcore.config import TRAIN_DEFAULTS, load_toml, merge
+    from ebmcore.config import defaults_for, load_toml, merge
     from ebmcore.errors import CheckpointError
     from ebmcore.train import CHECKPOINT_GLOB
 
@@ -286,7 +302,8 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
                               f"{CHECKPOINT_GLOB}) to resume from; start the run again: "
                               f"{again}")
     # the same merge as --config, so a resumed run is built exactly as a replayed one
-    config = merge(TRAIN_DEFAULTS, load_toml(config_file))
+    saved = load_toml(config_file)
+    config = merge(defaults_for((saved.get("dataset") or {}).get("name")), saved)
     trainer, built, seed = _build_trainer(config, out, progress)
     used = None
     for candidate in candidates:  # names are zero-padded: newest first
@@ -324,12 +341,50 @@ def _build_trainer(config: dict[str, Any], out: Path, progress: bool) -> tuple[A
     torch.manual_seed(seed)
     built = build_training(config)
     train_cfg = dict(built["config"].get("train", {}))
+    picture_every = train_cfg.pop("picture_every", None)
+    callbacks = []
+    if picture_every is not None and is_image_dataset(built["dataset"]):
+        callbacks.append(ReplayPictures(out / "pictures", int(picture_every)))
     trainer = Trainer(built["model"], built["loss"], data=built["dataset"],
                       steps=int(train_cfg.pop("steps")),
                       batch_size=int(train_cfg.pop("batch_size")),
                       checkpoint_dir=out / "checkpoints", progress=progress, seed=seed,
-                      **train_cfg)
+                      callbacks=callbacks, **train_cfg)
     return trainer, built, seed
+
+
+class ReplayPictures:
+    """A training callback that draws the chains' states every ``every`` steps.
+
+    It writes ``replay-step-XXXXXXXXX.png`` into ``folder``: a grid of the first 64 states
+    of the loss's replay buffer (``pcd``), or of the step's negatives for losses without
+    one, on the data's ``[0, 1]`` scale, so a run shows how its samples formed.
+
+    Args:
+        folder: Where the pictures go (created on the first one).
+        every: Steps between pictures.
+    """
+
+    def __init__(self, folder: Path, every: int) -> None:
+        from ebmcore.validation import check_int
+
+        self.folder = Path(folder)
+        self.every = check_int("train.picture_every", every, minimum=1)
+
+    def __call__(self, trainer: Any, output: Any) -> None:
+        """Draw the states after every ``every``-th step and after the last one."""
+        if trainer.step % self.every and trainer.step != trainer.steps:
+            return
+        from ebmcore import plot
+
+        buffer = getattr(trainer.loss, "buffer", None)
+        states = buffer if isinstance(buffer, torch.Tensor) and buffer.numel() else None
+        states = output.negatives if states is None else states
+        if states is None or states.dim() != 4:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _save_figure(plot.image_grid(states[:64].detach().cpu(), value_range=(0.0, 1.0)),
+                     self.folder / f"replay-step-{trainer.step:09d}.png")
 
 
 @contextlib.contextmanager
@@ -422,6 +477,8 @@ def _finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progr
 
 def _evaluate_and_sample(model: Any, dataset: Any, sampler: Any, config: dict[str, Any],
                          seed: int, out: Path, progress: bool) -> dict[str, Any]:
+    if is_image_dataset(dataset):
+        return _evaluate_images(model, dataset, sampler, config, seed, out, progress)
     from ebmcore import plot
     from ebmcore.evaluate import grid_evaluation, mmd
 
@@ -441,31 +498,10 @@ def _evaluate_and_sample(model: Any, dataset: Any, sampler: Any, config: dict[st
         result["evaluation"] = evaluation.to_dict()
         _save_figure(plot.energy_contours(model, test_x, bounds=bounds), out / "density.png")
 
-    generator = torch.Generator(device=device).manual_seed(seed + 20_000)
     x0 = _initial_points(int(sample_cfg["n_chains"]), tuple(dataset.event_shape), bounds,
                          torch.Generator().manual_seed(seed + 30_000), dtype, device)
-    from ebmcore.validation import check_int
-
-    trace_chains = check_int("sample.trace_chains",
-                             sample_cfg.get("trace_chains", DEFAULT_TRACE_CHAINS), minimum=1)
-    sampled = sampler.sample(model, x0, int(sample_cfg["n_steps"]),
-                             burn_in=int(sample_cfg["burn_in"]), thin=int(sample_cfg["thin"]),
-                             generator=generator, return_trajectory=True,
-                             trace_chains=trace_chains, backend=str(sample_cfg["backend"]),
-                             progress=progress)
-    samples = sampled.samples.detach()
-    torch.save(samples.cpu(), out / "samples.pt")
-    trajectory = sampled.trajectory.detach().cpu()
-    sample_metrics: dict[str, Any] = {
-        "backend": sampled.diagnostics.get("backend"),
-        "seconds": sampled.diagnostics.get("seconds"),
-        "nonfinite_chains": int(sampled.diagnostics["nonfinite_chains"].numel())
-        if "nonfinite_chains" in sampled.diagnostics else None,
-        "chains": chain_diagnostics(
-            trajectory, total_chains=int(samples.shape[0]),
-            stride=int(sampled.diagnostics.get("trajectory_stride", 1))),
-    }
-    finite = samples[torch.isfinite(samples.flatten(1)).all(1)]
+    finite, trajectory, sample_metrics = _draw_samples(model, sampler, x0, sample_cfg, seed,
+                                                       out, progress)
     n_compare = min(2000, finite.shape[0], test_x.shape[0])
     if n_compare >= 10:
         test = mmd(finite[:n_compare].cpu().double(), test_x[:n_compare].double(),
@@ -478,6 +514,77 @@ def _evaluate_and_sample(model: Any, dataset: Any, sampler: Any, config: dict[st
     _save_figure(plot.trace_plot(_finite_chains(trajectory)), out / "trace.png")
     result["evaluate_seconds"] = time.perf_counter() - started
     return result
+
+
+def _draw_samples(model: Any, sampler: Any, x0: torch.Tensor, sample_cfg: dict[str, Any],
+                  seed: int, out: Path, progress: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Sample the trained model from ``x0`` as ``[sample]`` says; save ``samples.pt``.
+
+    Returns the finite samples, the traced chains' trajectory (on the CPU) and the
+    sampling metrics (backend, time, non-finite chains, R-hat and ESS).
+    """
+    from ebmcore.validation import check_int
+
+    device = x0.device
+    generator = torch.Generator(device=device).manual_seed(seed + 20_000)
+    trace_chains = check_int("sample.trace_chains",
+                             sample_cfg.get("trace_chains", DEFAULT_TRACE_CHAINS), minimum=1)
+    sampled = sampler.sample(model, x0, int(sample_cfg["n_steps"]),
+                             burn_in=int(sample_cfg["burn_in"]), thin=int(sample_cfg["thin"]),
+                             generator=generator, return_trajectory=True,
+                             trace_chains=trace_chains, backend=str(sample_cfg["backend"]),
+                             progress=progress)
+    samples = sampled.samples.detach()
+    torch.save(samples.cpu(), out / "samples.pt")
+    trajectory = sampled.trajectory.detach().cpu()
+    metrics: dict[str, Any] = {
+        "backend": sampled.diagnostics.get("backend"),
+        "seconds": sampled.diagnostics.get("seconds"),
+        "nonfinite_chains": int(sampled.diagnostics["nonfinite_chains"].numel())
+        if "nonfinite_chains" in sampled.diagnostics else None,
+        "chains": chain_diagnostics(
+            trajectory, total_chains=int(samples.shape[0]),
+            stride=int(sampled.diagnostics.get("trajectory_stride", 1))),
+    }
+    finite = samples[torch.isfinite(samples.flatten(1)).all(1)]
+    return finite, trajectory, metrics
+
+
+def _evaluate_images(model: Any, dataset: Any, sampler: Any, config: dict[str, Any],
+                     seed: int, out: Path, progress: bool) -> dict[str, Any]:
+    """Sample an image model from its Gaussian base (uniform noise on ``[0, 1]`` without
+    one), judge it on the held-out split (:func:`ebmcore.evaluation.image_report.
+    image_evaluation`) and draw samples, held-out images and one chain's evolution."""
+    from ebmcore import plot
+    from ebmcore.evaluation.image_report import image_evaluation
+
+    eval_cfg, sample_cfg = config["evaluate"], config["sample"]
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    started = time.perf_counter()
+    n_chains = int(sample_cfg["n_chains"])
+    start_generator = torch.Generator().manual_seed(seed + 30_000)
+    base = getattr(model, "base_energy", lambda: None)()
+    if base is not None:
+        x0 = base.sample(n_chains, start_generator).to(device, dtype)
+    else:
+        x0 = _initial_points(n_chains, tuple(dataset.event_shape), [0.0, 1.0],
+                             start_generator, dtype, device)
+    finite, trajectory, sample_metrics = _draw_samples(model, sampler, x0, sample_cfg, seed,
+                                                       out, progress)
+    evaluation = image_evaluation(model, dataset, finite,
+                                  n_ais_chains=int(eval_cfg.get("ais_chains", 200)),
+                                  n_ais_temps=int(eval_cfg.get("ais_temps", 500)), seed=seed)
+    sample_metrics["mmd_to_test_data"] = evaluation.mmd
+    shown = (0.0, 1.0)
+    _save_figure(plot.image_grid(finite.cpu(), value_range=shown), out / "samples.png")
+    held_out = dataset.held_out().sample(64, torch.Generator().manual_seed(seed + 50_000))
+    _save_figure(plot.image_grid(held_out, value_range=shown), out / "data.png")
+    chains = _finite_chains(trajectory)
+    _save_figure(plot.chain_strip(chains[:, 0], value_range=shown), out / "chain.png")
+    return {"image_evaluation": evaluation.to_dict(), "sampling": sample_metrics,
+            "evaluate_seconds": time.perf_counter() - started}
 
 
 def _finite_chains(trajectory: torch.Tensor) -> torch.Tensor:
@@ -643,6 +750,10 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: 
                         ) -> dict[str, Any]:
     """Evaluate a model saved by a training run: exact 2-D figures, AIS bounds, MMD and KSD.
 
+    A model of an image data set gets :func:`ebmcore.evaluation.image_report.
+    image_evaluation` instead (``image_evaluation`` in the report): AIS bounds of its
+    held-out log-likelihood beside exact baselines, class coverage and MMD of its samples.
+
     The 2-D figures count the whole plane (see :func:`ebmcore.evaluate.grid_evaluation`): a
     model that is not a density gets "not normalisable" instead of a likelihood. The AIS
     base is a Gaussian centred on the box with the box's half-width as its standard
@@ -670,6 +781,13 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: 
     if not isinstance(dataset_spec, dict):
         raise ValueError(f"{str(target)!r} records no data set; was it written by ebmcore train?")
     dataset = ebmcore.create("dataset", dataset_spec["name"], **dataset_spec.get("params", {}))
+    if is_image_dataset(dataset):
+        from ebmcore.evaluation.image_report import image_evaluation
+
+        evaluation = image_evaluation(model, dataset, None, n_ais_chains=n_ais_chains,
+                                      n_ais_temps=n_ais_temps, seed=seed)
+        return {"checkpoint": str(target), "dataset": dataset_spec,
+                "image_evaluation": evaluation.to_dict()}
     dtype = next(model.parameters()).dtype
     test_x = dataset.sample(n_test, generator=torch.Generator().manual_seed(seed)).to(dtype)
     report: dict[str, Any] = {"checkpoint": str(target), "dataset": dataset_spec}

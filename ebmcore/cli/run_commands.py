@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ebmcore.config import (
-    TRAIN_DEFAULTS,
     apply_overrides,
+    defaults_for,
     load_toml,
     merge,
     signature_parameter,
@@ -157,10 +157,10 @@ def _log(args: argparse.Namespace) -> Any:
 
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
-    config = TRAIN_DEFAULTS
-    if getattr(args, "config", None) is not None:
-        config = merge(TRAIN_DEFAULTS, load_toml(args.config))
-    config = merge(config, {})
+    given = {} if getattr(args, "config", None) is None else load_toml(args.config)
+    # an image data set (named on the command line or in the file) starts from its recipe
+    dataset = getattr(args, "dataset", None) or (given.get("dataset") or {}).get("name")
+    config = merge(defaults_for(dataset), given)
     for kind in ("dataset", "model", "loss", "sampler"):
         name = getattr(args, kind, None)
         if name is not None and name != config[kind]["name"]:
@@ -178,7 +178,7 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print_summary(out: Path, metrics: dict[str, Any]) -> None:
     evaluation = metrics.get("evaluation") or {}
-    for line in evaluation_lines(evaluation):
+    for line in evaluation_lines(evaluation) + image_lines(metrics.get("image_evaluation")):
         print(line)
     runaway = metrics.get("runaway")
     if runaway:
@@ -188,7 +188,7 @@ def _print_summary(out: Path, metrics: dict[str, Any]) -> None:
     if sampling:
         chains = sampling["chains"]
         rhat = chains["rhat"]
-        shown = ("no R-hat (no finite traced chain)" if rhat is None
+        shown = (f"no R-hat ({chains.get('note', 'no finite traced chain')})" if rhat is None
                  else f"max R-hat {rhat['max']:.3f}")
         print(f"sampled {chains.get('total_chains', chains['n_chains'])} chains with backend "
               f"{sampling['backend']}: {shown} over {chains['n_chains']} traced chains")
@@ -224,6 +224,32 @@ def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
     if far.get("reference_energy") is not None:
         line += f" (highest on test data {far['reference_energy']:.4g})"
     lines.append(line)
+    return lines
+
+
+def image_lines(evaluation: dict[str, Any] | None) -> list[str]:
+    """Summarise an image evaluation: the AIS bracket of the test log-likelihood beside the
+    exact baselines, then class coverage and the MMD test."""
+    if not evaluation:
+        return []
+    b = evaluation["likelihood"]
+    lines = [f"test log-likelihood (AIS) between {b['lower']:.2f} ± {b['lower_stderr']:.2f} and "
+             f"{b['upper']:.2f} ± {b['upper_stderr']:.2f} nats per image "
+             f"({b['bits_per_dim_upper']:.3f} to {b['bits_per_dim_lower']:.3f} bits/dim)"]
+    if evaluation["baselines"]:
+        lines.append("exact baselines on the same split: " + "; ".join(
+            f"{name} {base['log_likelihood']:.2f} nats ({base['bits_per_dim']:.3f} bits/dim)"
+            for name, base in evaluation["baselines"].items()))
+    cov, ref = evaluation["coverage"], evaluation["data_coverage"]
+    if cov is not None:
+        lines.append(f"class coverage: {cov['confident_share']:.0%} of samples classified "
+                     f"with confidence (held-out images: {ref['confident_share']:.0%}), "
+                     f"{cov['classes_covered']} classes, largest share {cov['max_share']:.0%}")
+    if evaluation.get("mmd") is not None:
+        m = evaluation["mmd"]
+        lines.append(f"MMD² samples vs held-out images {m['statistic']:.5f} "
+                     f"(p = {m['p_value']:.3f})")
+    lines += [f"note: {note}" for note in evaluation.get("notes", [])]
     return lines
 
 
@@ -410,6 +436,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.out.write_text(text + "\n", encoding="utf-8")
     if args.json:
         print(text)
+        return 0
+    if "image_evaluation" in report:
+        for line in image_lines(report["image_evaluation"]):
+            print(line)
         return 0
     for line in evaluation_lines(report.get("grid") or {}):
         print(line)

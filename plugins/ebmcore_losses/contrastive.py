@@ -3,7 +3,10 @@
 Every loss here minimises ``mean E(x+) - mean E(x-)``, the maximum-likelihood gradient
 estimate whose negatives ``x-`` come from a sampler run on the current model, plus an optional
 energy-magnitude penalty ``alpha * (mean E(x+)^2 + mean E(x-)^2)`` (Du & Mordatch 2019) that
-keeps the energies from drifting. Negatives are detached: no gradient flows through the chain.
+keeps the energies from drifting. For a model with a Gaussian base (``model.base_energy()``)
+the penalty applies to the learned part ``E - E_base`` only: the base is fixed, and on images
+its energies are of the order of the dimension, which the penalty would otherwise fight.
+Negatives are detached: no gradient flows through the chain.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def contrastive_output(model: Energy, x: torch.Tensor, negatives: torch.Tensor,
         model: The energy being trained.
         x: The data batch (positives).
         negatives: The negative samples; detached here.
-        alpha: Weight of the energy-magnitude penalty.
+        alpha: Weight of the energy-magnitude penalty (on ``E - E_base`` for a model with
+            a Gaussian base).
     """
     n = x.shape[0]
     both = torch.cat([x, negatives.detach().to(x.dtype)])
@@ -45,7 +49,9 @@ def contrastive_output(model: Energy, x: torch.Tensor, negatives: torch.Tensor,
     mean_pos, mean_neg = e_pos.mean(), e_neg.mean()
     loss = mean_pos - mean_neg
     if alpha > 0:
-        loss = loss + alpha * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
+        base = getattr(model, "base_energy", lambda: None)()
+        learned = e if base is None else e - base(both).detach().to(e.dtype)
+        loss = loss + alpha * (learned[:n].pow(2).mean() + learned[n:].pow(2).mean())
     metrics = {"energy_pos": mean_pos.detach(), "energy_neg": mean_neg.detach()}
     return LossOutput(loss=loss, metrics=metrics, negatives=negatives.detach())
 

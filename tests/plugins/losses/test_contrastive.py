@@ -184,3 +184,21 @@ def test_base_init_needs_a_model_with_a_gaussian_base(gaussian_setup):
     loss = ebmcore.create("loss", "cd", k=1, init="base")
     with pytest.raises(ValueError, match="init='base' needs a model with a Gaussian base"):
         loss(model, x[:8])
+
+
+def test_the_energy_penalty_spares_a_gaussian_base():
+    """With the network silenced the model is its base: the penalty on E - E_base is 0."""
+    data = torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[4], confine="gaussian").double()
+    model.fit_confinement(data * 3.0)  # a base whose energies on data are far from 0
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.zero_()
+    plain, penalised = (ebmcore.create("loss", "cd", sampler=Frozen(), k=1, alpha=alpha,
+                                       generator=torch.Generator().manual_seed(1))
+                        for alpha in (0.0, 0.3))
+    torch.testing.assert_close(penalised(model, data).loss, plain(model, data).loss)
+    with torch.no_grad():
+        model.net[-1].bias.fill_(2.0)  # E - E_base = 2 everywhere: penalty 0.3 * (4 + 4)
+    torch.testing.assert_close(penalised(model, data).loss - plain(model, data).loss,
+                               torch.tensor(2.4, dtype=torch.float64))

@@ -218,7 +218,8 @@ BAD_PARAMS = [
     # (loss, parameter, bad values, exception)
     ("cd", "k", below_one, ValueError),
     ("cd", "alpha", negative | non_finite, ValueError),
-    ("cd", "init", st.text(max_size=4).filter(lambda s: s not in ("data", "noise", "base")), ValueError),
+    ("cd", "init", st.text(max_size=4).filter(lambda s: s not in ("data", "noise", "base")),
+     ValueError),
     ("pcd", "k", below_one, ValueError),
     ("pcd", "alpha", negative | non_finite, ValueError),
     ("pcd", "buffer_size", below_one, ValueError),
