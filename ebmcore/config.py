@@ -52,7 +52,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 #: preconditioned by its covariance (docs/training-results.md measures the recipe).
 IMAGE_RECIPE: dict[str, Any] = {
     "model": {"name": "conv", "params": {"channels": [32, 64], "confine": "gaussian"}},
-    "loss": {"name": "pcd", "params": {"k": 20, "init": "base", "alpha": 0.0}},
+    "loss": {"name": "pcd", "params": {"k": 20, "init": "base", "alpha": 0.1}},
     "sampler": {"name": "langevin", "params": {"step_size": 0.2, "precondition": True}},
     "train": {"steps": 1500, "batch_size": 128, "lr": 1e-3, "log_every": 50,
               "checkpoint_every": 500, "picture_every": 250},
