@@ -228,7 +228,8 @@ def _save_figure(fig: Any, path: Path) -> Path:
 
 
 def train_run(config: dict[str, Any], out: str | Path, *, progress: bool = False,
-              log: Log = _quiet, overwrite: bool = False) -> dict[str, Any]:
+              log: Log = _quiet, overwrite: bool = False,
+              distributed: bool = False) -> dict[str, Any]:
     """Train, then sample and evaluate the model, writing a run folder.
 
     The folder gets ``checkpoints/`` (full trainer state), ``model.pt`` (weights and how to
@@ -245,21 +246,30 @@ def train_run(config: dict[str, Any], out: str | Path, *, progress: bool = False
         progress: Show progress bars on a terminal.
         log: Receives one line per stage.
         overwrite: Allow writing into a non-empty folder.
+        distributed: Train on every rank of the initialised process group
+            (``Trainer(distributed=True)``; every rank calls this alike). Rank 0 alone writes
+            the folder and then samples and evaluates the model; the other ranks return
+            after training, with the training metrics.
 
     Raises:
         TrainingDivergedError: When a training step produced non-finite values.
     """
-    out = prepare_output_dir(out, overwrite=overwrite)
-    trainer, built, seed = _build_trainer(config, out, progress)
+    ranks = _ranks(distributed)
+    ranks.main_first(lambda: prepare_output_dir(out, overwrite=overwrite))
+    out = Path(out)
+    trainer, built, seed = _build_trainer(config, out, progress, distributed)
     resolved = built["config"]
-    (out / "config.toml").write_text(dump_toml(resolved), encoding="utf-8")
+    if not ranks.is_main:
+        log = _quiet
+    else:
+        (out / "config.toml").write_text(dump_toml(resolved), encoding="utf-8")
     log(f"training {resolved['model']['name']} on {resolved['dataset']['name']} with "
         f"{resolved['loss']['name']} + {resolved['sampler']['name']} for {trainer.steps} steps")
     return _finish_run(trainer, built, seed, out, progress, log, resumed_from=None)
 
 
 def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
-               warn: Log = _stderr) -> dict[str, Any] | None:
+               warn: Log = _stderr, distributed: bool = False) -> dict[str, Any] | None:
     """Continue a run folder written by :func:`train_run` from its newest readable checkpoint.
 
     The run is rebuilt from the folder's ``config.toml``; the trainer resumes from the newest
@@ -274,6 +284,9 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
         progress: Show progress bars on a terminal.
         log: Receives one line per stage.
         warn: Receives one line per skipped checkpoint.
+        distributed: Continue on every rank of the initialised process group, however many
+            ranks wrote the checkpoint (its chains are re-split); every rank reads the
+            folder, so on several machines it must be on a shared file system.
 
     Returns:
         The metrics written, with ``resumed_from`` (``checkpoint`` path and ``step``), or
@@ -286,27 +299,19 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
     """
     from ebmcore.config import defaults_for, load_toml, merge
     from ebmcore.errors import CheckpointError
-    from ebmcore.train import CHECKPOINT_GLOB
 
     out = Path(folder)
-    if not out.is_dir():
-        raise FileNotFoundError(f"run folder {str(out)!r} to resume does not exist")
+    if not _ranks(distributed).is_main:
+        log = warn = _quiet
+    candidates = resumable_checkpoints(out)
     config_file = out / "config.toml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{str(out)!r} holds no config.toml; --resume takes a run "
-                                f"folder written by ebmcore train")
     again = f"ebmcore train --config {config_file} --out {out} --overwrite"
-    candidates = sorted((out / "checkpoints").glob(CHECKPOINT_GLOB), reverse=True)
-    if not candidates:
-        raise CheckpointError(f"{str(out)!r} holds no checkpoints (checkpoints/"
-                              f"{CHECKPOINT_GLOB}) to resume from; start the run again: "
-                              f"{again}")
     # the same merge as --config, so a resumed run is built exactly as a replayed one
     saved = load_toml(config_file)
     config = merge(defaults_for((saved.get("dataset") or {}).get("name")), saved)
-    trainer, built, seed = _build_trainer(config, out, progress)
+    trainer, built, seed = _build_trainer(config, out, progress, distributed)
     used = None
-    for candidate in candidates:  # names are zero-padded: newest first
+    for candidate in candidates:
         try:
             used = trainer.resume(candidate)
         except CheckpointError as exc:
@@ -323,6 +328,31 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
                        resumed_from={"checkpoint": str(used), "step": trainer.step})
 
 
+def resumable_checkpoints(folder: str | Path) -> list[Path]:
+    """The checkpoints a run folder offers to :func:`resume_run`, newest first.
+
+    Raises:
+        FileNotFoundError: When ``folder`` or its ``config.toml`` does not exist.
+        CheckpointError: When the folder holds no checkpoint.
+    """
+    from ebmcore.errors import CheckpointError
+    from ebmcore.train import CHECKPOINT_GLOB
+
+    out = Path(folder)
+    if not out.is_dir():
+        raise FileNotFoundError(f"run folder {str(out)!r} to resume does not exist")
+    config_file = out / "config.toml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{str(out)!r} holds no config.toml; --resume takes a run "
+                                f"folder written by ebmcore train")
+    candidates = sorted((out / "checkpoints").glob(CHECKPOINT_GLOB), reverse=True)
+    if not candidates:
+        raise CheckpointError(f"{str(out)!r} holds no checkpoints (checkpoints/"
+                              f"{CHECKPOINT_GLOB}) to resume from; start the run again: "
+                              f"ebmcore train --config {config_file} --out {out} --overwrite")
+    return candidates  # names are zero-padded: newest first
+
+
 def _completed(metrics_file: Path, steps: int) -> bool:
     """Whether ``metrics.json`` records a run that trained all ``steps`` uninterrupted."""
     try:
@@ -333,7 +363,15 @@ def _completed(metrics_file: Path, steps: int) -> bool:
             and metrics.get("steps_done") == steps)
 
 
-def _build_trainer(config: dict[str, Any], out: Path, progress: bool) -> tuple[Any, dict, int]:
+def _ranks(distributed: bool) -> Any:
+    """The process group a run uses: the initialised one, or this process alone."""
+    from ebmcore.distributed import RankGroup
+
+    return RankGroup.current("a distributed run") if distributed else RankGroup()
+
+
+def _build_trainer(config: dict[str, Any], out: Path, progress: bool,
+                   distributed: bool = False) -> tuple[Any, dict, int]:
     """Seed, build the components and the trainer of a run writing checkpoints into ``out``."""
     from ebmcore.train import Trainer
 
@@ -342,14 +380,15 @@ def _build_trainer(config: dict[str, Any], out: Path, progress: bool) -> tuple[A
     built = build_training(config)
     train_cfg = dict(built["config"].get("train", {}))
     picture_every = train_cfg.pop("picture_every", None)
+    main = _ranks(distributed).is_main
     callbacks = []
-    if picture_every is not None and is_image_dataset(built["dataset"]):
+    if picture_every is not None and is_image_dataset(built["dataset"]) and main:
         callbacks.append(ReplayPictures(out / "pictures", int(picture_every)))
     trainer = Trainer(built["model"], built["loss"], data=built["dataset"],
                       steps=int(train_cfg.pop("steps")),
                       batch_size=int(train_cfg.pop("batch_size")),
-                      checkpoint_dir=out / "checkpoints", progress=progress, seed=seed,
-                      callbacks=callbacks, **train_cfg)
+                      checkpoint_dir=out / "checkpoints", progress=progress and main, seed=seed,
+                      callbacks=callbacks, distributed=distributed, **train_cfg)
     return trainer, built, seed
 
 
@@ -432,6 +471,9 @@ def _finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progr
         if trainer.in_step:
             log(f"interrupted during step {trainer.step + 1}; no checkpoint written (a "
                 f"half-done step would not resume exactly)")
+        elif trainer.world_size > 1:
+            log("interrupted at once; no checkpoint written (the other ranks may be at "
+                "another step)")
         else:
             trainer.check_finite()  # never leave a diverged state as the newest checkpoint
             trainer.save_checkpoint()
@@ -441,13 +483,6 @@ def _finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progr
     if interrupted:
         log(f"stopped by {stopped.get('signal', 'request')} at step {trainer.step}; last "
             f"checkpoint: {trainer.last_checkpoint}")
-
-    model = trainer.ema_model or built["model"]
-    model.eval()
-    spec = {"kind": "model", "name": resolved["model"]["name"],
-            "params": resolved["model"]["params"]}
-    save_model(out / "model.pt", model, spec=spec,
-               meta={"dataset": resolved["dataset"], "config_toml": dump_toml(resolved)})
 
     metrics: dict[str, Any] = {
         "seed": seed, "interrupted": interrupted, "stopped_by": stopped.get("signal"),
@@ -459,7 +494,16 @@ def _finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progr
         "history": trainer.history, "versions": versions(),
         "timings": {"train_seconds": train_seconds,
                     "seconds_per_step": train_seconds / max(trainer.step - start_step, 1)},
+        "world_size": trainer.world_size,
     }
+    if trainer.rank != 0:
+        return metrics  # the other ranks' work ends with training: rank 0 writes the folder
+    model = trainer.ema_model or built["model"]
+    model.eval()
+    spec = {"kind": "model", "name": resolved["model"]["name"],
+            "params": resolved["model"]["params"]}
+    save_model(out / "model.pt", model, spec=spec,
+               meta={"dataset": resolved["dataset"], "config_toml": dump_toml(resolved)})
     if not interrupted:
         log("evaluating and sampling the trained model")
         metrics.update(_evaluate_and_sample(model, built["dataset"], built["sampler"],
@@ -641,7 +685,7 @@ def load_energy(spec: dict[str, Any] | None, checkpoint: str | Path | None,
 
 def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, Any],
                out: str | Path, *, seed: int = 0, progress: bool = False,
-               overwrite: bool = False) -> dict[str, Any]:
+               overwrite: bool = False, distributed: bool = False) -> dict[str, Any]:
     """Sample ``energy`` and write samples (``.pt``, ``.npy``), diagnostics and plots.
 
     Memory stays bounded whatever the run's size: the chains' positions, per-chain counts,
@@ -662,10 +706,14 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
         seed: Seeds the initial points and the sampler.
         progress: Show a progress bar on a terminal.
         overwrite: Allow writing into a non-empty folder.
+        distributed: Split the chains over the ranks of the initialised process group
+            (``Sampler.sample(distributed=True)``; every rank calls this alike). Every rank
+            returns the report; rank 0 writes the folder, except that with
+            ``save_trajectory`` each rank writes its own chains' columns of
+            ``trajectory.npy`` (on several machines the folder must then be shared).
     """
     import numpy as np
 
-    from ebmcore.sampler import TrajectoryFile
     from ebmcore.validation import check_int
 
     for key, minimum in (("n_chains", 1), ("n_steps", 1), ("burn_in", 0), ("thin", 1)):
@@ -699,7 +747,9 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
     elif dim is not None and tuple(event_shape) != (dim,):
         raise ValueError(f"--dim {dim} does not fit {type(energy).__name__}, whose event shape "
                          f"is {tuple(event_shape)}")
-    out = prepare_output_dir(out, overwrite=overwrite)
+    ranks = _ranks(distributed)
+    ranks.main_first(lambda: prepare_output_dir(out, overwrite=overwrite))
+    out = Path(out)
     ref = next(iter(energy.buffers()), None)
     ref = next(iter(energy.parameters()), ref)
     dtype = ref.dtype if ref is not None else torch.float32
@@ -708,13 +758,13 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
         (int(settings["n_chains"]), *event_shape), generator=torch.Generator().manual_seed(seed),
         dtype=dtype).to(device)
     generator = torch.Generator(device=device).manual_seed(seed + 1)
-    writer = (TrajectoryFile(out / "trajectory.npy", n_steps // thin, x0.shape, x0.dtype)
-              if save_trajectory else None)
+    writer = (_trajectory_writer(out / "trajectory.npy", n_steps // thin, x0, trace_chains,
+                                 ranks) if save_trajectory else None)
     try:
         result = sampler.sample(energy, x0, n_steps, burn_in=int(settings.get("burn_in", 0)),
                                 thin=thin, generator=generator, return_trajectory=True,
                                 trace_chains=trace_chains, on_keep=writer, backend=backend,
-                                progress=progress)
+                                progress=progress and ranks.is_main, distributed=distributed)
     except BaseException:
         if writer is not None:  # a half-written file would read as a whole one
             writer.close()
@@ -723,8 +773,6 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
     if writer is not None:
         writer.close()
     samples = result.samples.detach().cpu()
-    torch.save(samples, out / "samples.pt")
-    np.save(out / "samples.npy", samples.numpy())
     diag = result.diagnostics
     trajectory = result.trajectory.detach().cpu()
     acceptance = diag.get("acceptance")
@@ -737,11 +785,36 @@ def sample_run(energy: Any, sampler_spec: dict[str, Any], settings: dict[str, An
         "chains": chain_diagnostics(trajectory, total_chains=int(samples.shape[0]),
                                     stride=int(diag.get("trajectory_stride", 1))),
         "trajectory": None if writer is None else str(writer.path),
-        "versions": versions(),
+        "versions": versions(), "world_size": ranks.world_size,
     }
+    if not ranks.is_main:
+        return report  # rank 0 writes the files
+    torch.save(samples, out / "samples.pt")
+    np.save(out / "samples.npy", samples.numpy())
     report["plots"] = _plot_chains(trajectory, samples, energy, out)
     _write_json(out / "diagnostics.json", report)
     return report
+
+
+def _trajectory_writer(path: Path, n_kept: int, x0: torch.Tensor, trace_chains: int,
+                       ranks: Any) -> Any:
+    """The ``on_keep`` hook that streams every chain's kept steps into ``path``.
+
+    In a distributed run rank 0 creates the file and each rank writes the columns of the
+    chains it samples (:func:`ebmcore.distributed.chain_shards`).
+    """
+    from ebmcore.sampler import TrajectoryFile, trace_stride
+
+    if not ranks.active:
+        return TrajectoryFile(path, n_kept, x0.shape, x0.dtype)
+    from ebmcore.distributed import chain_shards
+
+    stride = trace_stride(x0.shape[0], trace_chains)
+    columns = chain_shards(x0.shape[0], stride, ranks.world_size)[ranks.rank]
+    created = ranks.main_first(
+        lambda: TrajectoryFile(path, n_kept, x0.shape, x0.dtype, columns=columns))
+    return created or TrajectoryFile(path, n_kept, x0.shape, x0.dtype, columns=columns,
+                                     create=False)
 
 
 def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: int = 500,

@@ -16,7 +16,7 @@ from ebmcore.energy import Energy, as_energy
 from ebmcore.errors import BackendUnavailableError
 from ebmcore.validation import check_energy_output, check_int, check_points, same_device
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "numba", "cuda")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "numba", "cuda", "compiled")
 
 #: A hook :meth:`Sampler.sample` calls at every kept step with ``(k, x)``: the kept step's
 #: index ``k`` (from 0) and the positions ``x`` of every chain ``(B, *event_shape)``.
@@ -91,6 +91,9 @@ class Sampler:
     #: so that the diagnostics cost about 1 % of the run.
     max_trace_evaluations: int = 10
     trace_spacing: int = 50
+    #: Diagnostics that hold one value per chain (their first dimension): sampling with
+    #: ``distributed=True`` gathers them in chain order, and averages other tensors over ranks.
+    chain_diagnostics: tuple[str, ...] = ("acceptance", "divergences", "step_size")
 
     def init(self, energy: Energy, x: torch.Tensor) -> SamplerState:
         """Return the state of chains at ``x``, caching their energy (and gradient).
@@ -161,7 +164,7 @@ class Sampler:
                thin: int = 1, generator: torch.Generator | None = None,
                return_trajectory: bool = False, trace_chains: int | None = None,
                on_keep: KeepHook | None = None, backend: str = "auto",
-               progress: bool = False) -> SampleResult:
+               progress: bool = False, distributed: bool = False) -> SampleResult:
         """Run ``burn_in`` adaptation steps then ``n_steps`` kept steps from ``x0``.
 
         Args:
@@ -189,6 +192,16 @@ class Sampler:
                 ``"auto"`` picks ``"torch"`` and ``"numba"`` / ``"cuda"`` are refused.
             backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"cuda"``.
             progress: Show a progress bar on a terminal.
+            distributed: Split the chains over the ranks of the initialised
+                ``torch.distributed`` process group (collective: every rank calls this with
+                the same ``x0``, all the chains, and a ``generator`` seeded alike). Rank ``r``
+                runs a contiguous block of chains (blocks of the trace stride, so the traced
+                chains are those of an unsharded run) on its own stream derived from
+                ``generator`` (:func:`ebmcore.distributed.rank_generator`); every rank
+                returns the whole batch's ``samples``, ``trajectory`` and diagnostics
+                (:func:`ebmcore.distributed.merge_diagnostics`), while ``state`` and the
+                ``on_keep`` hook see its own chains, listed in ``diagnostics["shards"]``.
+                Off by default: an initialised process group alone changes nothing.
         """
         energy = as_energy(energy)
         check_int("n_steps", n_steps, minimum=1)
@@ -212,6 +225,24 @@ class Sampler:
             raise TypeError(f"on_keep must be a callable on_keep(k, x) or None, got "
                             f"{type(on_keep).__name__}")
         stride = trace_stride(x0.shape[0], trace_chains)
+        if not isinstance(distributed, bool):
+            raise TypeError(f"distributed must be True or False, got {type(distributed).__name__}")
+        run_args = {"burn_in": burn_in, "thin": thin, "on_keep": on_keep, "backend": backend}
+        if distributed:
+            from ebmcore.distributed import sample_sharded
+
+            return sample_sharded(self._sample, energy, x0, n_steps, generator=generator,
+                                  stride=stride, return_trajectory=return_trajectory,
+                                  progress=progress, chain_keys=self.chain_diagnostics,
+                                  **run_args)
+        return self._sample(energy, x0, n_steps, generator=generator, stride=stride,
+                            return_trajectory=return_trajectory, progress=progress, **run_args)
+
+    def _sample(self, energy: Energy, x0: torch.Tensor, n_steps: int, *, burn_in: int,
+                thin: int, generator: torch.Generator | None, return_trajectory: bool,
+                stride: int, on_keep: KeepHook | None, backend: str,
+                progress: bool) -> SampleResult:
+        """The loop of :meth:`sample` over checked arguments, on this process's chains."""
         if generator is None:
             # A private generator, so that sampling never advances torch's global RNG.
             generator = torch.Generator(device=x0.device)
@@ -393,10 +424,16 @@ class TrajectoryFile:
         n_kept: Number of kept steps ``T`` (``n_steps // thin``).
         shape: Positions' shape ``(B, *event_shape)``.
         dtype: The positions' dtype (``torch.float32`` or ``torch.float64``).
+        columns: The chains ``[start, stop)`` this writer fills, when several writers (the
+            ranks of sharded sampling) share the file; the hook then gets ``stop - start``
+            rows. ``None``: all of them.
+        create: Create the file; ``False`` opens one of this shape that another writer
+            created.
     """
 
     def __init__(self, path: str | Path, n_kept: int, shape: tuple[int, ...] | torch.Size,
-                 dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, *, columns: tuple[int, int] | None = None,
+                 create: bool = True) -> None:
         import numpy as np
 
         check_int("n_kept", n_kept, minimum=1)
@@ -404,11 +441,21 @@ class TrajectoryFile:
         self.shape = (n_kept, *(int(n) for n in shape))
         self.dtype = torch.empty(0, dtype=dtype).numpy().dtype
         self._torch_dtype = dtype
-        array = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype,
-                                          shape=self.shape)
-        self._offset = int(array.offset)
+        start, stop = (0, self.shape[1]) if columns is None else columns
+        if not 0 <= start < stop <= self.shape[1]:
+            raise ValueError(f"columns {columns} are not chains of the {self.shape[1]} in "
+                             f"{self.path}")
+        array = np.lib.format.open_memmap(self.path, mode="w+" if create else "r",
+                                          dtype=self.dtype if create else None,
+                                          shape=self.shape if create else None)
+        if array.shape != self.shape or array.dtype != self.dtype:
+            raise ValueError(f"{self.path} holds {array.dtype} {array.shape}, not "
+                             f"{self.dtype} {self.shape}")
+        chain_bytes = math.prod(self.shape[2:]) * self.dtype.itemsize
+        self._offset = int(array.offset) + start * chain_bytes
         del array  # unmapped: rows go in through plain writes, never a mapping of the file
-        self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self._row_bytes = self.shape[1] * chain_bytes
+        self._rows = (stop - start, *self.shape[2:])
         self._file: Any = open(self.path, "r+b")  # noqa: SIM115 - closed by close()
         #: Number of rows written so far.
         self.written = 0
@@ -417,9 +464,10 @@ class TrajectoryFile:
         """Write kept step ``k``'s positions ``x`` ``(B, *event_shape)``."""
         if self._file is None:
             raise ValueError(f"{self.path} is closed")
-        if not 0 <= k < self.shape[0] or tuple(x.shape) != self.shape[1:]:
+        if not 0 <= k < self.shape[0] or tuple(x.shape) != self._rows:
             raise ValueError(f"kept step {k} with positions {tuple(x.shape)} does not fit "
-                             f"{self.path}, shaped {self.shape}")
+                             f"{self.path}, shaped {self.shape} (this writer's chains: "
+                             f"{self._rows[0]})")
         row = x.detach().to("cpu", self._torch_dtype).contiguous().numpy()
         self._file.seek(self._offset + k * self._row_bytes)
         self._file.write(row.data)

@@ -23,6 +23,17 @@ import torch
 from torch import nn
 
 from ebmcore.checkpoint import load_checkpoint, save_checkpoint
+from ebmcore.distributed import (
+    RankGroup,
+    batch_share,
+    earliest,
+    gather_loss_state,
+    mix_seed,
+    rank_seed,
+    share_chain_counts,
+    split_loss_state,
+    warn_unsharded_loader,
+)
 from ebmcore.energy import Energy, as_energy
 from ebmcore.errors import CheckpointError, TrainingDivergedError, TrainingRunawayWarning
 from ebmcore.loss import Loss, LossOutput
@@ -62,20 +73,21 @@ def _describe_nonfinite(bad: dict[str, float]) -> str:
     return f"{words[0]}, then {', '.join(words[1:-1])}{' and ' if words[2:] else ''}{words[-1]}"
 
 
-def _scalar(value: Any) -> float:
-    return float(value.detach().item()) if isinstance(value, torch.Tensor) else float(value)
-
-
 class _TensorBatches:
-    """Shuffled minibatches of a data tensor, one permutation per epoch (last partial dropped)."""
+    """Shuffled minibatches of a data tensor, one permutation per epoch (last partial dropped).
 
-    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+    ``rows`` picks this rank's part of each (global) batch in a distributed run.
+    """
+
+    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator,
+                 rows: slice = slice(None)) -> None:
         if data.shape[0] < batch_size:
             raise ValueError(f"batch_size={batch_size} exceeds the {data.shape[0]} points in "
                              f"the data tensor")
         self.data = data
         self.batch_size = batch_size
         self.generator = generator
+        self.rows = rows
         self.perm: torch.Tensor | None = None
         self.pos = 0
 
@@ -84,7 +96,7 @@ class _TensorBatches:
         if self.perm is None or self.pos + self.batch_size > n:
             self.perm = torch.randperm(n, generator=self.generator)
             self.pos = 0
-        rows = self.perm[self.pos:self.pos + self.batch_size]
+        rows = self.perm[self.pos:self.pos + self.batch_size][self.rows]
         self.pos += self.batch_size
         return self.data[rows.to(self.data.device)]
 
@@ -96,15 +108,17 @@ class _TensorBatches:
 
 
 class _DatasetBatches:
-    """Fresh draws from a data set component every step."""
+    """Fresh draws from a data set component every step (``rows`` of each, as above)."""
 
-    def __init__(self, dataset: Any, batch_size: int, generator: torch.Generator) -> None:
+    def __init__(self, dataset: Any, batch_size: int, generator: torch.Generator,
+                 rows: slice = slice(None)) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.generator = generator
+        self.rows = rows
 
     def next(self) -> torch.Tensor:
-        return self.dataset.sample(self.batch_size, generator=self.generator)
+        return self.dataset.sample(self.batch_size, generator=self.generator)[self.rows]
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -256,7 +270,8 @@ class Trainer:
             component (name or instance with ``sample(n, generator)``, fresh draws each step),
             or a ``torch.utils.data.DataLoader`` (its batches as they come).
         steps: Total optimisation steps :meth:`fit` runs to.
-        batch_size: Points per step for tensor and data set sources.
+        batch_size: Points per step for tensor and data set sources, over all ranks in a
+            distributed run (the global batch; each rank trains on its share).
         lr: Learning rate of the default Adam optimiser (3e-3 was tuned on PCD training of
             the mlp energy on 2-D toy data; 1e-3 learned markedly less in 2,000 steps).
         grad_clip: Clip the global gradient norm to this value (``None``: no clipping).
@@ -282,6 +297,15 @@ class Trainer:
             recorded in :attr:`skipped_steps`, and after ``MAX_SKIPPED_IN_A_ROW`` skipped
             steps in a row the run stops with :class:`~ebmcore.errors.TrainingDivergedError`.
             Costs a copy of the loss's state and one host synchronisation per step.
+        distributed: Train on every rank of the initialised ``torch.distributed`` process
+            group (every rank builds the same trainer and calls :meth:`fit`). Rank ``r``
+            trains on rows ``[r b, (r + 1) b)`` of each global batch (``b = batch_size /
+            world_size``; a DataLoader should carry a ``DistributedSampler``), with its own
+            random stream for the loss and its share of the loss's persistent chains (see
+            :mod:`ebmcore.distributed`); gradients and logged metrics are averaged over the
+            ranks, so every rank keeps the same weights. Rank 0 alone writes checkpoints,
+            which hold every rank's chains and resume on any number of ranks. A stop request
+            takes effect at the next logged step, where the ranks agree on it.
 
     Every step watches, without a host synchronisation, whether the loss's negative samples,
     its metrics (such as the energies), the loss or a parameter gradient turned non-finite;
@@ -296,7 +320,11 @@ class Trainer:
                  callbacks: Sequence[Callback] = (), progress: bool = False,
                  log_every: int = 100, checkpoint_dir: str | Path | None = None,
                  checkpoint_every: int | None = None, seed: int = 0,
-                 runaway_energy: float | None = 1e3, skip_nonfinite: bool = False) -> None:
+                 runaway_energy: float | None = 1e3, skip_nonfinite: bool = False,
+                 distributed: bool = False) -> None:
+        if not isinstance(distributed, bool):
+            raise TypeError(f"distributed must be True or False, got {type(distributed).__name__}")
+        self._ranks = RankGroup.current("Trainer(distributed=True)") if distributed else RankGroup()
         self.model = as_energy(model)
         self.loss = self._resolve_loss(loss)
         self.steps = check_int("steps", steps, minimum=1)
@@ -325,16 +353,22 @@ class Trainer:
         self.skipped_steps: list[int] = []
 
         self.device = self._model_device()
+        # the data stream is global (alike on every rank); the loss's draws are the rank's own
         self.data_generator = torch.Generator().manual_seed(self.seed)
-        self.loss_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        self.loss_generator = torch.Generator(device=self.device).manual_seed(
+            rank_seed(self.seed + 1, self.rank))
         if hasattr(self.loss, "set_generator"):
             self.loss.set_generator(self.loss_generator)
+        share_chain_counts(self.loss, self._ranks)
         self.loss.to(self.device)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._params += [p for p in self.loss.parameters() if p.requires_grad]
         self.optimizer = self._build_optimizer(optimizer)
         self._batches = self._build_batches(data)
         self._fit_confinement()
+        # every rank starts from rank 0's weights, as DistributedDataParallel does
+        self._ranks.broadcast_([*self.model.parameters(), *self.model.buffers(),
+                                *self.loss.parameters()])
         self._ema = None if ema is None else _EMA(self.model, float(ema))
 
         self.step = 0
@@ -394,19 +428,27 @@ class Trainer:
         if data is None:
             raise ValueError("data is required: a tensor, a data set (name or instance) or a "
                              "DataLoader")
-        if isinstance(data, torch.Tensor):
-            check_points("data", data, self.model.event_shape)
-            return _TensorBatches(data, self.batch_size, self.data_generator)
         if isinstance(data, str):
             import ebmcore
 
             data = ebmcore.create("dataset", data)
         if isinstance(data, torch.utils.data.DataLoader):
+            if self._ranks.active:
+                warn_unsharded_loader(data)
             return _LoaderBatches(data)
+        rows = self._batch_rows()
+        if isinstance(data, torch.Tensor):
+            check_points("data", data, self.model.event_shape)
+            return _TensorBatches(data, self.batch_size, self.data_generator, rows)
         if callable(getattr(data, "sample", None)):
-            return _DatasetBatches(data, self.batch_size, self.data_generator)
+            return _DatasetBatches(data, self.batch_size, self.data_generator, rows)
         raise TypeError(f"data must be a tensor, a data set name or instance with "
                         f"sample(n, generator), or a DataLoader; got {type(data).__name__}")
+
+    def _batch_rows(self) -> slice:
+        """This rank's rows of each global batch (all of them in a single process)."""
+        share = batch_share(self.batch_size, self.world_size)
+        return slice(self.rank * share, (self.rank + 1) * share)
 
     def _fit_confinement(self) -> None:
         """Fit the model's confining wall to the data, if it has one and it is not yet fitted.
@@ -450,6 +492,16 @@ class Trainer:
         return None if self._ema is None else self._ema.model
 
     @property
+    def rank(self) -> int:
+        """This process's rank (0 unless the trainer is distributed)."""
+        return self._ranks.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes training together (1 unless the trainer is distributed)."""
+        return self._ranks.world_size
+
+    @property
     def in_step(self) -> bool:
         """Whether a step was left partly applied (an exception or interrupt escaped it).
 
@@ -470,6 +522,7 @@ class Trainer:
         output = self.loss(self.model, x)
         self.optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
+        self._ranks.average_gradients(self._params)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
         if loss_state is not None and not self._all_finite(output):
@@ -489,7 +542,7 @@ class Trainer:
         checks += [p.grad.isfinite().all() for p in self._params if p.grad is not None]
         if output.negatives is not None:
             checks.append(output.negatives.detach().isfinite().all())
-        return bool(torch.stack(checks).all())
+        return self._ranks.all_true(bool(torch.stack(checks).all()))  # skip on all or none
 
     def _skip_step(self, loss_state: dict[str, Any]) -> None:
         """Undo a non-finite step (``skip_nonfinite``): no update, the loss's state restored."""
@@ -538,7 +591,8 @@ class Trainer:
 
         This reads the device-side record each step keeps, so it synchronises with the
         device; :meth:`fit` calls it on its log cadence, before each checkpoint and when a
-        step raises.
+        step raises. In a distributed run it is collective: the ranks agree on the earliest
+        bad step of any rank, and all raise.
 
         Args:
             cause: The exception a step raised, chained to the error when there is one.
@@ -549,6 +603,13 @@ class Trainer:
                 :attr:`last_checkpoint`.
         """
         found = self._watch.first()
+        if self._ranks.active:
+            found = earliest(self._ranks.gather_objects(found))
+        self._raise_nonfinite(found, cause)
+
+    def _raise_nonfinite(self, found: tuple[int, dict[str, float]] | None,
+                         cause: BaseException | None) -> None:
+        """Raise the divergence error for ``found`` (the first bad step), if any."""
         if found is None:
             return
         step, bad = found
@@ -570,15 +631,15 @@ class Trainer:
 
     def _record(self, output: LossOutput) -> dict[str, float]:
         self.check_finite()
-        record = {"step": float(self.step), "loss": _scalar(output.loss)}
-        for name, value in output.metrics.items():
-            record[name] = _scalar(value)
+        record = {"step": float(self.step)}
+        values = self._ranks.mean([output.loss, *output.metrics.values()])  # over the ranks
+        record.update(zip(["loss", *output.metrics], values, strict=True))
         record["seconds"] = self._seconds
         # the history is scanned (for an earlier runaway) only when this record runs away
         found = self._runaway_in(record)
         first = found is not None and self.runaway is None
         self.history.append(record)
-        if first:
+        if first and self._ranks.is_main:  # the ranks log the same averages: warn once
             name, value = found
             warnings.warn(
                 f"training is running away at step {self.step}: {name} = {value:.4g} exceeds "
@@ -616,22 +677,25 @@ class Trainer:
         time spent in training steps so far, across resumes).
         """
         self.model.train()
-        self._stop = False
-        bar = ProgressBar(self.steps, enabled=self.progress, label="train")
+        self._stop = stopping = False
+        bar = ProgressBar(self.steps, enabled=self.progress and self._ranks.is_main,
+                          label="train")
         bar.update(self.step)
         started = time.perf_counter()
         base = self._seconds
-        while self.step < self.steps and not self._stop:
+        while self.step < self.steps and not stopping:
             try:
                 output = self.train_step()
                 for callback in self.callbacks:
                     callback(self, output)
             except Exception as exc:
                 # a divergence often shows first as a symptom downstream (a sampler refusing
-                # non-finite starting points): name the divergence, chained to the symptom
-                self.check_finite(cause=exc)
+                # non-finite starting points): name the divergence, chained to the symptom.
+                # This rank's record only: the others are not here to agree.
+                self._raise_nonfinite(self._watch.first(), cause=exc)
                 raise
-            last = self.step == self.steps or self._stop
+            stopping = self._stopping()
+            last = self.step == self.steps or stopping
             if self.step % self.log_every == 0 or last:
                 self._seconds = base + time.perf_counter() - started
                 record = self._record(output)
@@ -646,21 +710,34 @@ class Trainer:
         self._seconds = base + time.perf_counter() - started
         return self.history
 
+    def _stopping(self) -> bool:
+        """Whether to stop after this step: on request, or where all ranks agree on one."""
+        if not self._ranks.active:
+            return self._stop
+        # ranks must stop at the same step: a request counts at the next logged step
+        due = self.step % self.log_every == 0 or self.step == self.steps
+        return due and self._ranks.any_true(self._stop)
+
     # -- checkpoints -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Return everything needed to continue this run exactly."""
+        """Return everything needed to continue this run exactly.
+
+        In a distributed run this is collective, and holds every rank's persistent chains
+        (gathered in rank order) and random streams (``ranks``); the rest is rank 0's.
+        """
+        streams = self._ranks.gather_objects({"loss": self.loss_generator.get_state(),
+                                              "torch": torch.get_rng_state()})
         rng: dict[str, Any] = {"data": self.data_generator.get_state(),
-                               "loss": self.loss_generator.get_state(),
-                               "torch": torch.get_rng_state()}
+                               "loss": streams[0]["loss"], "torch": streams[0]["torch"]}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = list(torch.cuda.get_rng_state_all())
-        return {
+        state = {
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": None if self._ema is None else self._ema.model.state_dict(),
-            "loss": self.loss.state_dict(),
+            "loss": gather_loss_state(self.loss, self._ranks),
             "rng": rng,
             "data": self._batches.state_dict(),
             "history": self.history,
@@ -669,9 +746,20 @@ class Trainer:
             "config": {"batch_size": self.batch_size, "seed": self.seed,
                        "loss": type(self.loss).__name__, "model": type(self.model).__name__},
         }
+        if self._ranks.active:
+            state["ranks"] = {"world_size": self.world_size,
+                              "loss": [s["loss"] for s in streams],
+                              "torch": [s["torch"] for s in streams]}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned into this (identically built) trainer."""
+        """Restore what :meth:`state_dict` returned into this (identically built) trainer.
+
+        The state may come from a run on another number of ranks: the persistent chains are
+        split over this run's ranks, rank ``r`` takes rank ``r``'s random streams where the
+        writer had such a rank, and a fresh stream derived from the seed and the step
+        otherwise. With as many ranks as the writer, the run continues exactly.
+        """
         config = state["config"]
         for key, mine in (("loss", type(self.loss).__name__),
                           ("model", type(self.model).__name__)):
@@ -687,13 +775,20 @@ class Trainer:
             raise ValueError("the checkpoint and this trainer disagree on using an EMA")
         if self._ema is not None:
             self._ema.model.load_state_dict(state["ema"])
-        self.loss.load_state_dict(state["loss"])
+        self.loss.load_state_dict(split_loss_state(self.loss, state["loss"], self._ranks))
         self.loss.to(self.device)
         rng = state["rng"]
+        ranks = state.get("ranks") or {"loss": [rng["loss"]], "torch": [rng["torch"]]}
         self.data_generator.set_state(rng["data"])
-        self.loss_generator.set_state(rng["loss"])
+        if self.rank < len(ranks["loss"]):
+            self.loss_generator.set_state(ranks["loss"][self.rank])
+        else:  # a rank the writer did not have
+            self.loss_generator.manual_seed(
+                rank_seed(mix_seed(self.seed + 1, int(state["step"])), self.rank))
         self._batches.load_state_dict(state["data"])
-        torch.set_rng_state(rng["torch"])  # after the loader replay, which uses it
+        # after the loader replay, which uses it; rank 0's for a rank the writer did not have
+        torch.set_rng_state(ranks["torch"][self.rank] if self.rank < len(ranks["torch"])
+                            else rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step = int(state["step"])
@@ -706,6 +801,9 @@ class Trainer:
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint atomically and return its path.
 
+        In a distributed run every rank calls this (it gathers the ranks' chains) and rank
+        0 alone writes the file.
+
         Args:
             path: Target file; ``None`` writes ``checkpoint_dir/step-XXXXXXXXX.pt``.
         """
@@ -713,7 +811,9 @@ class Trainer:
             if self.checkpoint_dir is None:
                 raise ValueError("pass a path or construct the trainer with checkpoint_dir")
             path = self.checkpoint_dir / _checkpoint_name(self.step)
-        written = save_checkpoint(path, self.state_dict(), meta={"step": self.step})
+        state = self.state_dict()
+        written = (save_checkpoint(path, state, meta={"step": self.step})
+                   if self._ranks.is_main else Path(path))
         self.last_checkpoint = written
         return written
 

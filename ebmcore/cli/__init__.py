@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from ebmcore.cli import registry_commands, run_commands
 from ebmcore.errors import EbmcoreError
+from ebmcore.launch import DistributedError, rank_prefix
 
 #: Modules that each contribute sub-commands through ``add_commands(subparsers)``.
 COMMAND_MODULES = [registry_commands, run_commands]
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what --nproc hands to the processes it starts
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -55,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (CommandError, EbmcoreError, LookupError, ValueError, TypeError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"ebmcore: error: {message}", file=sys.stderr)
+        # a DistributedError names its rank itself
+        prefix = "" if isinstance(exc, DistributedError) else rank_prefix()
+        print(f"ebmcore: error: {prefix}{message}", file=sys.stderr)
         return 1
 
 

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import math
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ebmcore.config import (
     apply_overrides,
+    check_train_config,
     defaults_for,
     load_toml,
     merge,
     signature_parameter,
 )
+from ebmcore.launch import DEFAULT_TIMEOUT, DIST_BACKENDS
 
 #: Where ``ebmcore demo`` writes when no ``--out`` is given (``-2``, ``-3``... on reruns).
 DEMO_FOLDER = "ebmcore-demo"
@@ -75,10 +80,14 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--config", type=Path, help="replay a run from its config.toml")
     p.add_argument("--resume", type=Path, metavar="RUN_FOLDER",
                    help="continue an interrupted run from its newest readable checkpoint "
-                        "(only --quiet may be added)")
+                        "(only --quiet, --nproc and --dist-* may be added; --nproc may "
+                        "differ from the run's: its chains are re-split)")
     p.add_argument("--steps", type=_positive_int,
                    help="training steps (same as --set train.steps=N)")
     p.add_argument("--device", help="cpu or cuda")
+    _add_distributed_options(p, "train with DistributedDataParallel-style gradient averaging; "
+                                "the global batch (train.batch_size) is split over the "
+                                "processes")
     p.set_defaults(handler=cmd_train)
 
     p = subparsers.add_parser(
@@ -120,6 +129,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: runs/sample-<time>)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_distributed_options(p, "split the chains over the processes, each with its own random "
+                                "stream; samples and diagnostics are gathered")
     p.set_defaults(handler=cmd_sample)
 
     p = subparsers.add_parser(
@@ -132,6 +143,60 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON report to this file")
     p.set_defaults(handler=cmd_evaluate)
+
+
+def _add_distributed_options(p: argparse.ArgumentParser, what: str) -> None:
+    group = p.add_argument_group(
+        "several processes (torch.distributed)",
+        f"--nproc N starts N processes on this machine through torch.distributed.run (what "
+        f"torchrun runs); or start the command itself under torchrun --nproc-per-node N "
+        f"[--nnodes ...] -m ebmcore ..., without --nproc. Either way: {what}; rank 0 writes "
+        f"the output folder.")
+    group.add_argument("--nproc", type=_positive_int, metavar="N",
+                       help="processes to run on this machine (1: this one alone)")
+    group.add_argument("--dist-backend", choices=DIST_BACKENDS, default="auto",
+                       help="process-group backend (auto: nccl on cuda, else gloo)")
+    group.add_argument("--dist-timeout", type=_positive_float, default=DEFAULT_TIMEOUT,
+                       metavar="SECONDS",
+                       help=f"a rank waiting longer than this for the others (one died or "
+                            f"hangs) ends the job with an error (default {DEFAULT_TIMEOUT:g})")
+
+
+@contextlib.contextmanager
+def _joined(args: argparse.Namespace, device: str) -> Iterator[Any]:
+    """Join the job this process was launched into (a group of one when it was not).
+
+    Ranks other than 0 turn quiet: rank 0 prints the progress, the messages and the summary.
+    """
+    from ebmcore.launch import joined
+
+    with joined(device, args.dist_backend, args.dist_timeout) as ranks:
+        if not ranks.is_main:
+            args.quiet = True
+            warnings.filterwarnings("ignore")  # rank 0 gives each warning once
+        yield ranks
+
+
+def _check_before_launch(config: dict[str, Any], nproc: int) -> None:
+    """Refuse, once and before any process starts, a run that every worker would refuse."""
+    from ebmcore.distributed import batch_share
+
+    check_train_config(config)
+    batch_share(int((config.get("train") or {}).get("batch_size", 0)), nproc)
+
+
+def _launch(args: argparse.Namespace, out: Path | None) -> int:
+    """Run this command line in ``--nproc`` processes through torch.distributed.run.
+
+    The workers get the same arguments, plus ``--out`` when the folder was chosen here (a
+    default folder name holds the time, which the workers must not each pick anew).
+    """
+    from ebmcore.launch import launch
+
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    if out is not None and args.out is None:
+        argv += ["--out", str(out)]
+    return launch(argv, args.nproc)
 
 
 def _add_component_options(p: argparse.ArgumentParser, kinds: tuple[str, ...]) -> None:
@@ -254,18 +319,29 @@ def image_lines(evaluation: dict[str, Any] | None) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train on the chosen components and write the run folder, or resume one (``--resume``)."""
-    from ebmcore.runs import train_run
+    """Train on the chosen components and write the run folder, or resume one (``--resume``).
+
+    With ``--nproc N`` the command runs in N processes; under torchrun each worker joins the
+    job (see :mod:`ebmcore.launch`).
+    """
+    from ebmcore.launch import should_launch
+    from ebmcore.runs import prepare_output_dir, train_run
 
     if args.resume is not None:
         return _resume(args)
     config = _train_config(args)
     out = args.out or Path("runs") / (time.strftime("%Y%m%d-%H%M%S") +
                                       f"-{config['dataset']['name']}-{config['loss']['name']}")
-    metrics = train_run(config, out, progress=not args.quiet, log=_log(args),
-                        overwrite=args.overwrite)
-    _print_summary(Path(out), metrics)
-    return _exit_status(Path(out), metrics)
+    if should_launch(args.nproc):
+        _check_before_launch(config, args.nproc)
+        prepare_output_dir(out, overwrite=args.overwrite)
+        return _launch(args, out)
+    with _joined(args, str(config.get("device", "cpu"))) as ranks:
+        metrics = train_run(config, out, progress=not args.quiet, log=_log(args),
+                            overwrite=args.overwrite, distributed=ranks.active)
+        if ranks.is_main:
+            _print_summary(Path(out), metrics)
+        return _exit_status(Path(out), metrics, say=ranks.is_main)
 
 
 #: ``train`` options that would change the run, refused with ``--resume``: (dest, flag).
@@ -277,30 +353,46 @@ _NOT_WITH_RESUME = (("dataset", "--dataset"), ("model", "--model"), ("loss", "--
 
 def _resume(args: argparse.Namespace) -> int:
     """Continue the run folder ``args.resume`` as its config.toml describes."""
-    from ebmcore.runs import resume_run
+    from ebmcore.launch import should_launch
+    from ebmcore.runs import resumable_checkpoints, resume_run
 
     given = [flag for dest, flag in _NOT_WITH_RESUME if getattr(args, dest, None)]
     if given:
         raise ValueError(f"--resume continues a run exactly as its config.toml describes and "
                          f"writes into its folder; it cannot be combined with "
-                         f"{', '.join(given)} (only --quiet)")
-    metrics = resume_run(args.resume, progress=not args.quiet, log=_log(args),
-                         warn=lambda line: print(f"ebmcore: warning: {line}", file=sys.stderr))
-    if metrics is None:
-        print(f"{args.resume}: the run is already finished; nothing to do")
-        return 0
-    _print_summary(args.resume, metrics)
-    return _exit_status(args.resume, metrics)
+                         f"{', '.join(given)} (only --quiet and the --nproc/--dist-* options)")
+    resumable_checkpoints(args.resume)  # no folder or checkpoint: say so before anything runs
+    config = load_toml(args.resume / "config.toml")
+    if should_launch(args.nproc):
+        _check_before_launch(config, args.nproc)
+        return _launch(args, None)
+    device = str(config.get("device", "cpu"))
+    with _joined(args, device) as ranks:
+        metrics = resume_run(args.resume, progress=not args.quiet, log=_log(args),
+                             warn=lambda line: print(f"ebmcore: warning: {line}",
+                                                     file=sys.stderr),
+                             distributed=ranks.active)
+        if metrics is None:
+            if ranks.is_main:
+                print(f"{args.resume}: the run is already finished; nothing to do")
+            return 0
+        if ranks.is_main:
+            _print_summary(args.resume, metrics)
+        return _exit_status(args.resume, metrics, say=ranks.is_main)
 
 
-def _exit_status(out: Path, metrics: dict[str, Any]) -> int:
-    """0 for a finished run; for one stopped by a signal, say how to continue it, 128 + signal."""
+def _exit_status(out: Path, metrics: dict[str, Any], *, say: bool = True) -> int:
+    """0 for a finished run; for one stopped by a signal, 128 + signal, and (with ``say``)
+    how to continue it."""
     if not metrics.get("interrupted"):
         return 0
     signal_name = metrics.get("stopped_by") or "SIGINT"
-    print(f"ebmcore: training stopped by {signal_name} at step {metrics.get('steps_done')}; "
-          f"checkpoint {metrics.get('last_checkpoint')}; continue with: ebmcore train "
-          f"--resume {out}", file=sys.stderr)
+    world = int(metrics.get("world_size", 1))
+    if say:
+        print(f"ebmcore: training stopped by {signal_name} at step "
+              f"{metrics.get('steps_done')}; checkpoint {metrics.get('last_checkpoint')}; "
+              f"continue with: ebmcore train --resume {out}"
+              + (f" --nproc {world}" if world > 1 else ""), file=sys.stderr)
     return SIGNAL_EXIT.get(signal_name, 130)
 
 
@@ -328,9 +420,8 @@ def _free_folder(base: Path) -> Path:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample an energy or a trained model and write samples, diagnostics and plots."""
-    import torch
-
-    from ebmcore.runs import load_energy, sample_run
+    from ebmcore.launch import should_launch
+    from ebmcore.runs import prepare_output_dir
 
     base = {"sampler": {"name": args.sampler, "params": {}}}
     if args.energy:
@@ -344,18 +435,34 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError("energy.* parameters apply to --energy, not to --checkpoint")
     if args.dim is not None and "energy" in config:
         _apply_dim(config["energy"], args.dim)
+    out = args.out or Path("runs") / time.strftime("sample-%Y%m%d-%H%M%S")
+    if should_launch(args.nproc):
+        prepare_output_dir(out, overwrite=args.overwrite)
+        return _launch(args, out)
+    with _joined(args, args.device) as ranks:
+        return _sample(args, config, out, ranks)
+
+
+def _sample(args: argparse.Namespace, config: dict[str, Any], out: Path, ranks: Any) -> int:
+    """Sample as ``cmd_sample`` set up, on the ranks of ``ranks``; rank 0 prints the report."""
+    import torch
+
+    from ebmcore.runs import load_energy, sample_run
+
     note = _default_step_size(config["sampler"], args.burn_in)
     energy = load_energy(config.get("energy"), args.checkpoint, torch.device(args.device))
     if note and not args.quiet:
         print(note, file=sys.stderr)
-    out = args.out or Path("runs") / time.strftime("sample-%Y%m%d-%H%M%S")
     settings = {"n_chains": args.chains, "n_steps": args.steps, "burn_in": args.burn_in,
                 "thin": args.thin, "backend": args.backend, "dim": args.dim,
                 "init_scale": args.init_scale, "save_trajectory": args.save_trajectory}
     if args.trace_chains is not None:
         settings["trace_chains"] = args.trace_chains
     report = sample_run(energy, config["sampler"], settings, out, seed=args.seed,
-                        progress=not args.quiet, overwrite=args.overwrite)
+                        progress=not args.quiet, overwrite=args.overwrite,
+                        distributed=ranks.active)
+    if not ranks.is_main:
+        return 0
     chains = report["chains"]
     acceptance = report["acceptance_mean"]
     if chains["rhat"] is None:

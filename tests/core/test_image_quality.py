@@ -20,8 +20,8 @@ def test_digits_recipe_beats_the_gaussian_baseline_and_covers_the_classes(tmp_pa
     image against the Gaussian's exact 51.20; samples in all 10 classes, the largest 18%.
     The test and the baseline share the held-out images, so their difference is far more
     precise than either figure's standard error (0.6); the margin asked for is three times
-    that error all the same (about 1.9 nats). A model like the old ones (a wall instead of the Gaussian base:
-    16.1 to 4.0 nats) or one whose energies run away fails here.
+    that error all the same (about 1.9 nats). A model like the old ones (a wall instead of
+    the Gaussian base: 16.1 to 4.0 nats) or one whose energies run away fails here.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
