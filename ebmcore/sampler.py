@@ -190,7 +190,7 @@ class Sampler:
                 state, to read or copy (e.g. into a file, :class:`TrajectoryFile`), never to
                 modify. Only the ``torch`` backend runs step by step in Python: with a hook,
                 ``"auto"`` picks ``"torch"`` and ``"numba"`` / ``"cuda"`` are refused.
-            backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"cuda"``.
+            backend: ``"auto"``, ``"torch"``, ``"numba"``, ``"cuda"`` or ``"compiled"``.
             progress: Show a progress bar on a terminal.
             distributed: Split the chains over the ranks of the initialised
                 ``torch.distributed`` process group (collective: every rank calls this with

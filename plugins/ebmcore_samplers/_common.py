@@ -152,8 +152,9 @@ class TorchWhenPreconditioned:
     """Mixin for a sampler with a ``precondition`` flag, listed before ``FusedBackendMixin``.
 
     The fused numba and CUDA kernels know nothing of preconditioners, so with
-    ``precondition=True`` only the torch backend serves (and ``"auto"`` picks it); without,
-    the fused mixin decides as usual.
+    ``precondition=True`` only the torch backend serves among them (and ``"auto"`` picks
+    it; the compiled backend, listed before this mixin, adds itself); without, the fused
+    mixin decides as usual.
     """
 
     precondition: bool = False
@@ -163,7 +164,7 @@ class TorchWhenPreconditioned:
         if not self.precondition:
             return super()._backends_for(energy, x)  # type: ignore[misc]
         why = (f"preconditioned {type(self).__name__} (precondition=True) runs on the torch "
-               f"backend only")
+               f"(or compiled) backend only")
         return {"torch": None, "numba": why, "cuda": why}
 
     def _auto_backend(self, energy: Energy, x: torch.Tensor) -> str:

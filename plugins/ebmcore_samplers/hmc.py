@@ -12,6 +12,7 @@ from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_int, check_positive
 from ebmcore_samplers import _common
 from ebmcore_samplers.adaptation import DualAveraging, Welford, mass_windows
+from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, hmc_step
 from ebmcore_samplers.kernels.mixin import FusedBackendMixin
 from ebmcore_samplers.mala import check_adaptable
 from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
@@ -135,7 +136,7 @@ def _check_adapt_mass(value: Any) -> str | None:
     raise ValueError(f"adapt_mass must be False, True, 'diag' or 'dense', got {value!r}")
 
 
-class HMC(FusedBackendMixin, Sampler):
+class HMC(CompiledBackendMixin, FusedBackendMixin, Sampler):
     """Hamiltonian Monte Carlo with a leapfrog integrator and per-chain Metropolis correction.
 
     Every trajectory draws momenta ``p ~ N(0, M)``, takes ``n_leapfrog`` leapfrog steps and
@@ -272,6 +273,29 @@ class HMC(FusedBackendMixin, Sampler):
                 torch.full((state.x.shape[0],), self.step_size(max(state.t - 1, 0)),
                            dtype=state.x.dtype, device=state.x.device))
         return {"step_size": step, "inverse_mass": state.metric.inverse_mass()}
+
+    def _compiled_adapts(self) -> bool:
+        """Adapting burn-in runs on the torch backend; the kept steps then run compiled."""
+        return self.adapt_step_size or self.adapt_mass is not None
+
+    def _compiled_plan(self, energy: Energy, state: HMCState, draws: Draws) -> CompiledPlan:
+        """The compiled backend's plan: :func:`ebmcore_samplers.compiled.hmc_step`."""
+        x, metric = state.x, state.metric
+        b, d = x.shape[0], x[0].numel()
+
+        def inputs(t0: int, k: int, dr: Draws) -> tuple[torch.Tensor, ...]:
+            eps = (dr.values(self.step_size, t0, k)[:, None] if state.step_size is None
+                   else state.step_size.to(x.dtype)).expand(k, b)
+            if self.jitter > 0:  # drawn before the momenta, as the eager step does
+                u = dr.uniform(k, b, tag="jitter")
+                eps = u.mul(2.0 * self.jitter).add_(1.0 - self.jitter).mul_(eps)
+            return eps.contiguous(), dr.normal(k, b, d), dr.uniform(k, b)
+
+        consts = (None, None) if metric.kind == "identity" else (metric.inv, metric.sqrt)
+        return CompiledPlan(hmc_step, static=(metric.kind, self.n_leapfrog,
+                                              DIVERGENCE_THRESHOLD),
+                            consts=consts, inputs=inputs, grads_per_step=self.n_leapfrog,
+                            acceptance=True, divergence=True)
 
     def _fused_params(self) -> tuple[str, dict[str, Any]]:
         """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""

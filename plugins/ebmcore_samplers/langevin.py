@@ -12,6 +12,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_positive
 from ebmcore_samplers import _common
+from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, langevin_step
 from ebmcore_samplers.kernels.mixin import FusedBackendMixin
 from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
 
@@ -48,7 +49,8 @@ def _check_clamp(clamp: Any) -> tuple[float | None, float | None] | None:
     return (None if lo is None else float(lo), None if hi is None else float(hi))
 
 
-class Langevin(_common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
+class Langevin(CompiledBackendMixin, _common.TorchWhenPreconditioned, FusedBackendMixin,
+               Sampler):
     """Unadjusted Langevin algorithm, also the engine of SGLD-style EBM training.
 
     Each step computes ``x' = x - eps * g + noise_scale * sqrt(2 * eps) * xi`` with
@@ -73,7 +75,8 @@ class Langevin(_common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
             clipping).
         clamp: ``(min, max)`` box every coordinate is clamped to after each step; either
             bound may be ``None``.
-        precondition: Precondition by the energy's ``preconditioner()`` (torch backend).
+        precondition: Precondition by the energy's ``preconditioner()`` (torch and
+            compiled backends).
     """
 
     def __init__(self, step_size: float | Schedule, noise_scale: float | Schedule = 1.0,
@@ -123,6 +126,23 @@ class Langevin(_common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
         _common.refresh_gradient(energy, state)
         state.t += 1
         return state, {}
+
+    def _compiled_plan(self, energy: Energy, state: LangevinState,
+                       draws: Draws) -> CompiledPlan:
+        """The compiled backend's plan: :func:`ebmcore_samplers.compiled.langevin_step`."""
+        x = state.x
+        lo, hi = self.clamp if self.clamp is not None else (None, None)
+
+        def inputs(t0: int, k: int, d: Draws) -> tuple[torch.Tensor, ...]:
+            eps = d.values(self.step_size, t0, k)
+            return eps, d.values(self.noise_scale, t0, k) * (2.0 * eps).sqrt(), d.normal(
+                k, *x.shape)
+
+        consts = tuple(None if v is None else torch.tensor(v, dtype=x.dtype, device=x.device)
+                       for v in (self.grad_clip, lo, hi))
+        return CompiledPlan(langevin_step, static=(self.grad_clip is not None, lo is not None,
+                                                   hi is not None, state.scale_tril is not None),
+                            consts=(*consts, state.scale_tril), inputs=inputs)
 
     def _fused_params(self) -> tuple[str, dict[str, Any]]:
         """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""

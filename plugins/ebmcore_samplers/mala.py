@@ -12,6 +12,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore_samplers import _common
 from ebmcore_samplers.adaptation import DualAveraging
+from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, mala_step
 from ebmcore_samplers.kernels.mixin import FusedBackendMixin
 from ebmcore_samplers.schedules import Constant, Schedule, as_schedule, from_state_dict
 
@@ -48,7 +49,7 @@ def check_adaptable(step_size: Schedule, adapt_step_size: bool) -> None:
             "to follow the schedule, or a number to adapt it")
 
 
-class MALA(_common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
+class MALA(CompiledBackendMixin, _common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
     """Metropolis-adjusted Langevin algorithm.
 
     Proposes ``y = x - eps * grad E(x) + sqrt(2 eps) * xi`` and accepts it per chain with the
@@ -69,7 +70,8 @@ class MALA(_common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
     direction accepts leaves the wide ones frozen, and any larger one is rejected almost
     always. With ``M`` close to the target's covariance every direction moves at its own
     scale and ``eps`` of order one is accepted. The ratio is computed from ``Lᵀ`` products,
-    without inverting ``L``; preconditioned chains run on the torch backend only.
+    without inverting ``L``; preconditioned chains run on the torch and compiled
+    backends only.
 
     Args:
         step_size: ``eps``, a positive number (the initial value when adapting) or a
@@ -77,7 +79,8 @@ class MALA(_common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
         adapt_step_size: Tune the per-chain step size during burn-in.
         target_accept: Acceptance probability the adaptation aims for (0.574 is optimal
             for MALA in high dimension).
-        precondition: Precondition by the energy's ``preconditioner()`` (torch backend).
+        precondition: Precondition by the energy's ``preconditioner()`` (torch and
+            compiled backends).
     """
 
     acceptance_key = "accept_prob"
@@ -192,6 +195,23 @@ class MALA(_common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
             return {"step_size": state.step_size.clone()}
         return {"step_size": torch.full((state.x.shape[0],), self.step_size(max(state.t - 1, 0)),
                                         dtype=state.x.dtype, device=state.x.device)}
+
+    def _compiled_adapts(self) -> bool:
+        """Adapting burn-in runs on the torch backend; the kept steps then run compiled."""
+        return self.adapt_step_size
+
+    def _compiled_plan(self, energy: Energy, state: MALAState, draws: Draws) -> CompiledPlan:
+        """The compiled backend's plan: :func:`ebmcore_samplers.compiled.mala_step`."""
+        x = state.x
+        b = x.shape[0]
+
+        def inputs(t0: int, k: int, d: Draws) -> tuple[torch.Tensor, ...]:
+            eps = (d.values(self.step_size, t0, k)[:, None] if state.step_size is None
+                   else state.step_size.to(x.dtype))
+            return eps.expand(k, b).contiguous(), d.normal(k, *x.shape), d.uniform(k, b)
+
+        return CompiledPlan(mala_step, static=(state.scale_tril is not None,),
+                            consts=(state.scale_tril,), inputs=inputs, acceptance=True)
 
     def _fused_params(self) -> tuple[str, dict[str, Any]]:
         """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""

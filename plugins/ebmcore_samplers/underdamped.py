@@ -12,6 +12,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_positive
 from ebmcore_samplers import _common
+from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, underdamped_step
 from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
 
 
@@ -31,7 +32,7 @@ class UnderdampedState(SamplerState):
     t: int = 0
 
 
-class UnderdampedLangevin(Sampler):
+class UnderdampedLangevin(CompiledBackendMixin, Sampler):
     """Underdamped Langevin dynamics ``dx = p/m dt``, ``dp = -grad E dt - gamma p dt + ...``.
 
     One step of size ``h`` is the BAOAB splitting (Leimkuhler & Matthews, 2013): a half kick
@@ -80,6 +81,21 @@ class UnderdampedLangevin(Sampler):
         p.add_(state.grad, alpha=-0.5 * h)                        # B
         state.t += 1
         return state, {}
+
+    def _compiled_plan(self, energy: Energy, state: UnderdampedState,
+                       draws: Draws) -> CompiledPlan:
+        """The compiled backend's plan: :func:`ebmcore_samplers.compiled.underdamped_step`."""
+        x, m = state.x, self.mass
+        if state.momentum is None:  # as the eager first step: p ~ N(0, m), from the generator
+            state.momentum = draws.normal(*x.shape, tag="momentum").clone().mul_(math.sqrt(m))
+
+        def inputs(t0: int, k: int, d: Draws) -> tuple[torch.Tensor, ...]:
+            h = d.values(self.step_size, t0, k)
+            c = (-d.values(self.friction, t0, k) * h).exp()
+            return 0.5 * h, 0.5 * h / m, c, ((1.0 - c * c) * m).sqrt(), d.normal(k, *x.shape)
+
+        return CompiledPlan(underdamped_step, static=(), consts=(), inputs=inputs,
+                            extra=("momentum",))
 
     def state_dict(self) -> dict[str, Any]:
         """Return the parameters, schedules as state dicts."""

@@ -1,0 +1,145 @@
+"""The samplers' steps as pure tensor functions, for ``torch.compile`` to trace in blocks.
+
+Each ``*_step(static, eg, carry, inputs, consts)`` returns ``(carry, accept_prob, divergent)``
+(``None`` where the sampler reports none). ``eg(x) -> (energy, grad)``; ``carry`` starts with
+``(x, energy, grad)``; ``inputs`` holds this step's slice of the block's per-step tensors;
+``static`` is structure baked into the graph, ``consts`` tensors fixed for the run. No step
+updates a tensor in place: the block is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+Carry = tuple[torch.Tensor, ...]
+#: ``step(static, eg, carry, inputs, consts) -> (carry, accept_prob | None, divergent | None)``
+StepFn = Callable[..., tuple[Carry, "torch.Tensor | None", "torch.Tensor | None"]]
+
+
+def _rows(v: torch.Tensor) -> torch.Tensor:
+    return v.reshape(v.shape[0], -1)
+
+
+def _sq(v: torch.Tensor) -> torch.Tensor:
+    """Per-chain squared norm ``(B,)``."""
+    return _rows(v).square().sum(1)
+
+
+def _drift_diffuse(x: torch.Tensor, g: torch.Tensor, eps: torch.Tensor, sd: torch.Tensor,
+                   xi: torch.Tensor, tril: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(y, w)`` with ``y = x + L w`` and ``w = sd xi - eps Lᵀ g`` (rows ``(B, D)``).
+
+    Langevin's move and MALA's proposal: ``x - eps M g + sd L xi`` for ``M = L Lᵀ``
+    (``L = I`` when ``tril`` is None). ``eps`` and ``sd`` are 0-d or per chain ``(B, 1)``.
+    """
+    gl = _rows(g) if tril is None else _rows(g) @ tril
+    w = sd * _rows(xi) - eps * gl
+    move = w if tril is None else w @ tril.T
+    return x + move.view_as(x), w
+
+
+def _metropolis(current: Carry, proposal: Carry, log_alpha: torch.Tensor,
+                u: torch.Tensor) -> tuple[Carry, torch.Tensor]:
+    """Accept ``proposal`` per chain with probability ``min(1, exp(log_alpha))`` (NaN: 0)."""
+    accept_prob = log_alpha.clamp_max(0.0).exp().nan_to_num(nan=0.0)
+    accepted = u < accept_prob
+    carry = tuple(torch.where(accepted.view(-1, *[1] * (a.ndim - 1)), b, a)
+                  for a, b in zip(current, proposal, strict=True))
+    return carry, accept_prob
+
+
+def langevin_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
+                  inputs: tuple[torch.Tensor, ...], consts: tuple[Any, ...]
+                  ) -> tuple[Carry, None, None]:
+    """ULA as :meth:`ebmcore_samplers.langevin.Langevin.step` computes it.
+
+    ``static = (clip?, min?, max?, precondition?)``, ``consts = (clip, min, max, L)``,
+    ``inputs = (eps, noise_sd, xi)``.
+    """
+    has_clip, has_lo, has_hi, has_tril = static
+    clip, lo, hi, tril = consts
+    x, _, g = carry
+    eps, sd, xi = inputs
+    if has_clip:
+        scale = (clip / _sq(g).sqrt().clamp_min(1e-30)).clamp_max(1.0)
+        g = g * scale.view(-1, *[1] * (g.ndim - 1))
+    y, _ = _drift_diffuse(x, g, eps, sd, xi, tril if has_tril else None)
+    if has_lo or has_hi:
+        y = y.clamp(lo if has_lo else None, hi if has_hi else None)
+    e, g = eg(y)
+    return (y, e, g), None, None
+
+
+def mala_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
+              inputs: tuple[torch.Tensor, ...], consts: tuple[Any, ...]
+              ) -> tuple[Carry, torch.Tensor, None]:
+    """MALA as :meth:`ebmcore_samplers.mala.MALA.step` computes it (``L⁻¹`` never formed).
+
+    ``static = (precondition?,)``, ``consts = (L,)``, ``inputs = (eps (B,), xi, u (B,))``.
+    """
+    (has_tril,) = static
+    tril = consts[0] if has_tril else None
+    x, e, g = carry
+    eps, xi, u = inputs
+    eps_r = eps.view(-1, 1)
+    y, w = _drift_diffuse(x, g, eps_r, (2.0 * eps_r).sqrt(), xi, tril)
+    e_y, g_y = eg(y)
+    # The reverse move's residual L⁻¹ (x - y + eps M grad E(y)) is eps Lᵀ grad E(y) - w.
+    rev = eps_r * (_rows(g_y) if tril is None else _rows(g_y) @ tril) - w
+    log_alpha = e - e_y + 0.5 * _sq(xi) - _sq(rev) / (4.0 * eps)
+    new, accept_prob = _metropolis(carry, (y, e_y, g_y), log_alpha, u)
+    return new, accept_prob, None
+
+
+def hmc_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
+             inputs: tuple[torch.Tensor, ...], consts: tuple[Any, ...]
+             ) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+    """One HMC trajectory as :meth:`ebmcore_samplers.hmc.HMC.step` computes it.
+
+    ``static = (metric kind, n_leapfrog, divergence threshold)``, ``consts = (M⁻¹, M^½)``
+    (``None`` for the identity), ``inputs = (eps (B,) jittered, xi (B, D), u (B,))``.
+    """
+    kind, n_leapfrog, threshold = static
+    inv, sqrt = consts
+    x, e, g = carry
+    eps, xi, u = inputs
+    eps_r = eps.view(-1, 1)
+
+    def velocity(p: torch.Tensor) -> torch.Tensor:
+        return p if kind == "identity" else (p * inv if kind == "diag" else p @ inv)
+
+    p = xi if kind == "identity" else (xi * sqrt if kind == "diag" else xi @ sqrt)
+    h0 = 0.5 * (p * velocity(p)).sum(1) + e
+    # Leapfrog with the two half kicks between full steps merged into one full kick.
+    p = p - 0.5 * eps_r * _rows(g)
+    x1, e1, g1 = x, e, g
+    for i in range(n_leapfrog):
+        x1 = x1 + (eps_r * velocity(p)).view_as(x)
+        e1, g1 = eg(x1)
+        p = p - (eps_r if i < n_leapfrog - 1 else 0.5 * eps_r) * _rows(g1)
+    energy_error = 0.5 * (p * velocity(p)).sum(1) + e1 - h0
+    divergent = ~(energy_error <= threshold)  # NaN counts as divergent
+    new, accept_prob = _metropolis(carry, (x1, e1, g1), -energy_error, u)
+    return new, accept_prob, divergent
+
+
+def underdamped_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
+                     inputs: tuple[torch.Tensor, ...], consts: tuple[Any, ...]
+                     ) -> tuple[Carry, None, None]:
+    """One BAOAB step as :meth:`ebmcore_samplers.underdamped.UnderdampedLangevin.step`.
+
+    ``carry = (x, E, grad, p)``, ``inputs = (h/2, h/(2m), c, sqrt((1 - c²) m), xi)``.
+    """
+    x, _, g, p = carry
+    half_h, half_h_m, c, sd, xi = inputs
+    p = p - half_h * g            # B
+    x = x + half_h_m * p          # A
+    p = c * p + sd * xi           # O
+    x = x + half_h_m * p          # A
+    e, g = eg(x)
+    p = p - half_h * g            # B
+    return (x, e, g, p), None, None
