@@ -306,6 +306,14 @@ class Trainer:
             ranks, so every rank keeps the same weights. Rank 0 alone writes checkpoints,
             which hold every rank's chains and resume on any number of ranks. A stop request
             takes effect at the next logged step, where the ranks agree on it.
+        compile: Run the loss's negative chains on the sampler's compiled backend
+            (``backend="compiled"``: ``torch.compile`` over blocks of steps, see
+            docs/performance.md). The compile cost is paid at the first step and once per
+            process; checkpoints and resume are unchanged, and the same seed gives the same
+            bits in this mode. The loss must run chains on a sampler with a compiled backend
+            (``cd`` and ``pcd`` with ``langevin``, ``mala``, ``hmc`` or
+            ``underdamped_langevin``). The loss's forward and backward and the optimiser step
+            stay eager.
 
     Every step watches, without a host synchronisation, whether the loss's negative samples,
     its metrics (such as the energies), the loss or a parameter gradient turned non-finite;
@@ -321,7 +329,7 @@ class Trainer:
                  log_every: int = 100, checkpoint_dir: str | Path | None = None,
                  checkpoint_every: int | None = None, seed: int = 0,
                  runaway_energy: float | None = 1e3, skip_nonfinite: bool = False,
-                 distributed: bool = False) -> None:
+                 distributed: bool = False, compile: bool = False) -> None:
         if not isinstance(distributed, bool):
             raise TypeError(f"distributed must be True or False, got {type(distributed).__name__}")
         self._ranks = RankGroup.current("Trainer(distributed=True)") if distributed else RankGroup()
@@ -349,6 +357,7 @@ class Trainer:
             raise TypeError(f"skip_nonfinite must be True or False, got "
                             f"{type(skip_nonfinite).__name__}")
         self.skip_nonfinite = skip_nonfinite
+        self.compile = self._compile_chains(self.loss, compile)
         #: Steps skipped because they were non-finite (only with ``skip_nonfinite``).
         self.skipped_steps: list[int] = []
 
@@ -381,6 +390,25 @@ class Trainer:
         self._watch = _FiniteWatch()
 
     # -- construction ----------------------------------------------------------------------
+
+    @staticmethod
+    def _compile_chains(loss: Loss, compile: Any) -> bool:
+        """Switch the loss's chains to the compiled backend when ``compile`` asks for it."""
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {type(compile).__name__}")
+        if not compile:
+            return False
+        sampler = getattr(loss, "sampler", None)
+        if not hasattr(loss, "backend") or sampler is None:
+            raise ValueError(f"compile=True compiles the loss's negative chains, and "
+                             f"{type(loss).__name__} runs none; use a contrastive loss "
+                             f"(cd, pcd) or compile=False")
+        if not getattr(sampler, "supports_compiled", False):
+            raise ValueError(f"compile=True needs a sampler with a compiled backend "
+                             f"(langevin, mala, hmc, underdamped_langevin); "
+                             f"{type(sampler).__name__} has none")
+        loss.backend = "compiled"
+        return True
 
     @staticmethod
     def _resolve_loss(loss: Any) -> Loss:

@@ -17,6 +17,7 @@ import torch
 
 from ebmcore.energy import Energy
 from ebmcore.loss import LossOutput
+from ebmcore.sampler import BACKENDS
 from ebmcore.validation import check_energy_output, check_int, check_positive
 from ebmcore_losses._common import (
     StochasticLoss,
@@ -75,14 +76,20 @@ class ContrastiveDivergence(StochasticLoss):
         noise_bounds: ``(low, high)`` of the uniform start noise in every dimension; ``None``
             uses the first batch's per-dimension range widened by a quarter on each side.
         generator: Source of randomness (the trainer sets its own with ``set_generator``).
+        backend: The sampler backend the chains run on (see :meth:`ebmcore.Sampler.sample`);
+            ``Trainer(compile=True)`` sets ``"compiled"``.
     """
 
     def __init__(self, sampler: Any = "langevin", k: int = 20, init: str = "data",
                  sampler_params: dict[str, Any] | None = None, alpha: float = 0.1,
                  noise_bounds: tuple[float, float] | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, backend: str = "auto") -> None:
         super().__init__(generator)
         self.sampler = resolve_sampler(sampler, sampler_params)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got "
+                             f"{backend!r}")
+        self.backend = backend
         self.k = check_int("k", k, minimum=1)
         if init not in _INITS:
             raise ValueError(f"init must be one of {', '.join(map(repr, _INITS))}, got {init!r}")
@@ -137,7 +144,8 @@ class ContrastiveDivergence(StochasticLoss):
 
     def _run_chains(self, model: Energy, x0: torch.Tensor,
                     generator: torch.Generator) -> torch.Tensor:
-        result = self.sampler.sample(model, x0, self.k, generator=generator)
+        result = self.sampler.sample(model, x0, self.k, generator=generator,
+                                     backend=self.backend)
         return result.samples.detach()
 
     def negatives(self, model: Energy, x: torch.Tensor,
@@ -181,6 +189,8 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
             the first batch's per-dimension range widened by a quarter on each side.
         n_negatives: Chains advanced per step; ``None`` uses the batch size.
         generator: Source of randomness (the trainer sets its own with ``set_generator``).
+        backend: The sampler backend the chains run on (``Trainer(compile=True)`` sets
+            ``"compiled"``).
     """
 
     def __init__(self, sampler: Any = "langevin", k: int = 20, buffer_size: int = 10000,
@@ -188,8 +198,9 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                  sampler_params: dict[str, Any] | None = None, alpha: float = 0.1,
                  noise_bounds: tuple[float, float] | None = None,
                  n_negatives: int | None = None,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__(sampler=sampler, k=k, init=init, sampler_params=sampler_params,
+                 generator: torch.Generator | None = None, backend: str = "auto") -> None:
+        super().__init__(backend=backend, sampler=sampler, k=k, init=init,
+                         sampler_params=sampler_params,
                          alpha=alpha, noise_bounds=noise_bounds, generator=generator)
         self.buffer_size = check_int("buffer_size", buffer_size, minimum=1)
         self.reinit_prob = check_positive("reinit_prob", reinit_prob, allow_zero=True)

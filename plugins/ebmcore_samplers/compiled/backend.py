@@ -594,6 +594,8 @@ class CompiledBackendMixin:
     #: Most chains per compiled call (see :func:`chunk_size`): ``"auto"`` is
     #: ``CPU_CHUNK`` on a CPU (cache-sized chunks) and every chain on CUDA (one launch).
     compile_chunk: int | str | None = "auto"
+    #: Whether ``backend="compiled"`` is available (what ``Trainer(compile=True)`` checks).
+    supports_compiled: bool = True
 
     def _compiled_plan(self, energy: Energy, state: Any, draws: Draws) -> CompiledPlan:
         raise NotImplementedError(f"{type(self).__name__} must implement _compiled_plan()")
