@@ -70,7 +70,8 @@ __all__ = [
 
 
 #: Submodules reachable as attributes (``ebmcore.diagnostics.rhat``) without an explicit import.
-_SUBMODULES = ("checkpoint", "config", "diagnostics", "evaluate", "plot", "testing", "train")
+_SUBMODULES = ("checkpoint", "config", "diagnostics", "distributed", "evaluate", "plot", "testing",
+               "train")
 
 
 def __getattr__(name: str) -> Any:
