@@ -5,7 +5,7 @@ The demo's recipe (``pcd``: k = 20 Langevin steps, batch 256, a buffer of 10,000
 Each mode trains ``--warmup`` steps first (the compiled mode compiles there), then is timed
 over ``--steps`` steps, best of ``--repeats``.
 
-    python benchmarks/compiled_training.py [--steps 200] [--repeats 3]
+    python benchmarks/compiled_training.py [--steps 200] [--repeats 3] [--device cuda]
 """
 
 from __future__ import annotations
@@ -19,21 +19,29 @@ import ebmcore
 from ebmcore.train import Trainer
 
 
-def time_mode(compile: bool, steps: int, warmup: int, repeats: int) -> tuple[float, float]:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_mode(compile: bool, steps: int, warmup: int, repeats: int,
+              device: torch.device) -> tuple[float, float]:
     """Return (best ms per step, seconds of the warm-up) for one mode."""
     torch.manual_seed(0)
-    model = ebmcore.create("model", "mlp", dim=2)
+    model = ebmcore.create("model", "mlp", dim=2).to(device)
     trainer = Trainer(model, "pcd", data="eight_gaussians", steps=warmup + steps * repeats,
                       batch_size=256, seed=0, log_every=10_000, compile=compile)
     started = time.perf_counter()
     for _ in range(warmup):
         trainer.train_step()
+    _sync(device)
     warm = time.perf_counter() - started
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         for _ in range(steps):
             trainer.train_step()
+        _sync(device)
         best = min(best, (time.perf_counter() - started) / steps * 1e3)
     return best, warm
 
@@ -44,10 +52,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    eager, eager_warm = time_mode(False, args.steps, args.warmup, args.repeats)
-    compiled, compiled_warm = time_mode(True, args.steps, args.warmup, args.repeats)
+    device = torch.device(args.device)
+    eager, eager_warm = time_mode(False, args.steps, args.warmup, args.repeats, device)
+    compiled, compiled_warm = time_mode(True, args.steps, args.warmup, args.repeats, device)
     print("| mode | ms per step | first steps (s) |")
     print("|---|---:|---:|")
     print(f"| eager | {eager:.2f} | {eager_warm:.1f} |")

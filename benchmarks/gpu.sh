@@ -4,7 +4,10 @@
 #      plus the PTX compile test;
 #   2. chain-steps per second of the cuda backend against a hand-written torch-CUDA
 #      vectorised floor, for Langevin and HMC on the 2-D double well and the 8-component
-#      mixture (default 1,000,000 chains x 1,000 steps; goal: >= 10x the floor).
+#      mixture (default 1,000,000 chains x 1,000 steps; goal: >= 10x the floor);
+#   3. the compiled torch path on the GPU (issue #14): MLP-energy Langevin and MALA, eager
+#      against compiled with CUDA graphs, and a compiled pcd training step against eager;
+#   4. the digits image recipe on the GPU: training time and the held-out report.
 # Needs a CUDA build of torch and numba-cuda with the extra matching torch's CUDA major:
 #   pip install "numba-cuda[cu12]>=0.30.4,<0.31"     (or [cu13] for CUDA 13 torch builds)
 # Usage: benchmarks/gpu.sh [CHAINS] [STEPS]       e.g. benchmarks/gpu.sh 100000 200 (quick)
@@ -164,3 +167,17 @@ for name, method, f, c, r in rows:
     print(f"{name:<12} {method:<9} {f:>15.3e} {c:>15.3e} {r:>8.1f}x  "
           f"{'ok' if r >= 10 else 'BELOW GOAL'}")
 PY
+
+echo "== compiled torch path on the GPU: MLP energy, eager vs compiled (CUDA graphs) =="
+"$PYTHON" benchmarks/compiled.py --device cuda --chains 1000 100000 --repeats 3
+
+echo "== compiled training step on the GPU (pcd, k=20, batch 256) =="
+"$PYTHON" benchmarks/compiled_training.py --device cuda --steps 100 --repeats 2
+
+echo "== digits image recipe on the GPU (needs scikit-learn) =="
+if "$PYTHON" -c "import sklearn" 2>/dev/null; then
+    out="$(mktemp -d)/digits"
+    time "$PYTHON" -m ebmcore train --dataset digits --device cuda --out "$out" --quiet
+else
+    echo "scikit-learn missing: skipped"
+fi
