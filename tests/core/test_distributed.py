@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -156,14 +157,10 @@ def scenario_all(rank: int, folder: Path) -> None:
                     "diagnostics": result.diagnostics}, folder / "sharded.pt")
 
 
-def scenario_dies(rank: int, folder: Path) -> None:
-    """Rank 1 dies at step 3; rank 0 must fail at once with a clear error."""
-    def die(trainer: Trainer, _: object) -> None:
-        if trainer.rank == 1 and trainer.step == 3:
-            os._exit(1)
-
+def _fails_after(fault: Callable[[Trainer, object], None], rank: int, folder: Path) -> None:
+    """Train with ``fault`` as a callback; record how long until this rank's error, and what."""
     trainer = exact_trainer(True, steps=10_000)
-    trainer.callbacks = (die,)
+    trainer.callbacks = (fault,)
     started = time.monotonic()
     try:
         trainer.fit()
@@ -171,6 +168,15 @@ def scenario_dies(rank: int, folder: Path) -> None:
         Path(folder, f"rank{rank}.txt").write_text(
             f"{time.monotonic() - started:.3f}\n{type(exc).__name__}: {exc}")
         raise
+
+
+def scenario_dies(rank: int, folder: Path) -> None:
+    """Rank 1 dies at step 3; rank 0 must fail at once with a clear error."""
+    def die(trainer: Trainer, _: object) -> None:
+        if trainer.rank == 1 and trainer.step == 3:
+            os._exit(1)
+
+    _fails_after(die, rank, folder)
 
 
 def scenario_hangs(rank: int, folder: Path) -> None:
@@ -180,15 +186,7 @@ def scenario_hangs(rank: int, folder: Path) -> None:
             time.sleep(HANG_TIMEOUT + 2)  # alive, so rank 0 meets a timeout, not a closed socket
             os._exit(0)
 
-    trainer = exact_trainer(True, steps=10_000)
-    trainer.callbacks = (hang,)
-    started = time.monotonic()
-    try:
-        trainer.fit()
-    except ebmcore.EbmcoreError as exc:
-        Path(folder, f"rank{rank}.txt").write_text(
-            f"{time.monotonic() - started:.3f}\n{type(exc).__name__}: {exc}")
-        raise
+    _fails_after(hang, rank, folder)
 
 
 #: The process-group timeout of the silent-rank scenario.
