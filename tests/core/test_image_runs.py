@@ -75,3 +75,27 @@ def test_evaluate_reports_an_image_run(image_run, capsys):
     assert "test log-likelihood (AIS) between" in out
     assert "exact baselines on the same split: gaussian" in out
     assert "class coverage:" in out
+
+
+def test_an_interrupted_image_run_resumes_with_its_recipe_to_the_same_bits(tmp_path):
+    import torch
+
+    from ebmcore.config import apply_overrides
+    from ebmcore.runs import resume_run, train_run
+
+    config = apply_overrides(defaults_for("digits"), [
+        "train.steps=6", "train.checkpoint_every=3", "model.channels=[4]",
+        "loss.buffer_size=64", "loss.k=2", "train.batch_size=16", "sample.n_chains=16",
+        "sample.n_steps=5", "evaluate.ais_chains=4", "evaluate.ais_temps=3"])
+    out = tmp_path / "run"
+    train_run(config, out)
+    finished = torch.load(out / "model.pt", weights_only=False)
+    # as if killed after step 3's checkpoint: the later one and the outputs never written
+    (out / "checkpoints" / "step-000000006.pt").unlink()
+    (out / "metrics.json").unlink()
+    metrics = resume_run(out)
+    assert metrics["resumed_from"]["step"] == 3
+    resumed = torch.load(out / "model.pt", weights_only=False)
+    weights, again = finished["payload"]["state_dict"], resumed["payload"]["state_dict"]
+    assert weights.keys() == again.keys() and "confinement.scale_tril" in weights
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
