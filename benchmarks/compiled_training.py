@@ -28,7 +28,7 @@ def time_mode(compile: bool, steps: int, warmup: int, repeats: int,
               device: torch.device) -> tuple[float, float]:
     """Return (best ms per step, seconds of the warm-up) for one mode."""
     torch.manual_seed(0)
-    model = ebmcore.create("model", "mlp", dim=2).to(device)
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[128, 128]).to(device)
     trainer = Trainer(model, "pcd", data="eight_gaussians", steps=warmup + steps * repeats,
                       batch_size=256, seed=0, log_every=10_000, compile=compile)
     started = time.perf_counter()

@@ -58,7 +58,7 @@ def _time_training(world: int, loss_name: str, params: dict, args: argparse.Name
     from ebmcore.train import Trainer
 
     torch.manual_seed(0)
-    model = ebmcore.create("model", "mlp", dim=2)
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[128, 128])
     loss = ebmcore.create("loss", loss_name, **params)
     trainer = Trainer(model, loss, data="eight_gaussians", steps=args.warmup,
                       batch_size=args.batch_size, log_every=10_000, seed=0,
@@ -82,7 +82,7 @@ def _time_sampling(world: int, args: argparse.Namespace) -> list[float]:
     import ebmcore
 
     torch.manual_seed(0)
-    model = ebmcore.create("model", "mlp", dim=2).eval()
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[128, 128]).eval()
     model.fit_confinement(torch.randn(1000, 2, generator=torch.Generator().manual_seed(0)))
     sampler = ebmcore.create("sampler", "mala", step_size=0.05, adapt_step_size=False)
     x0 = torch.randn(args.chains, 2, generator=torch.Generator().manual_seed(1))

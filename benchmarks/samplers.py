@@ -68,7 +68,8 @@ def mlp_energy(dim: int = 2) -> ebmcore.Energy:
     """
     with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG left as it was
         torch.manual_seed(0)
-        return ebmcore.create("model", "mlp", dim=dim, confine=False).requires_grad_(False)
+        return ebmcore.create("model", "mlp", dim=dim, hidden=[128, 128],
+                              confine=False).requires_grad_(False)
 
 
 # -- floors ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ebmcore.train import Trainer
 
 def build(loss_name: str, loss_params: dict, seed: int):
     torch.manual_seed(seed)
-    model = ebmcore.create("model", "mlp", dim=2)
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[128, 128])
     loss = ebmcore.create("loss", loss_name, **loss_params)
     return model, loss
 
