@@ -51,9 +51,13 @@ def _entry(rank: int, world: int, port: int, scenario: str, folder: str, timeout
         SCENARIOS[scenario](rank, Path(folder))
     except BaseException:
         Path(folder, f"error-{rank}.txt").write_text(traceback.format_exc())
-        raise
-    finally:
         dist.destroy_process_group()
+        raise
+    # Rank 0 hosts the group's store here: were it to exit while rank 1 still tears down,
+    # rank 1 would abort in gloo's teardown ("terminate called without an active
+    # exception", seen once in CI). Both finish together instead.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def spawn(scenario: str, folder: Path, *, world: int = 2,
