@@ -145,6 +145,16 @@ def likelihood_bounds(model: Energy, test: torch.Tensor, start: Energy, bin_widt
         step_size: MALA's step size in the start Gaussian's whitened coordinates.
         generator: Source of randomness.
     """
+    bounds, _ = _bracket(model, test, start, bin_width, n_chains=n_chains, n_temps=n_temps,
+                         step_size=step_size, generator=generator)
+    return bounds
+
+
+def _bracket(model: Energy, test: torch.Tensor, start: Energy, bin_width: float, *,
+             n_chains: int, n_temps: int, step_size: float,
+             generator: torch.Generator | None) -> tuple[LikelihoodBounds, torch.Tensor]:
+    """:func:`likelihood_bounds` and the forward chains' final states, which double as
+    approximate model samples (one annealing run serves both)."""
     import ebmcore
 
     check_int("n_chains", n_chains, minimum=2)
@@ -161,7 +171,7 @@ def likelihood_bounds(model: Energy, test: torch.Tensor, start: Energy, bin_widt
     se_e = float(energies.std() / math.sqrt(energies.numel()))
     dim = math.prod(test.shape[1:])
     lower, upper = -mean_e - backward.log_z, -mean_e - forward.log_z
-    return LikelihoodBounds(
+    bounds = LikelihoodBounds(
         lower=lower, upper=upper,
         lower_stderr=math.hypot(se_e, backward.stderr),
         upper_stderr=math.hypot(se_e, forward.stderr),
@@ -169,6 +179,7 @@ def likelihood_bounds(model: Energy, test: torch.Tensor, start: Energy, bin_widt
         bits_per_dim_upper=bits_per_dim(lower, dim, bin_width),
         log_z_lower=forward.log_z, log_z_upper=backward.log_z,
         forward_ess=forward.ess, reverse_ess=backward.ess, acceptance=forward.acceptance)
+    return bounds, forward.samples
 
 
 def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None = None, *,
@@ -215,13 +226,12 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
 
     start = ais_start(model, train.to(device, dtype))
     generator = torch.Generator(device=device).manual_seed(seed + 2)
-    bounds = likelihood_bounds(model, test.to(device, dtype), start, dataset.bin_width,
-                               n_chains=n_ais_chains, n_temps=n_ais_temps,
-                               step_size=ais_step_size, generator=generator)
+    bounds, forward_samples = _bracket(model, test.to(device, dtype), start, dataset.bin_width,
+                                       n_chains=n_ais_chains, n_temps=n_ais_temps,
+                                       step_size=ais_step_size, generator=generator)
     if samples is None:
         notes.append("coverage and MMD use the forward AIS chains' final states")
-        samples = _forward_samples(model, start, n_ais_chains, n_ais_temps, ais_step_size,
-                                   seed)
+        samples = forward_samples
     samples = samples.detach().to("cpu", torch.float64)
 
     classifier = train_classifier(train.float(), train_labels, dataset.n_classes,
@@ -244,15 +254,3 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
                            coverage=coverage.to_dict(), data_coverage=data_coverage.to_dict(),
                            mmd=test_result, notes=notes)
 
-
-def _forward_samples(model: Energy, start: Energy, n_chains: int, n_temps: int,
-                     step_size: float, seed: int) -> torch.Tensor:
-    """Approximate model samples: the final states of a forward AIS run."""
-    import ebmcore
-
-    sampler = ebmcore.create("sampler", "mala", step_size=step_size, adapt_step_size=False,
-                             precondition=True)
-    _, device = placement(model)
-    generator = torch.Generator(device=device).manual_seed(seed + 4)
-    return ais(model, start, n_chains=n_chains, n_temps=n_temps, sampler=sampler,
-               generator=generator).samples
