@@ -9,7 +9,9 @@ compiled runs from the same start and seed after a warm-up, torch pinned to one 
 and reports microseconds per step: the best of the repeats (the least disturbed run on a
 shared machine) and the median, with the ratio eager / compiled of each.
 
-Run ``python benchmarks/compiled.py`` (full sizes), ``--quick`` (a smoke run) or
+``--samplers langevin mala parallel_tempering`` adds parallel tempering (a Langevin base at
+temperatures 1, 2, 4 and 8, so four replica rows per chain; swaps every step). Run
+``python benchmarks/compiled.py`` (full sizes), ``--quick`` (a smoke run) or
 ``--device cuda`` (on a GPU, where the blocks use CUDA graphs). The first call in a fresh
 process compiles: expect tens of seconds per case on a CPU, less when inductor's on-disk
 cache already holds the graph from an earlier run (``--cold-cache`` starts from an empty
@@ -30,6 +32,14 @@ import torch
 from samplers import mlp_energy, pin_heap  # benchmarks/ is on sys.path as a script
 
 import ebmcore
+
+#: The samplers this script can time, with their fixed settings.
+CASES: dict[str, dict] = {
+    "langevin": {"step_size": 0.01},
+    "mala": {"step_size": 0.05, "adapt_step_size": False},
+    "parallel_tempering": {"base": "langevin", "temperatures": [1.0, 2.0, 4.0, 8.0],
+                           "base_params": {"step_size": 0.01}},
+}
 
 
 @dataclass
@@ -89,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chains", type=int, nargs="*", default=None,
                         help="chain counts (default 1000 10000)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (CUDA graphs there)")
+    parser.add_argument("--samplers", nargs="+", default=["langevin", "mala"],
+                        choices=sorted(CASES), help="samplers to time (default langevin mala)")
     parser.add_argument("--cold-cache", action="store_true",
                         help="compile into an empty inductor cache (the first-call cost of "
                              "a fresh machine; by default earlier runs' graphs are reused)")
@@ -108,8 +120,6 @@ def measure(args: argparse.Namespace) -> int:
     assert torch.get_num_threads() == 1, torch.get_num_threads()
     repeats = args.repeats or (2 if args.quick else 7)
     chain_counts = args.chains or ([200] if args.quick else [1000, 10000])
-    cases = [("langevin", {"step_size": 0.01}),
-             ("mala", {"step_size": 0.05, "adapt_step_size": False})]
     print(f"torch {torch.__version__}, {args.device}, 1 thread, {repeats} interleaved "
           f"repeats, heap pinned: {pinned}; µs per step, eager torch backend vs compiled "
           f"(blocks of 10 steps)")
@@ -118,8 +128,8 @@ def measure(args: argparse.Namespace) -> int:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for chains in chain_counts:
         steps = 100 if chains <= 2000 else 30
-        for name, params in cases:
-            print(time_case(name, params, chains, steps, repeats, args.device).line(),
+        for name in args.samplers:
+            print(time_case(name, CASES[name], chains, steps, repeats, args.device).line(),
                   flush=True)
     return 0
 

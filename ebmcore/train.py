@@ -402,10 +402,11 @@ class Trainer:
         if not hasattr(loss, "backend") or sampler is None:
             raise ValueError(f"compile=True compiles the loss's negative chains, and "
                              f"{type(loss).__name__} runs none; use a contrastive loss "
-                             f"(cd, pcd) or compile=False")
+                             f"(cd, pcd, pt_cd) or compile=False")
         if not getattr(sampler, "supports_compiled", False):
             raise ValueError(f"compile=True needs a sampler with a compiled backend "
-                             f"(langevin, mala, hmc, underdamped_langevin); "
+                             f"(langevin, mala, hmc, underdamped_langevin, and "
+                             f"parallel_tempering over one of these); "
                              f"{type(sampler).__name__} has none")
         loss.backend = "compiled"
         return True

@@ -13,6 +13,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_int, check_points
 from ebmcore_samplers._common import generator_for, per_chain
+from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, tempering_step
 
 
 class RowTemperedEnergy(Energy):
@@ -117,7 +118,7 @@ def check_temperatures(temperatures: Any) -> tuple[float, ...]:
     return tuple(out)
 
 
-class ParallelTempering(Sampler):
+class ParallelTempering(CompiledBackendMixin, Sampler):
     """Replica exchange over a temperature ladder, all replicas batched into one energy call.
 
     Each of the ``B`` chains has one replica per temperature ``T_r``, targeting
@@ -135,6 +136,16 @@ class ParallelTempering(Sampler):
     base sampler's entries for the ``T = 1`` replica, ``swap_accept_prob``
     ``(R - 1, B)`` (zero for pairs not tried this step) and ``swap_attempted`` ``(R - 1,)``;
     ``diagnostics["swap_acceptance"]`` is the mean swap acceptance per pair after burn-in.
+
+    ``backend="compiled"`` works where the base sampler has a compiled backend (langevin,
+    mala, hmc, underdamped_langevin): blocks of steps trace the base's compiled step with
+    the swap rounds inside (:func:`ebmcore_samplers.compiled.tempering_step`), so
+    ``swap_every`` may be anything, 1 included, without eager work between steps. The
+    blocks hold the replicas chain-major (row ``b * R + r``) so that chunks of chains swap
+    within themselves (``compile_chunk`` counts rows, all replicas included); the swap
+    uniforms come, like every draw, from the user's generator. An adapting base (MALA, HMC)
+    adapts during an eager burn-in, as it does alone. The knobs ``compile_block``,
+    ``compile_mode`` and ``compile_chunk`` are this sampler's own, not the base's.
 
     Args:
         base: The sampler run at every temperature: a Sampler instance, or a registered name
@@ -164,6 +175,81 @@ class ParallelTempering(Sampler):
         self.swap_every = check_int("swap_every", swap_every, minimum=1)
         self.acceptance_key = base.acceptance_key
         self.divergence_key = getattr(base, "divergence_key", None)
+
+    @property
+    def supports_compiled(self) -> bool:  # type: ignore[override]
+        """Whether ``backend="compiled"`` is available: whether the base sampler has it."""
+        return bool(getattr(self.base, "supports_compiled", False))
+
+    def _backends_for(self, energy: Energy, x: torch.Tensor) -> dict[str, str | None]:
+        """As the compiled mixin's, with the base sampler's lack of a compiled backend."""
+        backends = super()._backends_for(energy, x)
+        if not self.supports_compiled:
+            backends["compiled"] = (f"its base sampler {type(self.base).__name__} has no "
+                                    f"compiled backend")
+        return backends
+
+    def _auto_backend(self, energy: Energy, x: torch.Tensor) -> str:
+        """The mixin's choice where the base compiles; torch otherwise."""
+        return super()._auto_backend(energy, x) if self.supports_compiled else "torch"
+
+    def _compiled_adapts(self) -> bool:
+        """Whether the base adapts during burn-in (which then runs eagerly)."""
+        return bool(self.base._compiled_adapts())
+
+    def _compiled_plan(self, energy: Energy, state: PTState, draws: Draws) -> CompiledPlan:
+        """The compiled plan: :func:`~ebmcore_samplers.compiled.tempering_step` around the
+        base's plan, its rows reordered chain-major (and back in ``finish``)."""
+        base_state, r = state.base_state, self.n_replicas
+        n = base_state.x.shape[0]
+        b, dtype, device = n // r, base_state.x.dtype, base_state.x.device
+        plan = self.base._compiled_plan(state.tempered, base_state, draws)
+        # order[i]: the state's (temperature-major) row that chain-major row i holds.
+        order = torch.arange(n, device=device).view(r, b).T.reshape(-1)
+        inverse = torch.argsort(order)
+        carry = (base_state.x, base_state.energy, base_state.grad,
+                 *(getattr(base_state, name) for name in plan.extra))
+        tallies = tuple(torch.zeros(n, dtype=dtype, device=device) for _ in range(2))
+        n0, swaps0 = state.n_steps, state.n_swaps
+
+        def rounds(n_steps: int) -> int:
+            """Swap rounds done after ``n_steps`` base steps (the state's clock)."""
+            return swaps0 + n_steps // self.swap_every - n0 // self.swap_every
+
+        def inputs(t0: int, k: int, d: Draws) -> tuple[torch.Tensor, ...]:
+            swap = torch.zeros(k, dtype=dtype, device=device)
+            parity = torch.zeros(k, dtype=dtype, device=device)
+            u = torch.ones(k, n, dtype=dtype, device=device)
+            base = tuple(v[:, order] if v.ndim > 1 and v.shape[1] == n else v
+                         for v in plan.inputs(t0, k, d))
+            for i in range(k):
+                step = t0 + i + 1  # n_steps after this step (t0 counts from init, too)
+                if step % self.swap_every == 0:
+                    par = rounds(step - 1) % 2
+                    lo = list(range(par, r - 1, 2))
+                    swap[i], parity[i] = 1.0, float(par)
+                    u[i].view(b, r)[:, lo] = d.uniform(len(lo), b, tag="swap").T
+            return (swap, parity, u, *base)
+
+        def finish(final: tuple[torch.Tensor, ...], n_run: int) -> None:
+            x, e, g, *rest = (t[inverse] for t in final)
+            *extra, sums, attempts = rest
+            base_state.x, base_state.energy, base_state.grad = x, e, g
+            for name, value in zip(plan.extra, extra, strict=True):
+                setattr(base_state, name, value)
+            if hasattr(base_state, "t"):
+                base_state.t += n_run
+            state.swap_accept_sum += sums.view(r, b)[:-1].sum(1)
+            state.swap_attempts += attempts.view(r, b)[:-1].sum(1).round().long()
+            state.n_steps, state.n_swaps = n0 + n_run, rounds(n0 + n_run)
+            self._expose(state)
+
+        beta = torch.tensor([1.0 / t for t in self.temperatures], dtype=dtype, device=device)
+        return CompiledPlan(
+            tempering_step, static=(plan.step, plan.static, r), consts=(beta, *plan.consts),
+            inputs=inputs, grads_per_step=plan.grads_per_step, acceptance=plan.acceptance,
+            divergence=plan.divergence, replicas=r, counted=True,
+            carry=tuple(t[order] for t in (*carry, *tallies)), finish=finish)
 
     @property
     def n_replicas(self) -> int:

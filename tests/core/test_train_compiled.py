@@ -36,8 +36,10 @@ def test_compile_needs_chains_on_a_sampler_with_a_compiled_backend():
     model = ebmcore.create("model", "mlp", dim=2, hidden=[8])
     with pytest.raises(ValueError, match="runs none"):
         Trainer(model, "sliced_score_matching", data="eight_gaussians", compile=True)
-    with pytest.raises(ValueError, match="has none"):
-        Trainer(model, "pt_cd", data="eight_gaussians", compile=True)
+    nuts = ebmcore.create("sampler", "nuts", step_size=0.1)
+    with pytest.raises(ValueError, match="NUTS has none"):
+        Trainer(model, ebmcore.create("loss", "pcd", sampler=nuts), data="eight_gaussians",
+                compile=True)
     with pytest.raises(TypeError, match="compile must be True or False"):
         Trainer(model, "pcd", data="eight_gaussians", compile="yes")
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -27,6 +27,11 @@ What stays eager, and why:
   ``burn_in`` and ``on_keep`` mean what they mean on the torch backend (``on_keep`` is called
   after each block for the kept steps in it). The energy trace holds every kept step.
 
+Composite samplers run their parts' steps inside the block: parallel tempering wraps the
+base sampler's compiled step with its swap rounds (:func:`.steps.tempering_step`), its plan
+holding each chain's replicas as consecutive rows (``CompiledPlan.replicas``), tallying the
+swaps in its own carry (``counted``) and mapping its state in and out (``carry``, ``finish``).
+
 A run whose length is not a multiple of the block masks the spare steps of its last block
 (computed, then discarded), so one graph serves every run length.
 
@@ -62,12 +67,12 @@ from .backend import (
     compiler_reason,
     run_compiled,
 )
-from .steps import hmc_step, langevin_step, mala_step, underdamped_step
+from .steps import hmc_step, langevin_step, mala_step, tempering_step, underdamped_step
 
 __all__ = [
     "AUTO_CPU_CHAIN_STEPS", "AUTO_CUDA_STEPS", "BLOCK_GRADS", "CPU_CHUNK",
     "CompiledBackendMixin", "CompiledPlan", "Draws", "auto_picks_compiled", "chunk_size",
     "clear_compiled_blocks", "closed_form", "compiled_blocks", "compiled_reason",
     "compiler_reason", "hmc_step", "langevin_step", "mala_step", "run_compiled",
-    "underdamped_step",
+    "tempering_step", "underdamped_step",
 ]

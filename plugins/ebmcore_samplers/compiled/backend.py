@@ -54,6 +54,16 @@ class CompiledPlan:
         grads_per_step: Gradient evaluations per step (sizes the block).
         acceptance: Whether the step reports an acceptance probability.
         divergence: Whether the step reports divergences.
+        replicas: Rows per chain, for composite samplers (parallel tempering): the carry
+            holds ``replicas`` rows per chain, chain-major (row ``b * replicas + r``), and
+            row ``b * replicas`` is chain ``b``'s kept replica. The loop records, traces and
+            reports that row only, and chunks hold whole chains.
+        counted: Whether the step takes one more input, last: its step's kept-phase weight
+            (1.0 after burn-in, else 0.0), for tallies it keeps in its own carry.
+        carry: The initial carry, where it is not ``(x, energy, grad, *extra)`` of the state.
+        finish: ``finish(carry, n_run)`` writes the final carry back into the state after
+            ``n_run`` compiled steps, where the plan gave its own ``carry`` (the state's
+            ``x``, ``energy`` and ``grad`` must then be the kept replicas').
     """
 
     step: StepFn
@@ -64,6 +74,10 @@ class CompiledPlan:
     grads_per_step: int = 1
     acceptance: bool = False
     divergence: bool = False
+    replicas: int = 1
+    counted: bool = False
+    carry: tuple[torch.Tensor, ...] | None = None
+    finish: Callable[[tuple[torch.Tensor, ...], int], None] | None = None
 
 
 class Draws:
@@ -204,8 +218,13 @@ def _energy_and_grad(energy: Energy, x: torch.Tensor,
 
 
 def _make_block(step: StepFn, static: tuple[Any, ...], own_grad: bool, n_block: int,
-                record: int) -> Callable[..., Any]:
-    """The block of ``n_block`` steps that ``torch.compile`` traces (pure: no in-place ops)."""
+                record: int, replicas: int = 1, counts: bool = False) -> Callable[..., Any]:
+    """The block of ``n_block`` steps that ``torch.compile`` traces (pure: no in-place ops).
+
+    ``record`` is a stride over the carry's rows; the energy means are over rows
+    ``0, replicas, 2 * replicas, ...`` (the kept replicas); with ``counts`` the step gets
+    its kept-phase weight as a last input (see :class:`CompiledPlan`).
+    """
 
     def block(energy: Energy, carry: Carry, sums: Carry, inputs: tuple[torch.Tensor, ...],
               consts: tuple[Any, ...], active: torch.Tensor, counted: torch.Tensor
@@ -216,7 +235,8 @@ def _make_block(step: StepFn, static: tuple[Any, ...], own_grad: bool, n_block: 
         accept, divergent, poison = sums
         means, kept = [], []
         for k in range(n_block):
-            new, a, d = step(static, eg, carry, tuple(v[k] for v in inputs), consts)
+            step_inputs = tuple(v[k] for v in inputs) + ((counted[k],) if counts else ())
+            new, a, d = step(static, eg, carry, step_inputs, consts)
             # A masked (spare) step leaves the chains where they were.
             carry = tuple(torch.where(active[k], n, o) for n, o in zip(new, carry, strict=True))
             if a is not None:
@@ -225,7 +245,7 @@ def _make_block(step: StepFn, static: tuple[Any, ...], own_grad: bool, n_block: 
                 divergent = divergent + counted[k] * d
             e = carry[1]
             poison = poison + 0.0 * e  # turns NaN for good once a chain's energy is not finite
-            means.append(e.mean())
+            means.append((e if replicas == 1 else e[::replicas]).mean())
             if record:
                 kept.append(carry[0][::record])
         return (carry, (accept, divergent, poison), torch.stack(means),
@@ -268,12 +288,12 @@ def _compiled_block(plan: CompiledPlan, energy: Energy, x: torch.Tensor, n_block
     """
     own_grad, passes = variant
     key = (plan.step, plan.static, variant, type(energy), tuple(x.shape), x.dtype,
-           str(x.device), n_block, record, mode)
+           str(x.device), n_block, record, mode, plan.replicas, plan.counted)
     with _LOCK:
         entry = None if fresh else _BLOCKS.get(key)
         if entry is None:
-            fn = _own_code(_make_block(plan.step, plan.static, own_grad, n_block, record),
-                           len(_BLOCKS))
+            fn = _own_code(_make_block(plan.step, plan.static, own_grad, n_block, record,
+                                       plan.replicas, plan.counted), len(_BLOCKS))
             try:
                 # torch.compile takes a mode or options, not both: the passes go with the
                 # default mode only.
@@ -486,25 +506,29 @@ def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, n_steps: int, b
         generator = torch.Generator(device=x0.device)
         generator.seed()
     state, plan, draws, eager = _compiled_setup(sampler, energy, x0, burn_in, generator)
-    x = state.x
-    b, total, n_kept = x.shape[0], burn_in + n_steps, n_steps // thin
+    carry = plan.carry if plan.carry is not None else (
+        state.x, state.energy, state.grad, *(getattr(state, n) for n in plan.extra))
+    # Rows of the carry: ``reps`` per chain (composite samplers), chain-major.
+    x, reps = carry[0], plan.replicas
+    rows, total = x.shape[0], burn_in + n_steps
+    b, n_kept = rows // reps, n_steps // thin
     n_block = max(1, int(sampler.compile_block) // plan.grads_per_step)
     record = (1 if on_keep is not None else trace_stride) if (
         return_trajectory or on_keep is not None) else 0
     limit = sampler.compile_chunk
     if limit == "auto":
         limit = CPU_CHUNK if x.device.type == "cpu" else None
-    size = chunk_size(b, limit, record)
+    # Chunks hold whole chains; the limit counts rows (what the cache holds).
+    size = reps * chunk_size(b, None if limit is None else max(1, limit // reps), record)
     mode = sampler.compile_mode or ("reduce-overhead" if x.device.type == "cuda"
                                     else "default")
     mode_arg = None if mode == "default" else mode
     like = x[:size]
     block = _Block(lambda variant, fresh: _compiled_block(
-        plan, energy, like, n_block, record, mode_arg, variant, fresh=fresh),
+        plan, energy, like, n_block, record * reps, mode_arg, variant, fresh=fresh),
         own_grad=closed_form(energy), passes=mode_arg is None and x.device.type == "cpu")
 
-    chunks = [slice(i, i + size) for i in range(0, b, size)]
-    carry = (state.x, state.energy, state.grad, *(getattr(state, n) for n in plan.extra))
+    chunks = [slice(i, i + size) for i in range(0, rows, size)]
     # One carry per chunk (copies, so that each is a tensor of its own), and three
     # distinct accumulators: inputs that alias each other would change dynamo's guards.
     carries = [tuple(t[c].clone() for t in carry) for c in chunks]
@@ -522,7 +546,8 @@ def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, n_steps: int, b
         means, recorded = [], []
         for i, c in enumerate(chunks):
             part = inputs if len(chunks) == 1 else tuple(
-                v[:, c].contiguous() if v.ndim > 1 and v.shape[1] == b else v for v in inputs)
+                v[:, c].contiguous() if v.ndim > 1 and v.shape[1] == rows else v
+                for v in inputs)
             carries[i], sums[i], m, xs = block(energy, carries[i], sums[i], part,
                                                plan.consts, active, counted)
             means.append(m)
@@ -546,12 +571,15 @@ def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, n_steps: int, b
         j += n_active
 
     joined = [torch.cat(parts) for parts in zip(*carries, strict=True)]
-    accept, divergent, poison = (torch.cat(parts) for parts in zip(*sums, strict=True))
-    state.x, state.energy, state.grad = joined[:3]
-    for name, value in zip(plan.extra, joined[3:], strict=True):
-        setattr(state, name, value)
-    if hasattr(state, "t"):
-        state.t = total
+    accept, divergent, poison = (torch.cat(parts)[::reps] for parts in zip(*sums, strict=True))
+    if plan.finish is not None:
+        plan.finish(tuple(joined), total - eager)
+    else:
+        state.x, state.energy, state.grad = joined[:3]
+        for name, value in zip(plan.extra, joined[3:], strict=True):
+            setattr(state, name, value)
+        if hasattr(state, "t"):
+            state.t = total
     nonfinite = nonfinite_rows(state.x) | torch.isnan(poison + 0.0 * state.energy)
     diagnostics: dict[str, Any] = {
         "backend": "compiled",
@@ -562,7 +590,7 @@ def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, n_steps: int, b
         "n_steps": n_steps, "burn_in": burn_in, "thin": thin,
         "compile_seconds": block.seconds,
         "compiled_block": n_block,
-        "compiled_chunk": size,
+        "compiled_chunk": size // reps,
         "compile_mode": mode,
     }
     if eager:

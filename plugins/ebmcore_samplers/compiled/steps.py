@@ -143,3 +143,59 @@ def underdamped_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
     e, g = eg(x)
     p = p - half_h * g            # B
     return (x, e, g, p), None, None
+
+
+def tempering_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
+                   inputs: tuple[torch.Tensor, ...], consts: tuple[Any, ...]
+                   ) -> tuple[Carry, torch.Tensor | None, torch.Tensor | None]:
+    """Parallel tempering's step: the base step on every replica, then maybe a swap round.
+
+    As :meth:`ebmcore_samplers.tempering.ParallelTempering.step` computes it.
+
+    Rows are chain-major: row ``b * R + r`` holds chain ``b`` at temperature ``r``, so a
+    chunk of whole chains swaps within itself. ``static = (base step, base static, R)``,
+    ``consts = (beta (R,), *base consts)``, ``carry = (*base carry, swap probability sums,
+    swap attempts)`` (row ``b * R + p`` tallies pair ``(p, p + 1)`` of chain ``b``),
+    ``inputs = (swap?, parity, u (B R,), *base inputs, counted)``: ``u`` at row
+    ``b * R + p`` is the uniform of pair ``p``, and the last input weights the tallies.
+    """
+    base_step, base_static, r = static
+    beta, base_consts = consts[0], consts[1:]
+    swap, parity, u = inputs[:3]
+    base_inputs, counted = inputs[3:-1], inputs[-1]
+
+    def tempered(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e, g = eg(z)
+        rows = beta.repeat(z.shape[0] // r)
+        return e * rows, g * rows.view(-1, *[1] * (g.ndim - 1))
+
+    new, accept_prob, divergent = base_step(base_static, tempered, carry[:-2], base_inputs,
+                                            base_consts)
+    x, e, g = new[:3]
+    c = x.shape[0] // r
+    raw = e.view(c, r) / beta
+    slot = torch.arange(r, device=x.device)
+    # Pair (p, p + 1) is tried in this round: p of the round's parity, on a swap step.
+    tried = (slot < r - 1) & (slot % 2 == parity) & (swap > 0)
+    log_a = (beta - beta.roll(-1)) * (raw - raw.roll(-1, dims=1))  # column R-1: unused
+    up = tried & (u.view(c, r).log() < log_a)  # slot p takes slot p + 1's position
+    down = up.roll(1, dims=1)  # slot p + 1 takes slot p's (column 0 gets the unused R - 1)
+    moved = up | down
+
+    def exchange(t: torch.Tensor) -> torch.Tensor:
+        """Apply the round's swaps to ``t`` of shape ``(c, r, ...)``."""
+        shape = (c, r, *[1] * (t.ndim - 2))
+        return torch.where(up.view(shape), t.roll(-1, dims=1),
+                           torch.where(down.view(shape), t.roll(1, dims=1), t))
+
+    # Positions move with their untempered energy and gradient, re-tempered at the new slot.
+    x = exchange(x.reshape(c, r, *x.shape[1:])).view_as(x)
+    e = torch.where(moved, exchange(raw) * beta, e.view(c, r)).view(-1)
+    beta_g = beta.view(1, r, *[1] * (g.ndim - 1))
+    g_rows = g.reshape(c, r, *g.shape[1:])
+    g = torch.where(moved.view(c, r, *[1] * (g.ndim - 1)),
+                    exchange(g_rows / beta_g) * beta_g, g_rows).view_as(g)
+    prob = torch.where(tried, log_a.clamp(max=0.0).exp(), torch.zeros_like(log_a))
+    sums = carry[-2] + counted * prob.view(-1)
+    attempts = carry[-1] + counted * tried.to(x.dtype).expand(c, r).reshape(-1)
+    return (x, e, g, *new[3:], sums, attempts), accept_prob, divergent
