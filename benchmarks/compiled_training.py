@@ -1,11 +1,13 @@
 """Trainer(compile=True) against eager: milliseconds per training step of the demo recipe.
 
 The demo's recipe (``pcd``: k = 20 Langevin steps, batch 256, a buffer of 10,000 chains;
-``mlp`` 2-128-128-1 with its wall; Adam at 3e-3) on ``eight_gaussians``, one torch thread.
+``mlp`` with its wall, by default its four hidden layers of 128, ``--hidden 128 128`` for
+two; Adam at 3e-3) on ``eight_gaussians``, one torch thread.
 Each mode trains ``--warmup`` steps first (the compiled mode compiles there), then is timed
 over ``--steps`` steps, best of ``--repeats``.
 
     python benchmarks/compiled_training.py [--steps 200] [--repeats 3] [--device cuda]
+        [--hidden 128 128]
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ def _sync(device: torch.device) -> None:
 
 
 def time_mode(compile: bool, steps: int, warmup: int, repeats: int,
-              device: torch.device) -> tuple[float, float]:
+              device: torch.device, hidden: list[int] | None = None) -> tuple[float, float]:
     """Return (best ms per step, seconds of the warm-up) for one mode."""
     torch.manual_seed(0)
-    model = ebmcore.create("model", "mlp", dim=2, hidden=[128, 128]).to(device)
+    widths = {} if hidden is None else {"hidden": hidden}
+    model = ebmcore.create("model", "mlp", dim=2, **widths).to(device)
     trainer = Trainer(model, "pcd", data="eight_gaussians", steps=warmup + steps * repeats,
                       batch_size=256, seed=0, log_every=10_000, compile=compile)
     started = time.perf_counter()
@@ -53,11 +56,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--hidden", type=int, nargs="+",
+                        help="hidden widths of the mlp (default: the mlp's own)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     device = torch.device(args.device)
-    eager, eager_warm = time_mode(False, args.steps, args.warmup, args.repeats, device)
-    compiled, compiled_warm = time_mode(True, args.steps, args.warmup, args.repeats, device)
+    eager, eager_warm = time_mode(False, args.steps, args.warmup, args.repeats, device,
+                                  args.hidden)
+    compiled, compiled_warm = time_mode(True, args.steps, args.warmup, args.repeats, device,
+                                        args.hidden)
     print("| mode | ms per step | first steps (s) |")
     print("|---|---:|---:|")
     print(f"| eager | {eager:.2f} | {eager_warm:.1f} |")

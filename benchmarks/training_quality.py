@@ -1,7 +1,10 @@
 """Training quality: each loss trains the mlp energy on 2-D data with a known density.
 
-For every (loss, data set) pair it trains ``mlp(2)`` (hidden (128, 128), SiLU, with its
-confining wall) for ``--steps`` Adam steps at batch 256 with ebmcore.train.Trainer, then
+For every (loss, data set) pair it trains the model of the loss's run recipe
+(``ebmcore.config.defaults_for``: ``mlp(2)`` with its default four hidden layers of 128, SiLU
+and its confining wall, or two layers for exact and sliced score matching, the latter with
+its gradient norm clipped at 1) for ``--steps`` Adam steps at batch 256 with
+ebmcore.train.Trainer, then
 evaluates it honestly with ebmcore.evaluate.grid_evaluation: a 256x256 grid over [-5, 5]^2
 plus four rings of nested boxes out to 81 times that box, so the normaliser is the whole
 plane's, and a far-field probe at radii 10, 100 and 1000. It reports, on 20,000 fresh test
@@ -40,6 +43,8 @@ from concurrent.futures import ProcessPoolExecutor
 LOSSES = ("cd", "pcd", "pt_cd", "nce", "score_matching", "sliced_score_matching",
           "denoising_score_matching")
 DATASETS = ("eight_gaussians", "checkerboard", "rings")
+#: The trainer settings a loss's run recipe may change (``ebmcore.config.LOSS_RECIPES``).
+TRAINER_RECIPE_KEYS = ("lr", "grad_clip", "ema")
 
 
 def run_one(loss_name: str, dataset_name: str, steps: int, seed: int,
@@ -49,29 +54,29 @@ def run_one(loss_name: str, dataset_name: str, steps: int, seed: int,
     import torch
 
     import ebmcore
-    from ebmcore.evaluate import grid_evaluation
+    from ebmcore.config import defaults_for
     from ebmcore.train import Trainer
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    model = ebmcore.create("model", "mlp", dim=2, **(model_kw or {}))
+    recipe = defaults_for(dataset_name, loss_name)
+    params = {**recipe["model"]["params"], **(model_kw or {})}
+    model = ebmcore.create("model", recipe["model"]["name"], dim=2, **params)
+    trainer_kw = {**{k: v for k, v in recipe["train"].items() if k in TRAINER_RECIPE_KEYS},
+                  **(trainer_kw or {})}
     loss = ebmcore.create("loss", loss_name, **(overrides or {}))
     dataset = ebmcore.create("dataset", dataset_name)
     trainer = Trainer(model, loss, data=dataset, steps=steps, batch_size=256, seed=seed,
-                      log_every=max(1, steps // 10), **(trainer_kw or {}))
+                      log_every=max(1, steps // 10), **trainer_kw)
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start
-    test_seed = 10_000 + seed if test_seed is None else test_seed
-    test = dataset.sample(20000, generator=torch.Generator().manual_seed(test_seed))
     evaluated = trainer.ema_model if trainer.ema_model is not None else model
-    ev = grid_evaluation(evaluated, dataset, test, bounds=(-5.0, 5.0), resolution=256)
-    return {"loss": loss_name, "dataset": dataset_name, "steps": steps, "seed": seed,
-            "status": ev.status, "nll": ev.nll, "data_nll": ev.data_nll, "gap": ev.nll_gap,
-            "kl": ev.kl, "tv": ev.tv, "outside": ev.outside_mass,
-            "outside_3x": ev.outside_mass_3x, "far_min_energy": ev.far_field.min_energy[-1],
-            "far_radius": ev.far_field.radii[-1],
-            "data_max_energy": ev.far_field.reference_energy, "seconds": seconds}
+    recipe_label = _hidden(list(model.hidden)) + "".join(
+        f", {k.replace('_', ' ')} {trainer_kw[k]:g}" for k in ("grad_clip", "ema")
+        if trainer_kw.get(k) is not None)
+    return _evaluated_row(evaluated, loss_name, dataset_name, steps, seed, recipe_label,
+                          test_seed, seconds)
 
 
 def run_peer(peer: str, loss_name: str, dataset_name: str, steps: int, seed: int,
@@ -81,19 +86,30 @@ def run_peer(peer: str, loss_name: str, dataset_name: str, steps: int, seed: int
     import torch
     from peers import train_peer  # benchmarks/ is on sys.path when this runs as a script
 
-    import ebmcore
-    from ebmcore.evaluate import grid_evaluation
 
     torch.set_num_threads(1)
     start = time.perf_counter()
     energy = train_peer(peer, loss_name, dataset_name, steps, seed, 3e-3 if lr is None else lr)
     seconds = time.perf_counter() - start
+    return _evaluated_row(energy, f"{peer}:{loss_name}", dataset_name, steps, seed,
+                          "128x2, no wall", test_seed, seconds)
+
+
+def _evaluated_row(energy, label: str, dataset_name: str, steps: int, seed: int,
+                   recipe: str, test_seed: int | None, seconds: float) -> dict:
+    """The table's row for a trained ``energy``: the whole-plane evaluation on 20,000 fresh
+    test points (seed ``test_seed``, default 10,000 + ``seed``)."""
+    import torch
+
+    import ebmcore
+    from ebmcore.evaluate import grid_evaluation
+
     dataset = ebmcore.create("dataset", dataset_name)
     test_seed = 10_000 + seed if test_seed is None else test_seed
     test = dataset.sample(20000, generator=torch.Generator().manual_seed(test_seed))
     ev = grid_evaluation(energy, dataset, test, bounds=(-5.0, 5.0), resolution=256)
-    return {"loss": f"{peer}:{loss_name}", "dataset": dataset_name, "steps": steps,
-            "seed": seed, "status": ev.status, "nll": ev.nll, "data_nll": ev.data_nll,
+    return {"loss": label, "dataset": dataset_name, "steps": steps, "seed": seed,
+            "recipe": recipe, "status": ev.status, "nll": ev.nll, "data_nll": ev.data_nll,
             "gap": ev.nll_gap, "kl": ev.kl, "tv": ev.tv, "outside": ev.outside_mass,
             "outside_3x": ev.outside_mass_3x, "far_min_energy": ev.far_field.min_energy[-1],
             "far_radius": ev.far_field.radii[-1],
@@ -104,15 +120,23 @@ def _figure(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _hidden(widths: list[int]) -> str:
+    """``[128, 128, 128, 128]`` as ``128x4``; mixed widths as ``64-128``."""
+    if widths and len(set(widths)) == 1:
+        return f"{widths[0]}x{len(widths)}"
+    return "-".join(str(w) for w in widths) or "none"
+
+
 def markdown_rows(rows: list[dict]) -> list[str]:
     """The table printed by ``main``: one row per run, "not normalisable" where it is not."""
-    lines = ["| data set | loss | test NLL | data NLL | gap | KL(data‖model) | TV | "
+    lines = ["| data set | loss | recipe | test NLL | data NLL | gap | KL(data‖model) | TV | "
              "mass outside box | outside 3x box | min E at r=1000 / max E on data | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gap = _figure(r["gap"]) if r["gap"] is not None else "not normalisable"
         lines.append(
-            f"| {r['dataset']} | {r['loss']} | {_figure(r['nll'])} | {_figure(r['data_nll'])} | "
+            f"| {r['dataset']} | {r['loss']} | {r['recipe']} | {_figure(r['nll'])} | "
+            f"{_figure(r['data_nll'])} | "
             f"{gap} | {_figure(r['kl'])} | {_figure(r['tv'])} | {r['outside']:.1e} | "
             f"{r['outside_3x']:.1e} | {r['far_min_energy']:.4g} / {r['data_max_energy']:.3g} | "
             f"{r['seconds']:.0f} |")
@@ -140,7 +164,8 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a loss parameter (a Python literal), e.g. alpha=0.0")
     parser.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
-                        help="override an mlp parameter, e.g. confine=False or wall_width=0.5")
+                        help="override an mlp parameter of every loss's recipe, e.g. "
+                             "confine=False or hidden=[128,128]")
     parser.add_argument("--test-seed", type=int,
                         help="seed of the test points (default: 10000 + --seed)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
@@ -172,7 +197,7 @@ def main() -> None:
                 rows.append(future.result())
             except Exception as error:  # noqa: BLE001 - a failing peer must not stop the rest
                 print(f"{peer}:{loss} on {ds} failed: {error!r}; skipping it")
-    print(f"{args.steps} steps, batch 256, mlp(2) hidden (128, 128) {model_kw}, seed "
+    print(f"{args.steps} steps, batch 256, mlp(2) of each loss's recipe {model_kw}, seed "
           f"{args.seed}; grid 256x256 on [-5, 5]^2 plus rings to 81x; 20,000 test points; "
           f"loss overrides {overrides} {trainer_kw}")
     print("\n".join(markdown_rows(rows)))

@@ -297,7 +297,7 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
         FileNotFoundError: When ``folder`` or its ``config.toml`` does not exist.
         CheckpointError: When the folder holds no checkpoint, or none that loads.
     """
-    from ebmcore.config import defaults_for, load_toml, merge
+    from ebmcore.config import defaults_for, load_toml, merge_run
     from ebmcore.errors import CheckpointError
 
     out = Path(folder)
@@ -308,7 +308,8 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
     again = f"ebmcore train --config {config_file} --out {out} --overwrite"
     # the same merge as --config, so a resumed run is built exactly as a replayed one
     saved = load_toml(config_file)
-    config = merge(defaults_for((saved.get("dataset") or {}).get("name")), saved)
+    config = merge_run(defaults_for((saved.get("dataset") or {}).get("name"),
+                                    (saved.get("loss") or {}).get("name")), saved)
     trainer, built, seed = _build_trainer(config, out, progress, distributed)
     used = None
     for candidate in candidates:
@@ -817,8 +818,9 @@ def _trajectory_writer(path: Path, n_kept: int, x0: torch.Tensor, trace_chains: 
                                      create=False)
 
 
-def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: int = 500,
-                        n_ais_temps: int = 200, resolution: int = 256,
+def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000,
+                        n_ais_chains: int | None = None, n_ais_temps: int | None = None,
+                        resolution: int = 256,
                         bounds: tuple[float, float] = (-5.0, 5.0), seed: int = 0
                         ) -> dict[str, Any]:
     """Evaluate a model saved by a training run: exact 2-D figures, AIS bounds, MMD and KSD.
@@ -835,8 +837,11 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: 
     Args:
         path: ``model.pt`` from a run folder, or the run folder itself.
         n_test: Held-out points drawn from the run's data set.
-        n_ais_chains: Annealing chains for the AIS bounds of ``log Z``.
-        n_ais_temps: Temperatures along the AIS path.
+        n_ais_chains: Annealing chains for the AIS bounds of ``log Z`` (``None``: 500, or
+            the image recipe's ``evaluate.ais_chains`` for an image model).
+        n_ais_temps: Temperatures along the AIS path (``None``: 1,000, or the image recipe's
+            ``evaluate.ais_temps``). 200 left the reverse estimate of the demo's model a nat
+            below the grid's exact ``log Z``; 1,000 brackets it.
         resolution: Grid cells per axis for the exact 2-D evaluation.
         bounds: The box of the grid evaluation; its half-width is the AIS base's scale.
         seed: Seeds every draw.
@@ -855,10 +860,13 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: 
         raise ValueError(f"{str(target)!r} records no data set; was it written by ebmcore train?")
     dataset = ebmcore.create("dataset", dataset_spec["name"], **dataset_spec.get("params", {}))
     if is_image_dataset(dataset):
+        from ebmcore.config import IMAGE_RECIPE
         from ebmcore.evaluation.image_report import image_evaluation
 
-        evaluation = image_evaluation(model, dataset, None, n_ais_chains=n_ais_chains,
-                                      n_ais_temps=n_ais_temps, seed=seed)
+        recipe = IMAGE_RECIPE["evaluate"]
+        evaluation = image_evaluation(
+            model, dataset, None, n_ais_chains=n_ais_chains or recipe["ais_chains"],
+            n_ais_temps=n_ais_temps or recipe["ais_temps"], seed=seed)
         return {"checkpoint": str(target), "dataset": dataset_spec,
                 "image_evaluation": evaluation.to_dict()}
     dtype = next(model.parameters()).dtype
@@ -875,14 +883,22 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000, n_ais_chains: 
     base = ebmcore.create("energy", "gaussian", mean=[0.0] * dim, diag=[scale2] * dim)
     base = base.to(dtype) if hasattr(base, "to") else base
     generator = torch.Generator().manual_seed(seed + 1)
-    lower = ais(model, base, n_chains=n_ais_chains, n_temps=n_ais_temps, generator=generator)
-    upper = reverse_ais(model, lower.samples, base, n_temps=n_ais_temps, generator=generator)
+    n_chains, n_temps = n_ais_chains or 500, n_ais_temps or 1000
+    lower = ais(model, base, n_chains=n_chains, n_temps=n_temps, generator=generator)
+    upper = reverse_ais(model, lower.samples, base, n_temps=n_temps, generator=generator)
     report["ais"] = {
         "log_z_lower": lower.log_z, "lower_stderr": lower.stderr, "lower_ess": lower.ess,
         "log_z_upper_approx": upper.log_z, "upper_stderr": upper.stderr,
-        "upper_ess": upper.ess,
+        "upper_ess": upper.ess, "n_chains": n_chains, "n_temps": n_temps,
         "note": "the upper bound starts from AIS samples, not exact draws, so it is approximate",
     }
+    if upper.log_z + 3 * upper.stderr < lower.log_z - 3 * lower.stderr:
+        # only exact model samples make reverse AIS an upper bound; below the lower bound
+        # it shows that the forward chains had not reached the model
+        report["ais"]["warning"] = (
+            f"the reverse AIS estimate {upper.log_z:.4g} lies below the lower bound "
+            f"{lower.log_z:.4g}: the forward chains were not yet model samples, so the upper "
+            f"figure is no bound; raise the temperatures (now {n_temps})")
     n = min(1000, n_test, lower.samples.shape[0])
     samples = lower.samples[:n].detach()
     report["mmd_ais_samples_vs_data"] = asdict(mmd(samples.double(), test_x[:n].double(),

@@ -19,7 +19,7 @@ from ebmcore.config import (
     check_train_config,
     defaults_for,
     load_toml,
-    merge,
+    merge_run,
     signature_parameter,
 )
 from ebmcore.launch import DEFAULT_TIMEOUT, DIST_BACKENDS
@@ -137,8 +137,10 @@ def add_commands(subparsers: Any) -> None:
         "evaluate", help="evaluate a trained model: NLL, KL, TV, AIS bounds of log Z, MMD, KSD")
     p.add_argument("checkpoint", type=Path, help="model.pt or the run folder")
     p.add_argument("--n-test", type=_positive_int, default=20000, help="held-out points")
-    p.add_argument("--ais-chains", type=_positive_int, default=500)
-    p.add_argument("--ais-temps", type=_positive_int, default=200)
+    p.add_argument("--ais-chains", type=_positive_int,
+                   help="AIS chains (default 500; an image model's recipe: 200)")
+    p.add_argument("--ais-temps", type=_positive_int,
+                   help="AIS temperatures (default 1000; an image model's recipe: 500)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON report to this file")
@@ -223,9 +225,11 @@ def _log(args: argparse.Namespace) -> Any:
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
     given = {} if getattr(args, "config", None) is None else load_toml(args.config)
-    # an image data set (named on the command line or in the file) starts from its recipe
+    # an image data set or a loss with a recipe (named on the command line or in the file)
+    # starts from its recipe
     dataset = getattr(args, "dataset", None) or (given.get("dataset") or {}).get("name")
-    config = merge(defaults_for(dataset), given)
+    loss = getattr(args, "loss", None) or (given.get("loss") or {}).get("name")
+    config = merge_run(defaults_for(dataset, loss), given)
     for kind in ("dataset", "model", "loss", "sampler"):
         name = getattr(args, kind, None)
         if name is not None and name != config[kind]["name"]:
@@ -559,6 +563,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows.append(("AIS log Z lower", f"{a['log_z_lower']:.4f} ± {a['lower_stderr']:.4f}"))
     rows.append(("reverse AIS log Z upper (approx.)",
                  f"{a['log_z_upper_approx']:.4f} ± {a['upper_stderr']:.4f}"))
+    if a.get("warning"):
+        rows.append(("AIS warning", a["warning"]))
     m, k = report["mmd_ais_samples_vs_data"], report["ksd_data_vs_model"]
     rows.append(("MMD² samples vs data", f"{m['statistic']:.5f} (p = {m['p_value']:.3f})"))
     rows.append(("KSD² data vs model", f"{k['statistic']:.5f} (p = {k['p_value']:.3f})"))

@@ -36,7 +36,9 @@ class ScoreMatching(StochasticLoss):
     """Exact score matching (Hyvärinen 2005) with the Hessian trace computed exactly.
 
     The Laplacian ``ΔE`` costs one extra backward pass per dimension, so this suits small
-    event sizes; use ``sliced_score_matching`` beyond that.
+    event sizes; use ``sliced_score_matching`` beyond that. The score does not fix how much
+    mass separate regions of the data hold, so a smooth energy serves it best: with ``mlp``,
+    two hidden layers rather than its default four (``ebmcore.config.LOSS_RECIPES``).
 
     Args:
         max_dim: Largest flattened event size accepted (the cost grows linearly with it).
@@ -77,7 +79,9 @@ class SlicedScoreMatching(StochasticLoss):
 
     Per projection ``v ~ N(0, I)`` the objective is ``vᵀ∇s v + ½(vᵀs)²``; the variance-reduced
     form replaces ``½(vᵀs)²`` by its expectation ``½‖s‖²``. Both are unbiased for exact
-    score matching; each projection costs one Hessian-vector product.
+    score matching; each projection costs one Hessian-vector product. Like exact score
+    matching it trains best on a smooth energy (``mlp`` with two hidden layers) and, on the
+    2-D data sets, with the gradient norm clipped at 1 (``ebmcore.config.LOSS_RECIPES``).
 
     Args:
         n_projections: Projections per data point.

@@ -35,7 +35,11 @@ class MLPEnergy(ConfinedEnergy):
 
     Args:
         dim: Size of each input vector; the event shape is ``(dim,)``.
-        hidden: Widths of the hidden layers; empty gives a linear energy.
+        hidden: Widths of the hidden layers; empty gives a linear energy. Four layers of
+            128 are the default: with two, pcd misses its goals on ``checkerboard`` and
+            ``rings`` and cd diverges on ``rings`` (docs/training-results.md). Exact and
+            sliced score matching do better with two (their run recipe,
+            :data:`ebmcore.config.LOSS_RECIPES`, says so).
         activation: One of ``silu``, ``relu``, ``elu``, ``gelu``, ``tanh``, ``softplus``,
             ``leaky_relu`` (torch's default settings).
         spectral_norm: Spectrally normalise every Linear weight (a common way to keep EBM
@@ -48,8 +52,9 @@ class MLPEnergy(ConfinedEnergy):
         wall_width: Width of the wall as a multiple of the data's standard deviation.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (128, 128), activation: str = "silu",
-                 spectral_norm: bool = False, confine: bool | str = True,
+    def __init__(self, dim: int, hidden: Sequence[int] = (128, 128, 128, 128),
+                 activation: str = "silu", spectral_norm: bool = False,
+                 confine: bool | str = True,
                  wall_width: float = 0.25) -> None:
         super().__init__()
         self.dim = check_int("dim", dim, minimum=1)

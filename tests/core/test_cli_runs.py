@@ -58,6 +58,24 @@ def test_evaluate_prints_a_table_and_json(trained_run, capsys):
     assert main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ais"]["log_z_lower"] == pytest.approx(report["grid"]["log_z"], abs=1.0)
+    assert report["ais"]["n_temps"] == 20 and "warning" not in report["ais"]
+
+
+def test_evaluate_warns_when_the_reverse_estimate_undercuts_the_lower_bound(
+        trained_run, capsys, monkeypatch):
+    """Reverse AIS from chains that have not reached the model is no upper bound; a figure
+    below the forward lower bound says so instead of standing as a bracket."""
+    import dataclasses
+
+    import ebmcore.evaluate as evaluate
+
+    real = evaluate.reverse_ais
+    monkeypatch.setattr(evaluate, "reverse_ais", lambda *a, **k: dataclasses.replace(
+        real(*a, **k), log_z=-50.0))
+    assert main(["evaluate", str(trained_run), "--n-test", "200", "--ais-chains", "20"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"AIS warning +the reverse AIS estimate -50 lies below the lower bound .*"
+                     r"raise the temperatures \(now 1000\)", out), out
 
 
 def test_sample_an_energy_writes_samples_and_diagnostics(tmp_path, capsys):
@@ -324,3 +342,18 @@ def test_train_on_cuda_without_a_gpu_is_refused(tmp_path, capsys):
         pytest.skip("this machine has a GPU")
     assert main(["train", "--device", "cuda", "--out", str(tmp_path / "c"), *TINY]) != 0
     assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_a_loss_named_on_the_command_line_brings_its_recipe(tmp_path):
+    """``--loss score_matching`` trains the two-layer mlp of its recipe; ``--set`` still wins,
+    and the written config replays it."""
+    out = tmp_path / "sm"
+    assert main(["train", "--loss", "score_matching", "--out", str(out), "--steps", "3",
+                 "--set", "sample.n_chains=20", "--set", "sample.n_steps=5",
+                 "--set", "sample.burn_in=0", "--set", "evaluate.n_test=500",
+                 "--set", "evaluate.resolution=32", "--set", "train.batch_size=32",
+                 "--set", "train.log_every=1", "--set", "model.activation='elu'",
+                 "--quiet"]) == 0
+    config = (out / "config.toml").read_text()
+    assert re.search(r"hidden = \[128, 128\]\n", config), config
+    assert 'activation = "elu"' in config

@@ -6,7 +6,15 @@ import copy
 
 import pytest
 
-from ebmcore.config import TRAIN_DEFAULTS, ConfigError, apply_overrides, check_train_config
+from ebmcore.config import (
+    LOSS_RECIPES,
+    TRAIN_DEFAULTS,
+    ConfigError,
+    apply_overrides,
+    check_train_config,
+    defaults_for,
+    merge_run,
+)
 
 
 def _with(*items: str) -> dict:
@@ -52,3 +60,33 @@ def test_bad_sizes_and_boxes_are_refused(item, message):
     """Sizes, the box and the seed are checked before anything is built."""
     with pytest.raises(ConfigError, match=message):
         check_train_config(_with(item))
+
+
+def test_a_loss_with_a_recipe_brings_its_model():
+    """Exact and sliced score matching start from a two-layer mlp (sliced with its gradient
+    clipped); other losses keep the default model and start from their own parameters."""
+    for loss in ("score_matching", "Sliced-Score-Matching"):
+        config = defaults_for(None, loss)
+        check_train_config(config)
+        assert config["loss"] == {"name": loss.lower().replace("-", "_"), "params": {}}
+        assert config["model"] == {"name": "mlp", "params": {"hidden": [128, 128]}}
+    assert defaults_for(None, "sliced_score_matching")["train"]["grad_clip"] == 1.0
+    assert "grad_clip" not in defaults_for(None, "score_matching")["train"]
+    assert set(LOSS_RECIPES) == {"score_matching", "sliced_score_matching"}
+    assert defaults_for("rings", "pcd") == TRAIN_DEFAULTS
+    cd = defaults_for(None, "cd")
+    assert cd["loss"] == {"name": "cd", "params": {}} and cd["model"] == TRAIN_DEFAULTS["model"]
+    # an image data set keeps its own model whatever the loss
+    image = defaults_for("digits", "score_matching")
+    assert image["model"]["name"] == "conv" and image["loss"]["name"] == "score_matching"
+
+
+def test_merge_run_starts_a_renamed_component_from_its_own_defaults():
+    """A file naming another model than the recipe's takes none of the recipe's parameters;
+    one naming the same model merges into them."""
+    recipe = defaults_for(None, "score_matching")
+    other = merge_run(recipe, {"model": {"name": "conv", "params": {"channels": [8]}}})
+    assert other["model"] == {"name": "conv", "params": {"channels": [8]}}
+    same = merge_run(recipe, {"model": {"name": "mlp", "params": {"activation": "elu"}}})
+    assert same["model"]["params"] == {"hidden": [128, 128], "activation": "elu"}
+    assert merge_run(recipe, {"train": {"steps": 5}})["model"] == recipe["model"]
