@@ -189,6 +189,11 @@ class ParallelTempering(CompiledBackendMixin, Sampler):
                                     f"compiled backend")
         return backends
 
+    @property
+    def compiled_rows_per_chain(self) -> int:  # type: ignore[override]
+        """Every chain steps one row per temperature: what the ``auto`` rule counts."""
+        return self.n_replicas
+
     def _auto_backend(self, energy: Energy, x: torch.Tensor) -> str:
         """The mixin's choice where the base compiles; torch otherwise."""
         return super()._auto_backend(energy, x) if self.supports_compiled else "torch"

@@ -167,14 +167,16 @@ def closed_form(energy: Energy) -> bool:
     return type(energy).energy_and_grad is not Energy.energy_and_grad
 
 
-def auto_picks_compiled(energy: Energy, x: torch.Tensor, n_total: int | None) -> bool:
+def auto_picks_compiled(energy: Energy, x: torch.Tensor, n_total: int | None,
+                        rows_per_chain: int = 1) -> bool:
     """Whether ``backend="auto"`` picks ``"compiled"`` (when it can run and nothing fused does).
 
     The rule: a neural (autograd-gradient) energy and a run long enough to repay compiling
     a block, which costs 10-20 s (more for larger networks) once per process and
     configuration:
 
-    - CPU: ``chains x steps >= AUTO_CPU_CHAIN_STEPS``. On a 2-core CPU (one torch thread)
+    - CPU: ``rows x steps >= AUTO_CPU_CHAIN_STEPS``, with ``rows = chains x rows_per_chain``
+      (parallel tempering steps every replica of every chain). On a 2-core CPU (one torch thread)
       the 2 -> 128 -> 128 -> 1 MLP's Langevin and MALA steps save 0.37-0.46 µs per
       chain-step compiled, against 10-20 s of compiling a block into an empty inductor
       cache: about 5e7 chain-steps to break even (``benchmarks/compiled.py``); the
@@ -194,12 +196,13 @@ def auto_picks_compiled(energy: Energy, x: torch.Tensor, n_total: int | None) ->
         energy: The target energy.
         x: The initial positions.
         n_total: ``burn_in + n_steps`` of the run, or ``None``.
+        rows_per_chain: Rows the sampler steps per chain (its replicas; 1 for most).
     """
     if n_total is None or closed_form(energy):
         return False
     if x.device.type == "cuda":
         return n_total >= AUTO_CUDA_STEPS
-    return x.shape[0] * n_total >= AUTO_CPU_CHAIN_STEPS
+    return x.shape[0] * rows_per_chain * n_total >= AUTO_CPU_CHAIN_STEPS
 
 
 # -- compiled blocks and their cache -----------------------------------------------------------
@@ -624,6 +627,8 @@ class CompiledBackendMixin:
     compile_chunk: int | str | None = "auto"
     #: Whether ``backend="compiled"`` is available (what ``Trainer(compile=True)`` checks).
     supports_compiled: bool = True
+    #: Rows stepped per chain (parallel tempering's replicas), for the ``auto`` rule.
+    compiled_rows_per_chain: int = 1
 
     def _compiled_plan(self, energy: Energy, state: Any, draws: Draws) -> CompiledPlan:
         raise NotImplementedError(f"{type(self).__name__} must implement _compiled_plan()")
@@ -655,7 +660,8 @@ class CompiledBackendMixin:
         chosen = super()._auto_backend(energy, x)  # type: ignore[misc]
         run = _RUN.get()
         if (chosen == "torch" and compiled_reason(x) is None
-                and auto_picks_compiled(energy, x, None if run is None else run.n_total)):
+                and auto_picks_compiled(energy, x, None if run is None else run.n_total,
+                                        self.compiled_rows_per_chain)):
             return "compiled"
         return chosen
 

@@ -192,3 +192,24 @@ def test_pt_cd_trains_compiled_and_resumes_exactly(tmp_path) -> None:
     again.fit()
     for p, q in zip(first.model.parameters(), again.model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_auto_counts_every_replica_row(monkeypatch) -> None:
+    # The auto rule weighs the work of a run: R rows per chain, so tempering over R
+    # temperatures repays compiling in a run R times shorter than a plain sampler needs.
+    from ebmcore_samplers.compiled import backend as compiled_backend
+
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[8]).requires_grad_(False)
+    x = torch.zeros(10, 2)
+    pt = ParallelTempering("langevin", [1.0, 2.0, 4.0, 8.0], base_params={"step_size": 0.01})
+    monkeypatch.setattr(compiled_backend, "AUTO_CPU_CHAIN_STEPS", 10 * 4 * 50)
+    assert pt.compiled_rows_per_chain == 4
+    assert compiled.auto_picks_compiled(model, x, 50, rows_per_chain=4)
+    assert not compiled.auto_picks_compiled(model, x, 49, rows_per_chain=4)
+    assert not compiled.auto_picks_compiled(model, x, 50)  # one row per chain: too short
+    for n_total, expected in ((50, "compiled"), (49, "torch")):
+        token = compiled_backend._RUN.set(compiled_backend._Run(n_total, None))
+        try:
+            assert pt._auto_backend(model, x) == expected
+        finally:
+            compiled_backend._RUN.reset(token)
