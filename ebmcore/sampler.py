@@ -23,6 +23,37 @@ BACKENDS: tuple[str, ...] = ("auto", "torch", "numba", "cuda", "compiled")
 KeepHook = Callable[[int, torch.Tensor], None]
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What a backend may need to know of a run besides its chains.
+
+    :meth:`Sampler.sample` hands it to overrides of ``_auto_backend`` and ``_run_backend``
+    that take a ``run`` parameter (a backend whose cost to start up only pays over a long
+    run, or one that calls ``on_keep`` itself); overrides without one are called as before.
+
+    Attributes:
+        n_steps: Kept steps.
+        burn_in: Steps run first.
+        thin: Trajectory thinning.
+        on_keep: The hook called at every kept step, or ``None``.
+    """
+
+    n_steps: int
+    burn_in: int
+    thin: int
+    on_keep: KeepHook | None = None
+
+    @property
+    def n_total(self) -> int:
+        """Every step of the run: ``burn_in + n_steps``."""
+        return self.burn_in + self.n_steps
+
+
+def _takes(method: Callable[..., Any], name: str) -> bool:
+    """Whether ``method`` has a parameter ``name`` (older overrides may lack new ones)."""
+    return name in inspect.signature(method).parameters
+
+
 @dataclass
 class SamplerState:
     """The state of a batch of chains; samplers may subclass it to carry more.
@@ -131,14 +162,22 @@ class Sampler:
         return {"torch": None, "numba": f"{type(self).__name__} has no numba kernel",
                 "cuda": f"{type(self).__name__} has no CUDA kernel"}
 
-    def _auto_backend(self, energy: Energy, x: torch.Tensor) -> str:
-        """Return the backend ``"auto"`` picks (the fastest that applies; torch by default)."""
+    def _auto_backend(self, energy: Energy, x: torch.Tensor, run: RunSpec | None = None
+                      ) -> str:
+        """Return the backend ``"auto"`` picks (the fastest that applies; torch by default).
+
+        ``run`` describes the run (:class:`RunSpec`); an override may leave the parameter
+        out if it does not need it.
+        """
         return "torch"
 
-    def _choose_backend(self, energy: Energy, x: torch.Tensor, requested: str) -> str:
+    def _choose_backend(self, energy: Energy, x: torch.Tensor, requested: str,
+                        run: RunSpec | None = None) -> str:
         if requested not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
         if requested == "auto":
+            if run is not None and _takes(self._auto_backend, "run"):
+                return self._auto_backend(energy, x, run=run)
             return self._auto_backend(energy, x)
         reasons = self._backends_for(energy, x)
         reason = reasons.get(requested, f"unknown backend {requested!r}")
@@ -152,11 +191,13 @@ class Sampler:
 
     def _run_backend(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
                      burn_in: int, thin: int, generator: torch.Generator | None,
-                     return_trajectory: bool, trace_stride: int = 1) -> SampleResult:
+                     return_trajectory: bool, trace_stride: int = 1,
+                     run: RunSpec | None = None) -> SampleResult:
         """Run a fused backend; record chains ``0, s, 2s, ...`` (``s = trace_stride``) only.
 
         An override that predates ``trace_stride`` (no such parameter) still works: the loop
         then asks it for every chain and keeps the subset, at the full trajectory's cost.
+        ``run`` (:class:`RunSpec`, with the ``on_keep`` hook) reaches overrides that take it.
         """
         raise BackendUnavailableError(f"{type(self).__name__} has no {backend} backend")
 
@@ -252,8 +293,9 @@ class Sampler:
                 f"backend={backend!r} cannot call on_keep: its fused kernel runs the whole "
                 f"chain loop in one call, with no Python between steps. Use backend='torch' "
                 f"(or 'auto', which picks it when on_keep is given).")
+        run = RunSpec(n_steps=n_steps, burn_in=burn_in, thin=thin, on_keep=on_keep)
         chosen = self._choose_backend(
-            energy, x0, "torch" if on_keep is not None and backend == "auto" else backend)
+            energy, x0, "torch" if on_keep is not None and backend == "auto" else backend, run)
         started = time.perf_counter()
         fallback = None
         if chosen != "torch":
@@ -263,7 +305,7 @@ class Sampler:
             rng_state = generator.get_state() if backend == "auto" else None
             try:
                 result = self._run_fused(chosen, energy, x0, n_steps, burn_in, thin,
-                                         generator, return_trajectory, stride)
+                                         generator, return_trajectory, stride, run)
             except BackendUnavailableError as exc:
                 if rng_state is None:
                     raise
@@ -284,17 +326,20 @@ class Sampler:
 
     def _run_fused(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
                    burn_in: int, thin: int, generator: torch.Generator | None,
-                   return_trajectory: bool, stride: int) -> SampleResult:
-        """Call :meth:`_run_backend`, asking for the chain subset where it can record one."""
+                   return_trajectory: bool, stride: int,
+                   run: RunSpec | None = None) -> SampleResult:
+        """Call :meth:`_run_backend`, asking for the chain subset where it can record one,
+        and handing it ``run`` where it takes one."""
+        extra = {"run": run} if run is not None and _takes(self._run_backend, "run") else {}
         if stride == 1 or not return_trajectory:
             return self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
-                                     return_trajectory)
-        if "trace_stride" in inspect.signature(self._run_backend).parameters:
+                                     return_trajectory, **extra)
+        if _takes(self._run_backend, "trace_stride"):
             return self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
-                                     return_trajectory, trace_stride=stride)
+                                     return_trajectory, trace_stride=stride, **extra)
         # An override that predates trace_stride: record every chain, keep the subset.
         result = self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
-                                   return_trajectory)
+                                   return_trajectory, **extra)
         if result.trajectory is not None:
             result.trajectory = result.trajectory[:, ::stride].clone()
         return result

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ebmcore.energy import Energy
-from ebmcore.sampler import Sampler, SamplerState
+from ebmcore.sampler import RunSpec, Sampler, SamplerState
 from ebmcore.validation import check_int, check_points
 from ebmcore_samplers._common import generator_for, per_chain
 from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, tempering_step
@@ -194,9 +194,10 @@ class ParallelTempering(CompiledBackendMixin, Sampler):
         """Every chain steps one row per temperature: what the ``auto`` rule counts."""
         return self.n_replicas
 
-    def _auto_backend(self, energy: Energy, x: torch.Tensor) -> str:
+    def _auto_backend(self, energy: Energy, x: torch.Tensor, run: RunSpec | None = None
+                      ) -> str:
         """The mixin's choice where the base compiles; torch otherwise."""
-        return super()._auto_backend(energy, x) if self.supports_compiled else "torch"
+        return super()._auto_backend(energy, x, run) if self.supports_compiled else "torch"
 
     def _compiled_adapts(self) -> bool:
         """Whether the base adapts during burn-in (which then runs eagerly)."""

@@ -5,7 +5,6 @@ See the package's docstring (:mod:`ebmcore_samplers.compiled`) for what it does 
 
 from __future__ import annotations
 
-import contextvars
 import os
 import sys
 import threading
@@ -19,7 +18,7 @@ import torch
 
 from ebmcore.energy import Energy
 from ebmcore.errors import BackendUnavailableError
-from ebmcore.sampler import KeepHook, SampleResult, nonfinite_rows
+from ebmcore.sampler import KeepHook, RunSpec, SampleResult, nonfinite_rows
 
 from .passes import inductor_options
 from .steps import Carry, StepFn
@@ -346,18 +345,6 @@ def clear_compiled_blocks() -> None:
 
 # -- the loop -------------------------------------------------------------------------------------
 
-@dataclass
-class _Run:
-    """What the compiled loop and the auto rule need that the core's hooks do not pass."""
-
-    n_total: int
-    on_keep: KeepHook | None
-
-
-_RUN: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("ebmcore_compiled_run",
-                                                                  default=None)
-
-
 class _Block:
     """Calls one run's compiled block: masks, compile time, and fallbacks.
 
@@ -637,28 +624,16 @@ class CompiledBackendMixin:
         """Whether burn-in adapts (and so runs on the torch backend before the blocks)."""
         return False
 
-    def _sample(self, energy: Energy, x0: torch.Tensor, n_steps: int, **run: Any
-                ) -> SampleResult:
-        # The core hands on_keep only to its own torch loop and tells _auto_backend nothing
-        # of the run's length; both travel to the hooks below through a context variable.
-        on_keep = run.get("on_keep")
-        token = _RUN.set(_Run(int(run.get("burn_in", 0)) + n_steps, on_keep))
-        try:
-            if on_keep is not None and run.get("backend") == "compiled":
-                run = {**run, "on_keep": None}  # the compiled loop calls it itself
-            return super()._sample(energy, x0, n_steps, **run)  # type: ignore[misc]
-        finally:
-            _RUN.reset(token)
-
     def _backends_for(self, energy: Energy, x: torch.Tensor) -> dict[str, str | None]:
         """As the next class in the MRO, plus ``"compiled"``."""
         return {**super()._backends_for(energy, x),  # type: ignore[misc]
                 "compiled": compiled_reason(x)}
 
-    def _auto_backend(self, energy: Energy, x: torch.Tensor) -> str:
-        """What the next class picks, unless that is torch and :func:`auto_picks_compiled`."""
+    def _auto_backend(self, energy: Energy, x: torch.Tensor, run: RunSpec | None = None
+                      ) -> str:
+        """What the next class picks, unless that is torch and :func:`auto_picks_compiled`
+        for the run's length."""
         chosen = super()._auto_backend(energy, x)  # type: ignore[misc]
-        run = _RUN.get()
         if (chosen == "torch" and compiled_reason(x) is None
                 and auto_picks_compiled(energy, x, None if run is None else run.n_total,
                                         self.compiled_rows_per_chain)):
@@ -667,13 +642,14 @@ class CompiledBackendMixin:
 
     def _run_backend(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
                      burn_in: int, thin: int, generator: torch.Generator | None,
-                     return_trajectory: bool, trace_stride: int = 1) -> SampleResult:
-        """Run ``"compiled"`` here; hand other backends to the next class in the MRO."""
+                     return_trajectory: bool, trace_stride: int = 1,
+                     run: RunSpec | None = None) -> SampleResult:
+        """Run ``"compiled"`` here (calling ``run.on_keep`` after each block); hand other
+        backends to the next class in the MRO."""
         if backend != "compiled":
             return super()._run_backend(  # type: ignore[misc]
                 backend, energy, x0, n_steps, burn_in, thin, generator, return_trajectory,
                 trace_stride=trace_stride)
-        run = _RUN.get()
         return run_compiled(self, energy, x0, n_steps, burn_in, thin, generator,
                             return_trajectory, trace_stride,
                             None if run is None else run.on_keep)

@@ -17,6 +17,7 @@ from ebmcore_samplers.tempering import ParallelTempering
 
 import ebmcore
 from ebmcore.errors import BackendUnavailableError
+from ebmcore.sampler import RunSpec
 from ebmcore.testing.sampler_checks import correlated_gaussian
 from ebmcore.train import Trainer
 
@@ -207,9 +208,6 @@ def test_auto_counts_every_replica_row(monkeypatch) -> None:
     assert compiled.auto_picks_compiled(model, x, 50, rows_per_chain=4)
     assert not compiled.auto_picks_compiled(model, x, 49, rows_per_chain=4)
     assert not compiled.auto_picks_compiled(model, x, 50)  # one row per chain: too short
-    for n_total, expected in ((50, "compiled"), (49, "torch")):
-        token = compiled_backend._RUN.set(compiled_backend._Run(n_total, None))
-        try:
-            assert pt._auto_backend(model, x) == expected
-        finally:
-            compiled_backend._RUN.reset(token)
+    for n_steps, expected in ((50, "compiled"), (49, "torch")):
+        run = RunSpec(n_steps=n_steps, burn_in=0, thin=1)
+        assert pt._choose_backend(model, x, "auto", run) == expected
