@@ -69,6 +69,10 @@ IMAGE_DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: AIS chains and temperatures ``ebmcore evaluate`` uses on a 2-D model unless told; 200
+#: temperatures left the reverse estimate of the demo's model a nat below the grid's log Z.
+AIS_CHAINS, AIS_TEMPS = 500, 1000
+
 #: What a loss changes in the 2-D defaults when a run names it (``--loss`` or a
 #: ``--config``). Exact and sliced score matching fix a density only up to the relative
 #: weights of regions the data separates; the mlp's default four layers shape those regions
@@ -90,18 +94,30 @@ def defaults_for(dataset: str | None, loss: str | None = None) -> dict[str, Any]
 
     key = normalize_name(dataset) if isinstance(dataset, str) else None
     loss_key = normalize_name(loss) if isinstance(loss, str) else None
-    if key not in IMAGE_DATASETS:
+    image = key in IMAGE_DATASETS
+    if image:
+        recipe = merge(IMAGE_RECIPE, IMAGE_DATASETS[key])
+        recipe["dataset"] = {"name": key, "params": {}}
+        base = {k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("model", "loss", "sampler")}
+        config = merge(base, recipe)
+    else:
         config = copy.deepcopy(TRAIN_DEFAULTS)
-        if loss_key is not None and loss_key != config["loss"]["name"]:
-            config["loss"] = {"name": loss_key, "params": {}}
+    if loss_key is not None and loss_key != config["loss"]["name"]:
+        config["loss"] = {"name": loss_key, "params": {}}
+        if not image:  # the loss recipes are for the 2-D defaults' mlp
             config = merge(config, LOSS_RECIPES.get(loss_key, {}))
-        return config
-    recipe = merge(IMAGE_RECIPE, IMAGE_DATASETS[key])
-    if loss_key is not None and loss_key != recipe["loss"]["name"]:
-        recipe["loss"] = {"name": loss_key, "params": {}}
-    recipe["dataset"] = {"name": key, "params": {}}
-    base = {k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("model", "loss", "sampler")}
-    return merge(base, recipe)
+    return config
+
+
+def complete_run(given: Mapping[str, Any], dataset: str | None = None,
+                 loss: str | None = None) -> dict[str, Any]:
+    """Return the run configuration ``given`` (a ``--config`` file, a saved config.toml)
+    completed from the defaults of its data set and loss, or of ``dataset`` and ``loss``
+    where they are named (on the command line): :func:`merge_run` over
+    :func:`defaults_for`."""
+    dataset = dataset or (given.get("dataset") or {}).get("name")
+    loss = loss or (given.get("loss") or {}).get("name")
+    return merge_run(defaults_for(dataset, loss), given)
 
 
 class ConfigError(ValueError):

@@ -22,6 +22,9 @@ import torch
 
 import ebmcore
 from ebmcore.config import (
+    AIS_CHAINS,
+    AIS_TEMPS,
+    IMAGE_RECIPE,
     check_train_config,
     dump_toml,
     resolved_params,
@@ -297,7 +300,7 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
         FileNotFoundError: When ``folder`` or its ``config.toml`` does not exist.
         CheckpointError: When the folder holds no checkpoint, or none that loads.
     """
-    from ebmcore.config import defaults_for, load_toml, merge_run
+    from ebmcore.config import complete_run, load_toml
     from ebmcore.errors import CheckpointError
 
     out = Path(folder)
@@ -308,8 +311,7 @@ def resume_run(folder: str | Path, *, progress: bool = False, log: Log = _quiet,
     again = f"ebmcore train --config {config_file} --out {out} --overwrite"
     # the same merge as --config, so a resumed run is built exactly as a replayed one
     saved = load_toml(config_file)
-    config = merge_run(defaults_for((saved.get("dataset") or {}).get("name"),
-                                    (saved.get("loss") or {}).get("name")), saved)
+    config = complete_run(saved)
     trainer, built, seed = _build_trainer(config, out, progress, distributed)
     used = None
     for candidate in candidates:
@@ -605,6 +607,7 @@ def _evaluate_images(model: Any, dataset: Any, sampler: Any, config: dict[str, A
     from ebmcore.evaluation.image_report import image_evaluation
 
     eval_cfg, sample_cfg = config["evaluate"], config["sample"]
+    ais_cfg = {**IMAGE_RECIPE["evaluate"], **eval_cfg}  # a config.toml may leave them out
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
     started = time.perf_counter()
@@ -619,8 +622,8 @@ def _evaluate_images(model: Any, dataset: Any, sampler: Any, config: dict[str, A
     finite, trajectory, sample_metrics = _draw_samples(model, sampler, x0, sample_cfg, seed,
                                                        out, progress)
     evaluation = image_evaluation(model, dataset, finite,
-                                  n_ais_chains=int(eval_cfg.get("ais_chains", 200)),
-                                  n_ais_temps=int(eval_cfg.get("ais_temps", 500)), seed=seed)
+                                  n_ais_chains=int(ais_cfg["ais_chains"]),
+                                  n_ais_temps=int(ais_cfg["ais_temps"]), seed=seed)
     sample_metrics["mmd_to_test_data"] = evaluation.mmd
     shown = (0.0, 1.0)
     _save_figure(plot.image_grid(finite.cpu(), value_range=shown), out / "samples.png")
@@ -860,7 +863,6 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000,
         raise ValueError(f"{str(target)!r} records no data set; was it written by ebmcore train?")
     dataset = ebmcore.create("dataset", dataset_spec["name"], **dataset_spec.get("params", {}))
     if is_image_dataset(dataset):
-        from ebmcore.config import IMAGE_RECIPE
         from ebmcore.evaluation.image_report import image_evaluation
 
         recipe = IMAGE_RECIPE["evaluate"]
@@ -883,7 +885,7 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000,
     base = ebmcore.create("energy", "gaussian", mean=[0.0] * dim, diag=[scale2] * dim)
     base = base.to(dtype) if hasattr(base, "to") else base
     generator = torch.Generator().manual_seed(seed + 1)
-    n_chains, n_temps = n_ais_chains or 500, n_ais_temps or 1000
+    n_chains, n_temps = n_ais_chains or AIS_CHAINS, n_ais_temps or AIS_TEMPS
     lower = ais(model, base, n_chains=n_chains, n_temps=n_temps, generator=generator)
     upper = reverse_ais(model, lower.samples, base, n_temps=n_temps, generator=generator)
     report["ais"] = {

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ebmcore.config import (
+    AIS_CHAINS,
+    AIS_TEMPS,
+    IMAGE_RECIPE,
     apply_overrides,
     check_train_config,
-    defaults_for,
+    complete_run,
     load_toml,
-    merge_run,
     signature_parameter,
 )
 from ebmcore.launch import DEFAULT_TIMEOUT, DIST_BACKENDS
@@ -137,10 +139,13 @@ def add_commands(subparsers: Any) -> None:
         "evaluate", help="evaluate a trained model: NLL, KL, TV, AIS bounds of log Z, MMD, KSD")
     p.add_argument("checkpoint", type=Path, help="model.pt or the run folder")
     p.add_argument("--n-test", type=_positive_int, default=20000, help="held-out points")
+    image_ais = IMAGE_RECIPE["evaluate"]
     p.add_argument("--ais-chains", type=_positive_int,
-                   help="AIS chains (default 500; an image model's recipe: 200)")
+                   help=f"AIS chains (default {AIS_CHAINS}; an image model's recipe: "
+                        f"{image_ais['ais_chains']})")
     p.add_argument("--ais-temps", type=_positive_int,
-                   help="AIS temperatures (default 1000; an image model's recipe: 500)")
+                   help=f"AIS temperatures (default {AIS_TEMPS}; an image model's recipe: "
+                        f"{image_ais['ais_temps']})")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON report to this file")
@@ -227,9 +232,7 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
     given = {} if getattr(args, "config", None) is None else load_toml(args.config)
     # an image data set or a loss with a recipe (named on the command line or in the file)
     # starts from its recipe
-    dataset = getattr(args, "dataset", None) or (given.get("dataset") or {}).get("name")
-    loss = getattr(args, "loss", None) or (given.get("loss") or {}).get("name")
-    config = merge_run(defaults_for(dataset, loss), given)
+    config = complete_run(given, getattr(args, "dataset", None), getattr(args, "loss", None))
     for kind in ("dataset", "model", "loss", "sampler"):
         name = getattr(args, kind, None)
         if name is not None and name != config[kind]["name"]:

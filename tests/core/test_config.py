@@ -12,6 +12,7 @@ from ebmcore.config import (
     ConfigError,
     apply_overrides,
     check_train_config,
+    complete_run,
     defaults_for,
     merge_run,
 )
@@ -90,3 +91,14 @@ def test_merge_run_starts_a_renamed_component_from_its_own_defaults():
     same = merge_run(recipe, {"model": {"name": "mlp", "params": {"activation": "elu"}}})
     assert same["model"]["params"] == {"hidden": [128, 128], "activation": "elu"}
     assert merge_run(recipe, {"train": {"steps": 5}})["model"] == recipe["model"]
+
+
+def test_complete_run_starts_from_the_recipe_the_file_or_the_command_line_names():
+    """A file is completed from the defaults of the data set and loss it names; names given
+    on the command line win over the file's."""
+    saved = {"loss": {"name": "score_matching"}, "train": {"steps": 5}}
+    config = complete_run(saved)
+    assert config["model"]["params"] == {"hidden": [128, 128]}
+    assert config["train"]["steps"] == 5
+    assert complete_run(saved, loss="pcd")["model"] == TRAIN_DEFAULTS["model"]
+    assert complete_run({}, dataset="digits")["model"]["name"] == "conv"
