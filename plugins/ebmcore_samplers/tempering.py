@@ -13,7 +13,14 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import RunSpec, Sampler, SamplerState
 from ebmcore.validation import check_int, check_points
 from ebmcore_samplers._common import generator_for, per_chain
-from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, tempering_step
+from ebmcore_samplers.compiled import (
+    CompiledBackendMixin,
+    CompiledPlan,
+    Draws,
+    state_carry,
+    store_carry,
+    tempering_step,
+)
 
 
 class RowTemperedEnergy(Energy):
@@ -213,8 +220,7 @@ class ParallelTempering(CompiledBackendMixin, Sampler):
         # order[i]: the state's (temperature-major) row that chain-major row i holds.
         order = torch.arange(n, device=device).view(r, b).T.reshape(-1)
         inverse = torch.argsort(order)
-        carry = (base_state.x, base_state.energy, base_state.grad,
-                 *(getattr(base_state, name) for name in plan.extra))
+        carry = state_carry(base_state, plan.extra)
         tallies = tuple(torch.zeros(n, dtype=dtype, device=device) for _ in range(2))
         n0, swaps0 = state.n_steps, state.n_swaps
 
@@ -238,13 +244,8 @@ class ParallelTempering(CompiledBackendMixin, Sampler):
             return (swap, parity, u, *base)
 
         def finish(final: tuple[torch.Tensor, ...], n_run: int) -> None:
-            x, e, g, *rest = (t[inverse] for t in final)
-            *extra, sums, attempts = rest
-            base_state.x, base_state.energy, base_state.grad = x, e, g
-            for name, value in zip(plan.extra, extra, strict=True):
-                setattr(base_state, name, value)
-            if hasattr(base_state, "t"):
-                base_state.t += n_run
+            *base_carry, sums, attempts = (t[inverse] for t in final)
+            store_carry(base_state, base_carry, plan.extra, n_run)
             state.swap_accept_sum += sums.view(r, b)[:-1].sum(1)
             state.swap_attempts += attempts.view(r, b)[:-1].sum(1).round().long()
             state.n_steps, state.n_swaps = n0 + n_run, rounds(n0 + n_run)

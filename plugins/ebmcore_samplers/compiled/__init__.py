@@ -66,6 +66,8 @@ from .backend import (
     compiled_reason,
     compiler_reason,
     run_compiled,
+    state_carry,
+    store_carry,
 )
 from .steps import hmc_step, langevin_step, mala_step, tempering_step, underdamped_step
 
@@ -74,5 +76,5 @@ __all__ = [
     "CompiledBackendMixin", "CompiledPlan", "Draws", "auto_picks_compiled", "chunk_size",
     "clear_compiled_blocks", "closed_form", "compiled_blocks", "compiled_reason",
     "compiler_reason", "hmc_step", "langevin_step", "mala_step", "run_compiled",
-    "tempering_step", "underdamped_step",
+    "state_carry", "store_carry", "tempering_step", "underdamped_step",
 ]

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -474,6 +474,22 @@ def _compiled_setup(sampler: Any, energy: Energy, x0: torch.Tensor, burn_in: int
     return state, sampler._compiled_plan(energy, state, draws), draws, eager
 
 
+def state_carry(state: Any, extra: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """A sampler state as a block's carry: ``(x, energy, grad, *extra)``."""
+    return (state.x, state.energy, state.grad, *(getattr(state, n) for n in extra))
+
+
+def store_carry(state: Any, carry: Sequence[torch.Tensor], extra: tuple[str, ...],
+                n_run: int) -> None:
+    """Write a final carry (:func:`state_carry`'s layout) back into ``state``, and advance
+    its step counter ``t`` (where it keeps one) by the ``n_run`` compiled steps."""
+    state.x, state.energy, state.grad = carry[:3]
+    for name, value in zip(extra, carry[3:], strict=True):
+        setattr(state, name, value)
+    if hasattr(state, "t"):
+        state.t += n_run
+
+
 def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, n_steps: int, burn_in: int,
                  thin: int, generator: torch.Generator | None, return_trajectory: bool,
                  trace_stride: int = 1, on_keep: KeepHook | None = None) -> SampleResult:
@@ -496,8 +512,7 @@ def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, n_steps: int, b
         generator = torch.Generator(device=x0.device)
         generator.seed()
     state, plan, draws, eager = _compiled_setup(sampler, energy, x0, burn_in, generator)
-    carry = plan.carry if plan.carry is not None else (
-        state.x, state.energy, state.grad, *(getattr(state, n) for n in plan.extra))
+    carry = plan.carry if plan.carry is not None else state_carry(state, plan.extra)
     # Rows of the carry: ``reps`` per chain (composite samplers), chain-major.
     x, reps = carry[0], plan.replicas
     rows, total = x.shape[0], burn_in + n_steps
@@ -565,11 +580,7 @@ def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, n_steps: int, b
     if plan.finish is not None:
         plan.finish(tuple(joined), total - eager)
     else:
-        state.x, state.energy, state.grad = joined[:3]
-        for name, value in zip(plan.extra, joined[3:], strict=True):
-            setattr(state, name, value)
-        if hasattr(state, "t"):
-            state.t = total
+        store_carry(state, joined, plan.extra, total - eager)
     nonfinite = nonfinite_rows(state.x) | torch.isnan(poison + 0.0 * state.energy)
     diagnostics: dict[str, Any] = {
         "backend": "compiled",
