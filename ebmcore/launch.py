@@ -17,7 +17,7 @@ import datetime
 import os
 import signal
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ebmcore.errors import EbmcoreError
 
@@ -132,13 +132,29 @@ def launch(argv: Sequence[str], nproc: int) -> int:
     return 0
 
 
+def _first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
+    """The rank that failed first, and its failure.
+
+    torch.distributed.run stamps a failure that left no error file (a signal) to the
+    second, so a killed rank and the peers that then ended often share a stamp. Those peers
+    end by SIGABRT (gloo aborts a rank whose peer vanished) or SIGTERM (the launcher stops
+    the survivors; a worker's own SIGTERM handler exits with 143 instead): within one
+    second such an end is taken as a consequence, and a lower rank only breaks the
+    remaining ties.
+    """
+    consequences = {-int(signal.SIGABRT), -int(signal.SIGTERM)}
+    rank = min(failures, key=lambda r: (failures[r].timestamp,
+                                         failures[r].exitcode in consequences, r))
+    return rank, failures[rank]
+
+
 def _failure_status(exc: BaseException) -> int:
     """The exit status of a launch whose workers failed, or a DistributedError saying which."""
     failures = getattr(exc, "failures", {})
     codes = {failure.exitcode for failure in failures.values()}
     if codes and codes <= {130, 143}:
         return max(codes)  # stopped by a signal at a step boundary, checkpoint written
-    rank, first = exc.get_first_failure()  # type: ignore[attr-defined]
+    rank, first = _first_failure(failures)
     code = first.exitcode
     if code < 0:
         try:

@@ -141,3 +141,24 @@ def test_the_backend_follows_the_device():
     assert launch.choose_backend("gloo", "cuda") == "gloo"
     with pytest.raises(ValueError, match="--dist-backend must be one of"):
         launch.choose_backend("mpi", "cpu")
+
+
+def test_the_first_failure_is_the_killed_rank_not_the_peer_that_aborted():
+    """Failures stamped in the same second: a gloo abort (SIGABRT) after a peer vanished, or
+    the launcher's SIGTERM to the survivors, is the consequence, whichever rank it hit; an
+    earlier stamp still comes first."""
+    import signal
+    from types import SimpleNamespace
+
+    def failure(stamp: int, code: int) -> SimpleNamespace:
+        return SimpleNamespace(timestamp=stamp, exitcode=code, pid=100)
+
+    kill, abort, term = -int(signal.SIGKILL), -int(signal.SIGABRT), -int(signal.SIGTERM)
+    assert launch._first_failure({0: failure(5, abort), 1: failure(5, kill)})[0] == 1
+    assert launch._first_failure({0: failure(5, term), 1: failure(5, kill)})[0] == 1
+    assert launch._first_failure({0: failure(4, abort), 1: failure(5, kill)})[0] == 0
+    assert launch._first_failure({0: failure(5, 1), 1: failure(5, kill)})[0] == 0
+    error = SimpleNamespace(failures={0: failure(5, abort), 1: failure(5, kill)})
+    with pytest.raises(launch.DistributedError,
+                       match=r"rank 1 \(pid 100\) was killed by SIGKILL; rank 0 failed after"):
+        launch._failure_status(error)
