@@ -189,32 +189,110 @@ def headline(n_chains: int, n_steps: int, rounds: int, dtype: torch.dtype) -> di
     return out
 
 
-def sweep(rounds: int, dtype: torch.dtype) -> list[dict[str, object]]:
-    """Seconds per chain-step of the torch and numba (1 thread) backends over a grid."""
+def dense_gaussian(dim: int) -> ebmcore.Energy:
+    """A full-covariance Gaussian ``Σ = A Aᵀ / D + ½ I`` (seeded ``A``): a dense face."""
+    a = torch.randn(dim, dim, generator=torch.Generator().manual_seed(dim), dtype=torch.float64)
+    cov = a @ a.T / dim + 0.5 * torch.eye(dim, dtype=torch.float64)
+    return ebmcore.create("energy", "gaussian", mean=torch.zeros(dim, dtype=torch.float64),
+                          cov=cov)
+
+
+#: The sweep's grid: energy -> dimensions. Mixtures stop at 32-D (8 components of 32 x 32
+#: precisions: a 100-D one only repeats the dense Gaussian eight times over).
+SWEEP_ENERGIES: dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]]] = {
+    "double_well": (double_well, (2, 10, 32, 100)),
+    "mixture8": (mixture, (2, 10, 32)),
+    "dense_gaussian": (dense_gaussian, (2, 10, 32, 100)),
+}
+SWEEP_CHAINS = (100, 1_000, 10_000, 100_000)
+SWEEP_METHODS = ("langevin", "mala", "hmc")
+#: Gradient evaluations per coordinate each sweep run aims at (sets its number of steps).
+SWEEP_WORK = 2_000_000
+#: Leapfrog steps of the sweep's HMC.
+SWEEP_LEAPFROG = 5
+#: ``auto`` may be this much slower than the fastest backend before a case counts as a miss.
+AUTO_TOLERANCE = 1.25
+
+
+def sweep_sampler(method: str) -> ebmcore.Sampler:
+    """The registry sampler for a sweep case (fixed step sizes: nothing adapts)."""
+    if method == "langevin":
+        return langevin_sampler()
+    if method == "mala":
+        return ebmcore.create("sampler", "mala", step_size=0.05, adapt_step_size=False)
+    return ebmcore.create("sampler", "hmc", step_size=0.05, n_leapfrog=SWEEP_LEAPFROG,
+                          adapt_step_size=False)
+
+
+def sweep_steps(method: str, n_chains: int, dim: int) -> int:
+    """Steps for a sweep run: about ``SWEEP_WORK`` gradient-coordinates, 5 to 200 steps."""
+    per_step = n_chains * dim * (SWEEP_LEAPFROG if method == "hmc" else 1)
+    return max(5, min(200, SWEEP_WORK // per_step))
+
+
+def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a device synchronisation, so that a timer sees the whole run."""
+    if device.type != "cuda":
+        return fn
+
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+    return run
+
+
+def sweep(rounds: int, dtype: torch.dtype, device: str | torch.device = "cpu",
+          methods: tuple[str, ...] = SWEEP_METHODS,
+          energies: tuple[str, ...] = tuple(SWEEP_ENERGIES),
+          chains: tuple[int, ...] = SWEEP_CHAINS) -> list[dict[str, object]]:
+    """Time torch and the fused backend of ``device`` on every case of the grid.
+
+    Each row gives nanoseconds per chain-step of both backends (median of ``rounds``
+    interleaved runs after a warm-up), the backend ``auto`` picks and how much slower than
+    the fastest that pick is (``auto_over_best``; a miss above ``AUTO_TOLERANCE``). On the
+    CPU the fused backend runs on one numba thread, like the one-thread torch.
+    """
+    device = torch.device(device)
+    fused = "numba" if device.type == "cpu" else "cuda"
     rows = []
     numba.set_num_threads(1)
-    for name, make in (("double_well", double_well), ("mixture8", mixture)):
-        for dim in (2, 8):
-            energy = make(dim)
-            for n_chains in (100, 1_000, 10_000, 100_000):
-                n_steps = max(10, min(200, 1_000_000 // n_chains))
-                x0 = torch.randn(n_chains, dim, generator=torch.Generator().manual_seed(3),
-                                 dtype=dtype)
-                sampler = langevin_sampler()
-                runs = {b: functools.partial(
-                    sampler.sample, energy, x0, n_steps, backend=b,
-                    generator=torch.Generator().manual_seed(0)) for b in ("torch", "numba")}
-                t = interleaved(runs, rounds)
-                per = {b: statistics.median(v) / (n_chains * n_steps) for b, v in t.items()}
-                rows.append({"energy": name, "dtype": str(dtype), "dim": dim,
-                             "chains": n_chains, "steps": n_steps,
-                             "params": energy.numba_face().params.size,
-                             "torch_s_per_chain_step": per["torch"],
-                             "numba_s_per_chain_step": per["numba"],
-                             "numba_over_torch": per["numba"] / per["torch"],
-                             "auto": auto_backend("langevin", energy, x0,
-                                                  sampler._fused_params()[1])})
-                print(json.dumps(rows[-1]), flush=True)
+    for name in energies:
+        make, dims = SWEEP_ENERGIES[name]
+        for dim in dims:
+            energy = make(dim).to(device)
+            for method in methods:
+                sampler = sweep_sampler(method)
+                for n_chains in chains:
+                    n_steps = sweep_steps(method, n_chains, dim)
+                    x0 = torch.randn(n_chains, dim, dtype=dtype,
+                                     generator=torch.Generator().manual_seed(3)).to(device)
+                    runs = {b: synced(functools.partial(
+                        sampler.sample, energy, x0, n_steps, backend=b,
+                        generator=torch.Generator(device).manual_seed(0)), device)
+                        for b in ("torch", fused)}
+                    t = interleaved(runs, rounds)
+                    ns = {b: 1e9 * statistics.median(v) / (n_chains * n_steps)
+                          for b, v in t.items()}
+                    chosen = auto_backend(method, energy, x0, sampler._fused_params()[1])
+                    row = {"energy": name, "method": method, "dtype": str(dtype)[6:],
+                           "device": device.type, "dim": dim, "chains": n_chains,
+                           "steps": n_steps, "params": energy.numba_face().params.size,
+                           "torch_ns": round(ns["torch"], 1), "fused_ns": round(ns[fused], 1),
+                           "fused_over_torch": round(ns[fused] / ns["torch"], 3),
+                           "auto": chosen,
+                           "auto_over_best": round(ns[chosen] / min(ns.values()), 3)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    misses = [r for r in rows if r["auto_over_best"] > AUTO_TOLERANCE]
+    worst = max(rows, key=lambda r: r["auto_over_best"])
+    print(f"sweep: {len(rows)} cases, auto within {AUTO_TOLERANCE}x of the fastest on "
+          f"{len(rows) - len(misses)}; worst {worst['auto_over_best']}x "
+          f"({worst['energy']} {worst['dim']}-D {worst['method']} {worst['chains']} chains)",
+          flush=True)
+    for r in misses:
+        print(f"  MISS {r['energy']} {r['dim']}-D {r['method']} {r['dtype']} {r['chains']} "
+              f"chains: auto={r['auto']} is {r['auto_over_best']}x the fastest", flush=True)
     return rows
 
 
@@ -222,9 +300,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke sizes (10,000 x 20)")
     parser.add_argument("--sweep", action="store_true", help="also run the auto-rule sweep")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="run the sweep without the headline cases")
+    parser.add_argument("--device", default="cpu",
+                        help="device of the sweep (cuda: torch against the cuda backend)")
+    parser.add_argument("--methods", nargs="+", choices=SWEEP_METHODS, default=SWEEP_METHODS,
+                        help="samplers of the sweep")
+    parser.add_argument("--energies", nargs="+", choices=tuple(SWEEP_ENERGIES),
+                        default=tuple(SWEEP_ENERGIES), help="energies of the sweep")
+    parser.add_argument("--chains", nargs="+", type=int, default=SWEEP_CHAINS,
+                        help="chain counts of the sweep")
+    parser.add_argument("--json", help="write the sweep's rows to this file")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per case")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                        help="dtype of the chains (float32: torch's default)")
+    parser.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
+                        default=["float32"],
+                        help="dtype(s) of the chains (float32: torch's default)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's heap trimming on (see samplers.pin_heap)")
     args = parser.parse_args(argv)
@@ -235,21 +325,28 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     assert torch.get_num_threads() == 1, "torch must run on one thread for a fair floor"
     n_chains, n_steps = (10_000, 20) if args.quick else (100_000, 100)
-    dtype = getattr(torch, args.dtype)
+    dtypes = [getattr(torch, d) for d in args.dtype]
     print(f"torch {torch.__version__} threads={torch.get_num_threads()}; numba "
           f"{numba.__version__} NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}; "
-          f"{n_chains} chains x {n_steps} steps, {args.dtype}, {args.rounds} rounds; "
-          f"heap pinned: {pinned}", flush=True)
-    result = headline(n_chains, n_steps, args.rounds, dtype)
-    print(json.dumps(result, indent=2))
-    mix = result["mixture8_langevin"]["numba_1t"]
-    auto = result["double_well_langevin"]["auto"]
-    print(f"mixture8 numba(1 thread)/floor = {mix['median']:.3f} median, "
-          f"{mix['best_over_best']:.3f} best/best (goal <= 0.40); double well auto/floor = "
-          f"{auto['median']:.3f} median, {auto['best_over_best']:.3f} best/best (goal <= 1.10; "
-          f"auto chose {result['double_well_langevin']['auto_chose']})")
-    if args.sweep:
-        sweep(max(1, args.rounds // 2), dtype)
+          f"{n_chains} chains x {n_steps} steps, {' '.join(args.dtype)}, {args.rounds} "
+          f"rounds; heap pinned: {pinned}", flush=True)
+    if not args.sweep_only:
+        result = headline(n_chains, n_steps, args.rounds, dtypes[0])
+        print(json.dumps(result, indent=2))
+        mix = result["mixture8_langevin"]["numba_1t"]
+        auto = result["double_well_langevin"]["auto"]
+        print(f"mixture8 numba(1 thread)/floor = {mix['median']:.3f} median, "
+              f"{mix['best_over_best']:.3f} best/best (goal <= 0.40); double well auto/floor "
+              f"= {auto['median']:.3f} median, {auto['best_over_best']:.3f} best/best (goal "
+              f"<= 1.10; auto chose {result['double_well_langevin']['auto_chose']})")
+    if args.sweep or args.sweep_only:
+        rows = []
+        for dtype in dtypes:
+            rows += sweep(max(1, args.rounds // 2), dtype, torch.device(args.device),
+                          tuple(args.methods), tuple(args.energies), tuple(args.chains))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
     return 0
 
 

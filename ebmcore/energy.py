@@ -24,16 +24,37 @@ class NumbaFace:
         grad: ``grad(x, p, out) -> None`` writes ``∂E/∂x`` into ``out`` (length ``dim``).
         params: Every parameter packed into one flat float64 array.
         dim: The flattened event size ``D`` the functions expect.
+        dense: ``True`` when a gradient is a dense matrix-vector product, ``D²``
+            multiply-adds per point with a matrix shared by every point (a full-covariance
+            Gaussian). The torch backend runs such an energy as one matrix product over the
+            batch, which re-reads the matrix far less than a loop per chain does, so
+            ``backend="auto"`` weighs it differently (see
+            :func:`ebmcore_samplers.kernels.dispatch.auto_backend`).
+        cost: Roughly how many multiply-adds one call of ``grad`` does, for
+            ``backend="auto"``; ``None`` (the default) counts one per packed parameter,
+            right for faces that read each parameter about once per call.
+
+    On the CPU the functions are compiled with the fast-math flags ``reassoc`` and
+    ``contract``: sums may be reordered into SIMD lanes and multiply-adds fused, so a face
+    must not rely on the order of its floating-point additions (compensated summation, for
+    example). NaN and infinity keep their meaning.
     """
 
     energy: Callable[..., float]
     grad: Callable[..., None]
     params: np.ndarray
     dim: int
+    dense: bool = False
+    cost: int | None = None
 
     def __post_init__(self) -> None:
         params = np.ascontiguousarray(np.asarray(self.params, dtype=np.float64).reshape(-1))
         object.__setattr__(self, "params", params)
+        if self.cost is None:
+            object.__setattr__(self, "cost", int(params.size))
+        elif isinstance(self.cost, bool) or not isinstance(self.cost, int) or self.cost < 1:
+            raise ValueError(f"cost must be a positive integer (multiply-adds per gradient) "
+                             f"or None, got {self.cost!r}")
 
 
 class Energy(nn.Module):

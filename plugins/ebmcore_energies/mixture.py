@@ -132,9 +132,11 @@ class GaussianMixture(AnalyticEnergy):
         """Numba face; ``p = [D, K, log_coef (K), means (K·D), precisions (K·D·D)]``."""
         d = self.event_shape[0]
         energy, grad = mixture_face_functions(d, self.n_components)
+        k = self.n_components
+        # The gradient forms P_k (x - μ_k) twice per component (see mixture_face_functions).
         return NumbaFace(energy=energy, grad=grad,
-                         params=flat(d, self.n_components, self.log_coef.double(), self.means,
-                                     self.precision), dim=d)
+                         params=flat(d, k, self.log_coef.double(), self.means,
+                                     self.precision), dim=d, cost=2 * k * d * (d + 1))
 
 
 # -- numba face ---------------------------------------------------------------------------------

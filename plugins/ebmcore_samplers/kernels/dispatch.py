@@ -212,61 +212,79 @@ def check_backend(method: str, backend: str, energy: Energy, x: torch.Tensor,
 # -- the auto rule ---------------------------------------------------------------------------
 
 def face_cost(face: NumbaFace) -> int:
-    """A cost hint of one gradient evaluation: the number of packed parameters.
-
-    Every built-in face loops over its parameters about once per evaluation (a K-component
-    mixture packs ``2 + K (1 + D + D^2)`` numbers, a double well 3), so the count tracks the
-    face's arithmetic well enough to tell cheap energies from expensive ones.
+    """Multiply-adds of one gradient evaluation: the face's ``cost`` (by default one per
+    packed parameter, which every built-in face but the mixture reads about once per call).
 
     Args:
         face: The energy's numba face.
     """
-    return int(face.params.size)
+    return int(face.cost)
 
 
-#: A face packing at least this many parameters per coordinate is "expensive" (see below).
-EXPENSIVE_PARAMS_PER_DIM = 8
-#: Below this many chain-coordinates (chains x D) torch's fixed cost per step dominates.
-SMALL_BATCH_COORDS = 6000
+#: A non-dense face costing at least this many multiply-adds per coordinate is "heavy".
+HEAVY_COST_PER_DIM = 8
+#: Heavy faces in at most this many dimensions stay fused on the CPU whatever the batch.
+HEAVY_LOW_DIM = 8
+#: Multiply-adds of a face gradient worth one coordinate of torch's per-step work.
+COST_PER_COORD = 32
+#: float32 on the CPU runs fused while chains x (D + cost / COST_PER_COORD) stays below this.
+FUSED_BATCH_WORK = 12_000
+#: float64 on the CPU runs fused unless one gradient costs more multiply-adds than this.
+FLOAT64_FUSED_COST = 12_000
+#: A dense face at least this costly runs on torch for CUDA tensors (estimated, see below).
+CUDA_DENSE_COST = 1_000
 
 
 def auto_backend(method: str, energy: Energy, x: torch.Tensor,
                  params: dict[str, Any] | None = None) -> str:
     """Pick the fastest backend that can run, by a rule fitted to measurements.
 
-    The rule, in order:
+    With ``W`` the face's cost (multiply-adds per gradient, :attr:`ebmcore.NumbaFace.cost`),
+    ``D`` the event size and ``n`` the number of chains, the rule is, in order:
 
     1. nothing fused can run -> ``"torch"``;
-    2. a CUDA tensor -> ``"cuda"`` (one fused launch instead of a dozen launches per step);
-    3. a float64 CPU tensor -> ``"numba"``;
-    4. an expensive face (at least ``EXPENSIVE_PARAMS_PER_DIM`` packed parameters per
-       coordinate) -> ``"numba"``;
-    5. a small batch (chains x D below ``SMALL_BATCH_COORDS``) -> ``"numba"``;
-    6. otherwise (a cheap energy, float32, many chains) -> ``"torch"``.
+    2. a CUDA tensor -> ``"cuda"``, except a dense face (:attr:`ebmcore.NumbaFace.dense`)
+       with ``W >= CUDA_DENSE_COST``, which runs ``"torch"``;
+    3. a float64 CPU tensor -> ``"numba"`` unless ``W > FLOAT64_FUSED_COST``;
+    4. float32, a heavy non-dense face (``W >= HEAVY_COST_PER_DIM * D``) in at most
+       ``HEAVY_LOW_DIM`` dimensions -> ``"numba"``;
+    5. float32 -> ``"numba"`` while ``n (D + W / COST_PER_COORD) <= FUSED_BATCH_WORK``,
+       else ``"torch"``.
 
-    Measurements behind it (``benchmarks/kernels.py --sweep``, 2026-11-29; Langevin, one
-    torch thread, one numba thread, heap pinned, 2-core machine; ns per chain-step, median
-    of 2 interleaved rounds; 100 and 1,000 chains run 200 steps, 10,000 run 100 and 100,000
-    run 10, from standard-normal starts):
+    Why (``python benchmarks/kernels.py --sweep-only --dtype float32 float64``, 2026-12-01,
+    this project's 2-core CPU, one torch and one numba thread, heap pinned; 264 cases:
+    Langevin, MALA and HMC with 5 leapfrog steps; a 2-D double well and its 10-, 32- and
+    100-D versions (``W = 3``), an 8-component mixture in 2, 10 and 32 dimensions
+    (``W = 96, 1,760, 16,896``) and dense Gaussians in 2, 10, 32 and 100 dimensions
+    (``W ≈ D²``); 100 to 100,000 chains, runs of about 2 million gradient-coordinates; the
+    numbers below are fused time / torch time):
 
-    - The fused kernel's cost on a cheap energy is random-number generation (Marsaglia polar
-      normals, about 13 ns per pair) plus per-run setup that short runs do not amortise.
-    - torch's float32 ``randn`` is vectorised but its float64 ``randn`` is not, and the
-      torch loop pays about 40 µs per step whatever the batch.
-    - 2-D double well, float32, numba / torch: 84 / 429 (100 chains), 32 / 55 (1,000),
-      29 / 13.5 (10,000), 42 / 13 (100,000). 8-D: 120 / 440, 70 / 73, 68 / 33, 89 / 47.
-      Torch wins from about 6,000 chain-coordinates on: rules 5 and 6.
-    - 2-D double well, float64: numba 64 / 28 / 24 / 40 against torch 393 / 79 / 33 / 40;
-      8-D numba 67-112 against torch 145-551. Rule 3.
-    - 8-component mixture (58 packed parameters in 2-D, 586 in 8-D), float32: numba 173 /
-      108 / 107 / 208 against torch 1,739 / 631 / 454 / 274 in 2-D, and 493 / 415 / 458 /
-      792 against 2,005 / 921 / 690 / 593 in 8-D; float64 alike (numba 0.10-0.83x torch).
-      Rule 4. Its one miss: 100,000 8-D float32 chains for 10 steps from the origin, where
-      numba is 1.34x torch (every component is live there; on longer runs the chains reach
-      the modes, where the fused face skips negligible components).
-    - Against the hand-written floors at 100,000 chains x 100 steps: mixture numba 0.20x
-      (float32) and 0.18x (float64); double well ``auto`` 1.05x (float32, torch) and 0.67x
-      (float64, numba).
+    - The fused chain's cost is its gradient (``W``; a dense gradient streams its matrix once
+      per chain and step, about 0.3 ns per multiply-add) plus random numbers (about 6 ns per
+      coordinate). torch pays a fixed 20-60 µs per step whatever the batch (more for MALA and
+      HMC, whose steps take more operations), then little per coordinate in float32, whose
+      ``randn`` and matrix products are vectorised: so few chains, or cheap faces, favour the
+      fused loop, and many chains of a costly face favour torch (rule 5). Double well,
+      float32: 0.10-0.45 at 100 chains in every dimension, 0.58-1.00 at 1,000 chains up to
+      10-D, then 1.1-4.2. Dense Gaussians, float32: 0.11-0.62 up to ``n (D + W/32) = 10,000``
+      (2-D x 1,000 chains to 32-D x 100), 1.3-3.8 beyond, 100-D from 100 chains: 1.6-2.4.
+    - The mixture's torch path computes every component's ``(n, K, D)`` terms with a dozen
+      elementwise operations, while the fused face skips components of negligible weight: in
+      2-D it is 0.06-0.70 at every batch size (rule 4). In 10-D it is 0.5-0.65 at 100 chains
+      and 1.1-2.5 from 1,000; in 32-D torch wins everywhere (2.6-10).
+    - torch's float64 is not vectorised as well (its ``randn`` is scalar), so the fused loop
+      is faster or level up to a gradient of about ``12,000`` multiply-adds: double well
+      0.09-0.75 from 10-D, dense Gaussians 0.12-1.3 up to 100-D, the 10-D mixture 0.5-1.4;
+      the 32-D mixture (``W = 16,896``) is 1.4-4.9 (rule 3).
+    - Cases no rule of this shape gets right: the 2-D float64 double well at 100,000 chains
+      (1.3-1.9 fused: the 2-D torch loop is memory-bound and cheap there).
+    - On the GPU (NVIDIA H200, issue #13's measurements): the fused kernel wins by 15-38x on
+      2-D double wells and mixtures, from 1,000 to 100 million chains, and loses 15x on a
+      100-D dense Gaussian (100,000 chains), where torch runs one tensor-core matrix
+      product. The threshold ``CUDA_DENSE_COST`` between them is an estimate (a thread's
+      dense product of about a thousand multiply-adds, 32-D), not a fit: refit it with
+      ``python benchmarks/kernels.py --sweep-only --device cuda`` (run by
+      ``benchmarks/gpu.sh``).
 
     The rule depends only on the energy, dtype, device and batch shape (never on whether
     a kernel is compiled yet), so the same call always picks the same backend and the
@@ -280,18 +298,33 @@ def auto_backend(method: str, energy: Energy, x: torch.Tensor,
         params: The sampler's settings, checked by :func:`fused_reasons`.
     """
     reasons = fused_reasons(method, energy, x, params)
-    if x.device.type == "cuda":
-        return "cuda" if reasons["cuda"] is None else "torch"
-    if reasons["numba"] is not None:
+    fused = "cuda" if x.device.type == "cuda" else "numba"
+    if reasons[fused] is not None:
         return "torch"
-    if x.dtype == torch.float64:
-        return "numba"
     face, _ = get_face(energy)
-    if face_cost(face) >= EXPENSIVE_PARAMS_PER_DIM * face.dim:
+    return measured_choice(face, x.shape[0], x.dtype, x.device.type)
+
+
+def measured_choice(face: NumbaFace, n_chains: int, dtype: torch.dtype, device_type: str
+                    ) -> str:
+    """Rules 2-5 of :func:`auto_backend` for a face that can run fused: ``"torch"`` or the
+    device's fused backend (``"numba"`` on the CPU, ``"cuda"`` on CUDA).
+
+    Args:
+        face: The energy's numba face.
+        n_chains: The number of chains.
+        dtype: The chains' dtype (float32 or float64).
+        device_type: ``"cpu"`` or ``"cuda"``.
+    """
+    cost, dim = face_cost(face), face.dim
+    if device_type == "cuda":
+        return "torch" if face.dense and cost >= CUDA_DENSE_COST else "cuda"
+    if dtype == torch.float64:
+        return "numba" if cost <= FLOAT64_FUSED_COST else "torch"
+    if not face.dense and cost >= HEAVY_COST_PER_DIM * dim and dim <= HEAVY_LOW_DIM:
         return "numba"
-    if x.shape[0] * face.dim < SMALL_BATCH_COORDS:
-        return "numba"
-    return "torch"
+    work = n_chains * (dim + cost / COST_PER_COORD)
+    return "numba" if work <= FUSED_BATCH_WORK else "torch"
 
 
 # -- running ---------------------------------------------------------------------------------

@@ -50,10 +50,17 @@ def _check(method: str, dtype: str, dim: int) -> None:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
 
 
-def _cpu_jit() -> Callable[[Callable], Callable]:
+#: LLVM fast-math flags for energy faces on the CPU: ``reassoc`` lets a dot product's sum
+#: be reordered into SIMD lanes and ``contract`` fuses multiply-adds; without them each
+#: addition waits for the previous one (a 100-D dense Gaussian gradient ran 3.2x slower).
+#: No ``nnan``/``ninf``: the kernels' divergence checks rely on NaN and inf compares.
+FACE_FASTMATH: frozenset[str] = frozenset({"reassoc", "contract"})
+
+
+def _cpu_jit(fastmath: frozenset[str] = frozenset()) -> Callable[[Callable], Callable]:
     import numba
 
-    return numba.njit(cache=False, error_model="numpy")
+    return numba.njit(cache=False, error_model="numpy", fastmath=set(fastmath))
 
 
 def _cuda_jit() -> Callable[[Callable], Callable]:
@@ -72,8 +79,11 @@ def target_rng(target: str) -> Any:
 
 
 def _face_fn(target: str, fn: Callable) -> Callable:
-    # The same face function may serve several kernels: compile it once per target.
-    return _memo(("face", target, fn), lambda: _target_jit(target)(fn))
+    # The same face function may serve several kernels: compile it once per target. Only
+    # the CPU gets fast-math: numba.cuda's fastmath means approximate division and square
+    # roots, not just reordered sums.
+    jit = _cpu_jit(FACE_FASTMATH) if target == "cpu" else _cuda_jit()
+    return _memo(("face", target, fn), lambda: jit(fn))
 
 
 def chain_function(method: str, target: str, grad: Callable, energy: Callable | None,

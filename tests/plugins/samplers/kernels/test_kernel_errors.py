@@ -40,7 +40,8 @@ class CustomFace(Energy):
 
 
 def std_params(d: int = 2) -> np.ndarray:
-    return np.concatenate([[d], np.zeros(d), np.eye(d).ravel()])
+    # [D, μ, P, Pμ], the dense Gaussian face's layout (μ = 0, P = I).
+    return np.concatenate([[d], np.zeros(d), np.eye(d).ravel(), np.zeros(d)])
 
 
 X = torch.zeros(8, 2, dtype=torch.float64)
@@ -178,12 +179,58 @@ def test_auto_follows_the_measured_rule() -> None:
     assert auto_backend("langevin", well, x) == "torch"
     # torch's float64 randn is not vectorised: the fused kernel wins.
     assert auto_backend("langevin", well, x.double()) == "numba"
-    # An expensive energy: the fused kernel wins whatever the dtype.
+    # A heavy energy in few dimensions: the fused kernel wins whatever the dtype.
     assert auto_backend("langevin", mixture, x) == "numba"
     # Few chains: torch's fixed cost per step dominates.
     assert auto_backend("langevin", well, x[:100]) == "numba"
     # Deterministic: the same inputs give the same choice.
     assert {auto_backend("mala", well, x) for _ in range(3)} == {"torch"}
+
+
+def dense_gaussian(d: int) -> Energy:
+    a = torch.randn(d, d, generator=torch.Generator().manual_seed(d), dtype=torch.float64)
+    return ebmcore.create("energy", "gaussian", mean=torch.zeros(d, dtype=torch.float64),
+                          cov=a @ a.T / d + 0.5 * torch.eye(d, dtype=torch.float64))
+
+
+def test_auto_sends_costly_faces_with_many_chains_to_torch() -> None:
+    # Issue #13: the old rule sent every face packing >= 8 parameters per coordinate to the
+    # fused kernel, which was up to 10x slower on dense Gaussians and 32-D mixtures.
+    dense = dense_gaussian(100)
+    assert dense.numba_face().dense and dense.numba_face().cost > 10_000
+    x = torch.zeros(10_000, 100)
+    assert auto_backend("langevin", dense, x) == "torch"
+    assert auto_backend("hmc", dense, x[:100]) == "torch"        # 100 x (100 + 10201/32)
+    assert auto_backend("mala", dense_gaussian(32), x[:100, :32]) == "numba"  # = 6,600
+    assert auto_backend("mala", dense_gaussian(32), x[:1000, :32]) == "torch"
+    # float64: fused up to FLOAT64_FUSED_COST multiply-adds, torch beyond.
+    assert auto_backend("langevin", dense, x.double()) == "numba"
+    mix32 = ebmcore.create("energy", "gaussian_mixture",
+                           means=torch.randn(8, 32, generator=torch.Generator().manual_seed(1),
+                                             dtype=torch.float64))
+    assert mix32.numba_face().cost == 2 * 8 * 32 * 33
+    assert auto_backend("langevin", mix32, torch.zeros(100, 32, dtype=torch.float64)) == "torch"
+    # A heavy face in more than HEAVY_LOW_DIM dimensions follows the batch rule.
+    assert auto_backend("langevin", mix32, torch.zeros(100, 32)) == "torch"
+
+
+def test_the_cuda_rule_keeps_costly_dense_faces_on_torch() -> None:
+    # The rule itself, checked without a GPU (auto_backend reaches it for CUDA tensors).
+    well = ebmcore.create("energy", "double_well").numba_face()
+    assert dispatch.measured_choice(well, 1_000_000, torch.float32, "cuda") == "cuda"
+    assert dispatch.measured_choice(dense_gaussian(2).numba_face(), 10**6, torch.float32,
+                                    "cuda") == "cuda"
+    assert dispatch.measured_choice(dense_gaussian(100).numba_face(), 100_000, torch.float32,
+                                    "cuda") == "torch"
+
+
+def test_a_face_cost_must_be_a_positive_integer() -> None:
+    face = NumbaFace(gaussian_energy, gaussian_grad, std_params(), dim=2)
+    assert face.cost == std_params().size and not face.dense
+    assert NumbaFace(gaussian_energy, gaussian_grad, std_params(), dim=2, cost=40).cost == 40
+    for bad in (0, -3, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="cost must be a positive integer"):
+            NumbaFace(gaussian_energy, gaussian_grad, std_params(), dim=2, cost=bad)
 
 
 def test_auto_is_reported_in_the_diagnostics() -> None:
