@@ -205,6 +205,14 @@ SWEEP_ENERGIES: dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]
     "dense_gaussian": (dense_gaussian, (2, 10, 32, 100)),
 }
 SWEEP_CHAINS = (100, 1_000, 10_000, 100_000)
+#: A second grid the rule was not fitted on (``--held-out``): other energies, dimensions and
+#: chain counts.
+HELD_OUT_ENERGIES: dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]]] = {
+    "rosenbrock": (lambda d: ebmcore.create("energy", "rosenbrock", dim=d), (3, 20)),
+    "mixture4": (functools.partial(mixture, k=4), (5, 20)),
+    "dense_gaussian": (dense_gaussian, (5, 20, 50)),
+}
+HELD_OUT_CHAINS = (300, 3_000, 30_000)
 SWEEP_METHODS = ("langevin", "mala", "hmc")
 #: Gradient evaluations per coordinate each sweep run aims at (sets its number of steps).
 SWEEP_WORK = 2_000_000
@@ -245,20 +253,24 @@ def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], objec
 def sweep(rounds: int, dtype: torch.dtype, device: str | torch.device = "cpu",
           methods: tuple[str, ...] = SWEEP_METHODS,
           energies: tuple[str, ...] = tuple(SWEEP_ENERGIES),
-          chains: tuple[int, ...] = SWEEP_CHAINS) -> list[dict[str, object]]:
+          chains: tuple[int, ...] = SWEEP_CHAINS,
+          held_out: dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]]] | None
+          = None) -> list[dict[str, object]]:
     """Time torch and the fused backend of ``device`` on every case of the grid.
 
     Each row gives nanoseconds per chain-step of both backends (median of ``rounds``
     interleaved runs after a warm-up), the backend ``auto`` picks and how much slower than
     the fastest that pick is (``auto_over_best``; a miss above ``AUTO_TOLERANCE``). On the
-    CPU the fused backend runs on one numba thread, like the one-thread torch.
+    CPU the fused backend runs on one numba thread, like the one-thread torch. ``held_out``
+    replaces the grid of energies and dimensions (``HELD_OUT_ENERGIES``).
     """
     device = torch.device(device)
     fused = "numba" if device.type == "cpu" else "cuda"
     rows = []
     numba.set_num_threads(1)
+    grid = SWEEP_ENERGIES if held_out is None else held_out
     for name in energies:
-        make, dims = SWEEP_ENERGIES[name]
+        make, dims = grid[name]
         for dim in dims:
             energy = make(dim).to(device)
             for method in methods:
@@ -310,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=tuple(SWEEP_ENERGIES), help="energies of the sweep")
     parser.add_argument("--chains", nargs="+", type=int, default=SWEEP_CHAINS,
                         help="chain counts of the sweep")
+    parser.add_argument("--held-out", action="store_true",
+                        help="sweep the held-out grid (HELD_OUT_ENERGIES, HELD_OUT_CHAINS)")
     parser.add_argument("--json", help="write the sweep's rows to this file")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per case")
     parser.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
@@ -341,9 +355,12 @@ def main(argv: list[str] | None = None) -> int:
               f"<= 1.10; auto chose {result['double_well_langevin']['auto_chose']})")
     if args.sweep or args.sweep_only:
         rows = []
+        energies, chains, grid = tuple(args.energies), tuple(args.chains), None
+        if args.held_out:
+            energies, chains, grid = tuple(HELD_OUT_ENERGIES), HELD_OUT_CHAINS, HELD_OUT_ENERGIES
         for dtype in dtypes:
-            rows += sweep(max(1, args.rounds // 2), dtype, torch.device(args.device),
-                          tuple(args.methods), tuple(args.energies), tuple(args.chains))
+            rows += sweep(max(1, args.rounds // 2), dtype, args.device, tuple(args.methods),
+                          energies, chains, grid)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)

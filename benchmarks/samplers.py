@@ -118,12 +118,18 @@ def mala_floor(energy_and_grad: Callable, x0: torch.Tensor, n_steps: int, eps: f
 def hmc_floor(energy_and_grad: Callable, grad: Callable, x0: torch.Tensor, n_traj: int,
               eps: float, n_leapfrog: int, seed: int) -> torch.Tensor:
     """Bare HMC (identity mass) with a cached gradient: L gradients per trajectory."""
-    gen = torch.Generator().manual_seed(seed)
+    return hmc_floor_with(energy_and_grad, grad, x0, n_traj, eps, n_leapfrog,
+                          torch.Generator().manual_seed(seed))
+
+
+def hmc_floor_with(energy_and_grad: Callable, grad: Callable, x0: torch.Tensor, n_traj: int,
+                   eps: float, n_leapfrog: int, gen: torch.Generator) -> torch.Tensor:
+    """:func:`hmc_floor` drawing from ``gen`` (on ``x0``'s device: GPU floors use it too)."""
     x = x0.clone()
     e, g = energy_and_grad(x)
     p = torch.empty_like(x)
     x1 = torch.empty_like(x)
-    u = torch.empty(x.shape[0], dtype=x.dtype)
+    u = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for _ in range(n_traj):
         torch.randn(x.shape, generator=gen, out=p)
         h0 = 0.5 * torch.linalg.vecdot(p, p) + e

@@ -226,11 +226,11 @@ HEAVY_COST_PER_DIM = 8
 #: Heavy faces in at most this many dimensions stay fused on the CPU whatever the batch.
 HEAVY_LOW_DIM = 8
 #: Multiply-adds of a face gradient worth one coordinate of torch's per-step work.
-COST_PER_COORD = 32
+COST_PER_COORD = 16
 #: float32 on the CPU runs fused while chains x (D + cost / COST_PER_COORD) stays below this.
 FUSED_BATCH_WORK = 12_000
-#: float64 on the CPU runs fused unless one gradient costs more multiply-adds than this.
-FLOAT64_FUSED_COST = 12_000
+#: float64 on the CPU runs a non-dense face fused unless one gradient costs more than this.
+FLOAT64_FUSED_COST = 2_000
 #: A dense face at least this costly runs on torch for CUDA tensors (estimated, see below).
 CUDA_DENSE_COST = 1_000
 
@@ -245,7 +245,8 @@ def auto_backend(method: str, energy: Energy, x: torch.Tensor,
     1. nothing fused can run -> ``"torch"``;
     2. a CUDA tensor -> ``"cuda"``, except a dense face (:attr:`ebmcore.NumbaFace.dense`)
        with ``W >= CUDA_DENSE_COST``, which runs ``"torch"``;
-    3. a float64 CPU tensor -> ``"numba"`` unless ``W > FLOAT64_FUSED_COST``;
+    3. a float64 CPU tensor -> ``"numba"`` for a dense face or ``W <= FLOAT64_FUSED_COST``,
+       else ``"torch"``;
     4. float32, a heavy non-dense face (``W >= HEAVY_COST_PER_DIM * D``) in at most
        ``HEAVY_LOW_DIM`` dimensions -> ``"numba"``;
     5. float32 -> ``"numba"`` while ``n (D + W / COST_PER_COORD) <= FUSED_BATCH_WORK``,
@@ -266,18 +267,30 @@ def auto_backend(method: str, energy: Energy, x: torch.Tensor,
       ``randn`` and matrix products are vectorised: so few chains, or cheap faces, favour the
       fused loop, and many chains of a costly face favour torch (rule 5). Double well,
       float32: 0.10-0.45 at 100 chains in every dimension, 0.58-1.00 at 1,000 chains up to
-      10-D, then 1.1-4.2. Dense Gaussians, float32: 0.11-0.62 up to ``n (D + W/32) = 10,000``
+      10-D, then 1.1-4.2. Dense Gaussians, float32: 0.11-1.19 up to ``n (D + W/16) = 10,000``
       (2-D x 1,000 chains to 32-D x 100), 1.3-3.8 beyond, 100-D from 100 chains: 1.6-2.4.
     - The mixture's torch path computes every component's ``(n, K, D)`` terms with a dozen
       elementwise operations, while the fused face skips components of negligible weight: in
       2-D it is 0.06-0.70 at every batch size (rule 4). In 10-D it is 0.5-0.65 at 100 chains
       and 1.1-2.5 from 1,000; in 32-D torch wins everywhere (2.6-10).
     - torch's float64 is not vectorised as well (its ``randn`` is scalar), so the fused loop
-      is faster or level up to a gradient of about ``12,000`` multiply-adds: double well
-      0.09-0.75 from 10-D, dense Gaussians 0.12-1.3 up to 100-D, the 10-D mixture 0.5-1.4;
-      the 32-D mixture (``W = 16,896``) is 1.4-4.9 (rule 3).
-    - Cases no rule of this shape gets right: the 2-D float64 double well at 100,000 chains
-      (1.3-1.9 fused: the 2-D torch loop is memory-bound and cheap there).
+      is faster or level on cheap and dense faces: double well 0.09-0.75 from 10-D, dense
+      Gaussians 0.12-1.46 up to 100-D. Mixtures, whose fused gradient does not vectorise
+      like a dense product, are level at 10-D (``W = 1,760``: 0.5-1.4) and lose from 20-D
+      (``W = 3,360``: 1.1-2.2; 32-D, ``W = 16,896``: 1.4-4.9) (rule 3).
+    - A held-out grid (``--held-out``: Rosenbrock in 3 and 20 dimensions, a 4-component
+      mixture in 5 and 20, dense Gaussians in 5, 20 and 50; 300, 3,000 and 30,000 chains)
+      showed the first version of this rule (``COST_PER_COORD = 32``, float64 fused up to
+      ``W = 12,000`` for every face) wrong on the 20-D mixture in float64 (``W = 3,360``:
+      1.1-2.2 fused) and the 20-D dense Gaussian at 300 float32 chains (1.5): both
+      constants were refitted to the two grids together. With them, ``auto`` is within
+      1.25x of the faster backend on 256 of the 264 fitted cases (worst 1.89x) and 125 of
+      the 126 held-out ones (worst 1.33x).
+    - Cases no rule of this shape gets right: the 2-D float64 double well under HMC at
+      10,000 and 100,000 chains (1.3-1.9 fused: the 2-D torch loop is cheap there, while
+      Langevin and MALA stay fused-faster), and float64 chains at the crossover (the 10-D
+      mixture under MALA at 1,000 chains, dense 50- and 100-D Gaussians under HMC: 1.3-1.46,
+      where other batch sizes measure 0.6-1.1).
     - On the GPU (NVIDIA H200, issue #13's measurements): the fused kernel wins by 15-38x on
       2-D double wells and mixtures, from 1,000 to 100 million chains, and loses 15x on a
       100-D dense Gaussian (100,000 chains), where torch runs one tensor-core matrix
@@ -320,7 +333,7 @@ def measured_choice(face: NumbaFace, n_chains: int, dtype: torch.dtype, device_t
     if device_type == "cuda":
         return "torch" if face.dense and cost >= CUDA_DENSE_COST else "cuda"
     if dtype == torch.float64:
-        return "numba" if cost <= FLOAT64_FUSED_COST else "torch"
+        return "numba" if face.dense or cost <= FLOAT64_FUSED_COST else "torch"
     if not face.dense and cost >= HEAVY_COST_PER_DIM * dim and dim <= HEAVY_LOW_DIM:
         return "numba"
     work = n_chains * (dim + cost / COST_PER_COORD)

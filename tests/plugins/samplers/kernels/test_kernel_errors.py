@@ -200,10 +200,10 @@ def test_auto_sends_costly_faces_with_many_chains_to_torch() -> None:
     assert dense.numba_face().dense and dense.numba_face().cost > 10_000
     x = torch.zeros(10_000, 100)
     assert auto_backend("langevin", dense, x) == "torch"
-    assert auto_backend("hmc", dense, x[:100]) == "torch"        # 100 x (100 + 10201/32)
-    assert auto_backend("mala", dense_gaussian(32), x[:100, :32]) == "numba"  # = 6,600
+    assert auto_backend("hmc", dense, x[:100]) == "torch"        # 100 x (100 + 10201/16)
+    assert auto_backend("mala", dense_gaussian(32), x[:100, :32]) == "numba"  # = 10,000
     assert auto_backend("mala", dense_gaussian(32), x[:1000, :32]) == "torch"
-    # float64: fused up to FLOAT64_FUSED_COST multiply-adds, torch beyond.
+    # float64: dense faces fused, others up to FLOAT64_FUSED_COST multiply-adds.
     assert auto_backend("langevin", dense, x.double()) == "numba"
     mix32 = ebmcore.create("energy", "gaussian_mixture",
                            means=torch.randn(8, 32, generator=torch.Generator().manual_seed(1),
