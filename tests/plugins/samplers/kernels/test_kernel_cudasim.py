@@ -2,8 +2,10 @@
 
 Skipped in a normal run; ``tests/test_cudasim_suite.py`` runs this file in a subprocess with
 the simulator on. The simulator runs each thread in Python, so the CUDA path (kernel source,
-launch, seeding, outputs) is checked here on CPU tensors, and compared bit for bit with the
-numba CPU kernel, which runs the same chain function. Types are checked by the PTX test.
+launch, seeding, outputs) is checked here on CPU tensors, and compared with the numba CPU
+kernel, which runs the same chain function: equal to within rounding, because the CPU
+compiles energy faces with fast-math (fused multiply-adds, reordered sums) and the simulator
+runs them in plain Python. Types are checked by the PTX test.
 """
 
 from __future__ import annotations
@@ -35,28 +37,34 @@ def test_the_simulator_is_on() -> None:
 
 
 @pytest.mark.parametrize("method", ["langevin", "mala", "hmc"])
-def test_cuda_kernel_matches_the_cpu_kernel_bit_for_bit(method: str) -> None:
+def test_cuda_kernel_matches_the_cpu_kernel_to_rounding(method: str) -> None:
     x0 = torch.full((40, 2), 3.0, dtype=torch.float64)
     gpu = run(method, "cuda", x0)
     cpu = run(method, "numba", x0)
     assert gpu.diagnostics["backend"] == "cuda"
-    assert torch.equal(gpu.samples, cpu.samples)
-    assert torch.equal(gpu.trajectory, cpu.trajectory)
-    assert torch.equal(gpu.diagnostics["energy_trace"], cpu.diagnostics["energy_trace"])
+    close = dict(rtol=1e-12, atol=1e-12)  # a few float64 ulps: see the module docstring
+    torch.testing.assert_close(gpu.samples, cpu.samples, **close)
+    torch.testing.assert_close(gpu.trajectory, cpu.trajectory, **close)
+    torch.testing.assert_close(gpu.diagnostics["energy_trace"],
+                               cpu.diagnostics["energy_trace"], **close)
     if method != "langevin":
-        assert torch.equal(gpu.diagnostics["acceptance"], cpu.diagnostics["acceptance"])
-        assert torch.equal(gpu.diagnostics["step_size"], cpu.diagnostics["step_size"])
+        # Acceptance is each chain's mean accept probability: equal to rounding too.
+        torch.testing.assert_close(gpu.diagnostics["acceptance"],
+                                   cpu.diagnostics["acceptance"], **close)
+        torch.testing.assert_close(gpu.diagnostics["step_size"], cpu.diagnostics["step_size"],
+                                   **close)
     assert torch.equal(x0, torch.full((40, 2), 3.0, dtype=torch.float64))  # x0 untouched
 
 
-def test_float32_cuda_kernel_matches_the_cpu_kernel_bit_for_bit() -> None:
-    # Both keep float32 chains in float64 scratch and round only when storing.
+def test_float32_cuda_kernel_matches_the_cpu_kernel_to_rounding() -> None:
+    # Both keep float32 chains in float64 scratch and round only when storing, so at most
+    # the float32 rounding of a last-bit float64 difference separates them.
     x0 = torch.full((16, 2), 3.0, dtype=torch.float32)
     gpu = run("langevin", "cuda", x0)
     cpu = run("langevin", "numba", x0)
     assert gpu.samples.dtype == torch.float32
-    assert torch.equal(gpu.samples, cpu.samples)
-    assert torch.equal(gpu.trajectory, cpu.trajectory)
+    torch.testing.assert_close(gpu.samples, cpu.samples, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gpu.trajectory, cpu.trajectory, rtol=0, atol=1e-6)
 
 
 def test_threads_past_the_last_chain_do_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,7 +84,7 @@ def test_cuda_mala_keeps_the_target() -> None:
     # Chains start from exact draws, so a kernel that does not leave the target invariant
     # drifts away within these 25 steps. The simulator runs every thread in Python, and its
     # cost per device-function call grows badly with long runs of many threads, so this test
-    # stays at 200 chains x 25 steps; HMC is covered bit for bit against the CPU kernel above.
+    # stays at 200 chains x 25 steps; HMC is checked against the CPU kernel above.
     energy = gaussian2()
     mean, cov = truth(energy)
     sampler = fused("mala", step_size=0.6, adapt_step_size=False)
