@@ -98,6 +98,10 @@ def add_commands(subparsers: Any) -> None:
                     "evaluates it and writes plots and metrics.")
     _add_common_run_options(p, default_out="ebmcore-demo")
     p.add_argument("--steps", type=_positive_int, help="training steps (default 2000)")
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="change a default, e.g. train.compile=true (as for train)")
     p.set_defaults(handler=cmd_demo)
 
     p = subparsers.add_parser(
