@@ -16,11 +16,17 @@ glibc's heap trimming is switched off for every run unless ``--system-malloc`` i
 same ``pin_heap`` as ``benchmarks/samplers.py``: who pays the page faults of re-allocated
 temporaries otherwise depends on allocation order, not on the work done).
 
-``--sweep`` also times the numba and torch backends over chain counts and dimensions for
-both energies: the measurements ``ebmcore_samplers.kernels.dispatch.auto_backend`` encodes.
+``--sweep`` (after the headline) or ``--sweep-only`` times the torch backend against the
+fused one (numba on one thread; ``--device cuda``: the cuda kernel) for Langevin, MALA and
+HMC over a grid of energies (double well, 8-component mixture, dense Gaussians up to 100-D),
+dimensions, chain counts and ``--dtype float32 float64``, and reports how far ``auto``'s pick
+is from the faster backend: the measurements ``ebmcore_samplers.kernels.dispatch.
+auto_backend`` encodes. ``--held-out`` sweeps a second grid (other energies, dimensions and
+chain counts) to check the rule on cases it was not fitted to.
 
 Run ``python benchmarks/kernels.py`` (full sizes, a few minutes on 2 cores),
-``python benchmarks/kernels.py --quick`` (smoke sizes) or add ``--sweep``.
+``python benchmarks/kernels.py --quick`` (smoke sizes), or
+``python benchmarks/kernels.py --sweep-only --dtype float32 float64`` (about 8 minutes).
 """
 
 from __future__ import annotations
