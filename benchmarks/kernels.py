@@ -203,9 +203,12 @@ def dense_gaussian(dim: int) -> ebmcore.Energy:
                           cov=cov)
 
 
+#: An energy's name -> its builder (of the dimension) and the dimensions to sweep.
+Grid = dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]]]
+
 #: The sweep's grid: energy -> dimensions. Mixtures stop at 32-D (8 components of 32 x 32
 #: precisions: a 100-D one only repeats the dense Gaussian eight times over).
-SWEEP_ENERGIES: dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]]] = {
+SWEEP_ENERGIES: Grid = {
     "double_well": (double_well, (2, 10, 32, 100)),
     "mixture8": (mixture, (2, 10, 32)),
     "dense_gaussian": (dense_gaussian, (2, 10, 32, 100)),
@@ -213,7 +216,7 @@ SWEEP_ENERGIES: dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]
 SWEEP_CHAINS = (100, 1_000, 10_000, 100_000)
 #: A second grid the rule was not fitted on (``--held-out``): other energies, dimensions and
 #: chain counts.
-HELD_OUT_ENERGIES: dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]]] = {
+HELD_OUT_ENERGIES: Grid = {
     "rosenbrock": (lambda d: ebmcore.create("energy", "rosenbrock", dim=d), (3, 20)),
     "mixture4": (functools.partial(mixture, k=4), (5, 20)),
     "dense_gaussian": (dense_gaussian, (5, 20, 50)),
@@ -257,25 +260,23 @@ def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], objec
 
 
 def sweep(rounds: int, dtype: torch.dtype, device: str | torch.device = "cpu",
-          methods: tuple[str, ...] = SWEEP_METHODS,
-          energies: tuple[str, ...] = tuple(SWEEP_ENERGIES),
-          chains: tuple[int, ...] = SWEEP_CHAINS,
-          held_out: dict[str, tuple[Callable[[int], ebmcore.Energy], tuple[int, ...]]] | None
-          = None) -> list[dict[str, object]]:
+          methods: tuple[str, ...] = SWEEP_METHODS, energies: tuple[str, ...] | None = None,
+          chains: tuple[int, ...] = SWEEP_CHAINS, grid: Grid = SWEEP_ENERGIES
+          ) -> list[dict[str, object]]:
     """Time torch and the fused backend of ``device`` on every case of the grid.
 
     Each row gives nanoseconds per chain-step of both backends (median of ``rounds``
     interleaved runs after a warm-up), the backend ``auto`` picks and how much slower than
     the fastest that pick is (``auto_over_best``; a miss above ``AUTO_TOLERANCE``). On the
-    CPU the fused backend runs on one numba thread, like the one-thread torch. ``held_out``
-    replaces the grid of energies and dimensions (``HELD_OUT_ENERGIES``).
+    CPU the fused backend runs on one numba thread, like the one-thread torch. ``grid``
+    maps each energy to its builder and dimensions (``HELD_OUT_ENERGIES`` for the held-out
+    check); ``energies`` picks some of them (all by default).
     """
     device = torch.device(device)
     fused = "numba" if device.type == "cpu" else "cuda"
     rows = []
     numba.set_num_threads(1)
-    grid = SWEEP_ENERGIES if held_out is None else held_out
-    for name in energies:
+    for name in energies or tuple(grid):
         make, dims = grid[name]
         for dim in dims:
             energy = make(dim).to(device)
@@ -295,7 +296,7 @@ def sweep(rounds: int, dtype: torch.dtype, device: str | torch.device = "cpu",
                     chosen = auto_backend(method, energy, x0, sampler._fused_params()[1])
                     row = {"energy": name, "method": method, "dtype": str(dtype)[6:],
                            "device": device.type, "dim": dim, "chains": n_chains,
-                           "steps": n_steps, "params": energy.numba_face().params.size,
+                           "steps": n_steps, "cost": energy.numba_face().cost,
                            "torch_ns": round(ns["torch"], 1), "fused_ns": round(ns[fused], 1),
                            "fused_over_torch": round(ns[fused] / ns["torch"], 3),
                            "auto": chosen,
@@ -361,9 +362,10 @@ def main(argv: list[str] | None = None) -> int:
               f"<= 1.10; auto chose {result['double_well_langevin']['auto_chose']})")
     if args.sweep or args.sweep_only:
         rows = []
-        energies, chains, grid = tuple(args.energies), tuple(args.chains), None
         if args.held_out:
-            energies, chains, grid = tuple(HELD_OUT_ENERGIES), HELD_OUT_CHAINS, HELD_OUT_ENERGIES
+            energies, chains, grid = None, HELD_OUT_CHAINS, HELD_OUT_ENERGIES
+        else:
+            energies, chains, grid = tuple(args.energies), tuple(args.chains), SWEEP_ENERGIES
         for dtype in dtypes:
             rows += sweep(max(1, args.rounds // 2), dtype, args.device, tuple(args.methods),
                           energies, chains, grid)

@@ -82,8 +82,8 @@ def _face_fn(target: str, fn: Callable) -> Callable:
     # The same face function may serve several kernels: compile it once per target. Only
     # the CPU gets fast-math: numba.cuda's fastmath means approximate division and square
     # roots, not just reordered sums.
-    jit = _cpu_jit(FACE_FASTMATH) if target == "cpu" else _cuda_jit()
-    return _memo(("face", target, fn), lambda: jit(fn))
+    return _memo(("face", target, fn),
+                 lambda: (_cpu_jit(FACE_FASTMATH) if target == "cpu" else _cuda_jit())(fn))
 
 
 def chain_function(method: str, target: str, grad: Callable, energy: Callable | None,
