@@ -20,9 +20,14 @@ temporaries otherwise depends on allocation order, not on the work done).
 fused one (numba on one thread; ``--device cuda``: the cuda kernel) for Langevin, MALA and
 HMC over a grid of energies (double well, 8-component mixture, dense Gaussians up to 100-D),
 dimensions, chain counts and ``--dtype float32 float64``, and reports how far ``auto``'s pick
-is from the faster backend: the measurements ``ebmcore_samplers.kernels.dispatch.
-auto_backend`` encodes. ``--held-out`` sweeps a second grid (other energies, dimensions and
-chain counts) to check the rule on cases it was not fitted to.
+(``Sampler.choose_backend``: the hand-fitted rule ``ebmcore_samplers.kernels.dispatch.
+auto_backend`` encodes on short runs, timed trials on long ones) is from the faster backend.
+``--held-out`` sweeps a second grid (other energies, dimensions and chain counts) to check
+the rule on cases it was not fitted to; ``--new-grid`` a third that neither has, at
+50,000-100,000 chains and 100 steps (long enough that ``auto`` times the backends): faces
+declared by a test plugin (the example plugin's Mueller-Brown and quartic bowl), Rosenbrock
+beyond 3-D and mixtures with K != 8. Each row says whether ``auto`` decided by its rule or
+by a trial (``auto_how``) and what the trial cost (``trial_s``).
 
 Run ``python benchmarks/kernels.py`` (full sizes, a few minutes on 2 cores),
 ``python benchmarks/kernels.py --quick`` (smoke sizes), or
@@ -39,6 +44,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numba  # import before pinning torch's threads (see the module docstring)
 import torch
@@ -222,6 +228,34 @@ HELD_OUT_ENERGIES: Grid = {
     "dense_gaussian": (dense_gaussian, (5, 20, 50)),
 }
 HELD_OUT_CHAINS = (300, 3_000, 30_000)
+
+
+def example_plugin_energy(name: str, dim: int) -> ebmcore.Energy:
+    """An energy of the example plugin (``examples/ebmcore-example-plugin``): a face a
+    third-party plugin declares, imported from its source tree when it is not installed."""
+    try:
+        from ebmcore_example_plugin import energies
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parents[1]
+        sys.path.insert(0, str(root / "examples" / "ebmcore-example-plugin" / "src"))
+        from ebmcore_example_plugin import energies
+    if name == "mueller_brown":
+        return energies.MuellerBrown()
+    return energies.QuarticBowl(dim=dim)
+
+
+#: A third grid (``--new-grid``) that neither the sweep nor the held-out grid has.
+NEW_ENERGIES: Grid = {
+    "mueller_brown": (functools.partial(example_plugin_energy, "mueller_brown"), (2,)),
+    "quartic_bowl": (functools.partial(example_plugin_energy, "quartic_bowl"), (6,)),
+    "rosenbrock": (lambda d: ebmcore.create("energy", "rosenbrock", dim=d), (5, 10)),
+    "mixture4": (functools.partial(mixture, k=4), (2,)),
+    "mixture12": (functools.partial(mixture, k=12), (2,)),
+    "mixture16": (functools.partial(mixture, k=16), (3,)),
+}
+NEW_CHAINS = (50_000, 100_000)
+#: Steps of every new-grid run: long enough for ``auto`` to time the backends.
+NEW_STEPS = 100
 SWEEP_METHODS = ("langevin", "mala", "hmc")
 #: Gradient evaluations per coordinate each sweep run aims at (sets its number of steps).
 SWEEP_WORK = 2_000_000
@@ -261,8 +295,8 @@ def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], objec
 
 def sweep(rounds: int, dtype: torch.dtype, device: str | torch.device = "cpu",
           methods: tuple[str, ...] = SWEEP_METHODS, energies: tuple[str, ...] | None = None,
-          chains: tuple[int, ...] = SWEEP_CHAINS, grid: Grid = SWEEP_ENERGIES
-          ) -> list[dict[str, object]]:
+          chains: tuple[int, ...] = SWEEP_CHAINS, grid: Grid = SWEEP_ENERGIES,
+          steps: int | None = None) -> list[dict[str, object]]:
     """Time torch and the fused backend of ``device`` on every case of the grid.
 
     Each row gives nanoseconds per chain-step of both backends (median of ``rounds``
@@ -270,7 +304,10 @@ def sweep(rounds: int, dtype: torch.dtype, device: str | torch.device = "cpu",
     the fastest that pick is (``auto_over_best``; a miss above ``AUTO_TOLERANCE``). On the
     CPU the fused backend runs on one numba thread, like the one-thread torch. ``grid``
     maps each energy to its builder and dimensions (``HELD_OUT_ENERGIES`` for the held-out
-    check); ``energies`` picks some of them (all by default).
+    check); ``energies`` picks some of them (all by default); ``steps`` fixes every run's
+    length (default: :func:`sweep_steps`). ``auto``'s pick is what ``sample`` would run
+    (``Sampler.choose_backend``), asked once before the timed runs: for a long run that
+    times the backends, and the trial's cost is reported as ``trial_s``.
     """
     device = torch.device(device)
     fused = "numba" if device.type == "cpu" else "cuda"
@@ -283,32 +320,39 @@ def sweep(rounds: int, dtype: torch.dtype, device: str | torch.device = "cpu",
             for method in methods:
                 sampler = sweep_sampler(method)
                 for n_chains in chains:
-                    n_steps = sweep_steps(method, n_chains, dim)
+                    n_steps = steps or sweep_steps(method, n_chains, dim)
                     x0 = torch.randn(n_chains, dim, dtype=dtype,
                                      generator=torch.Generator().manual_seed(3)).to(device)
                     runs = {b: synced(functools.partial(
                         sampler.sample, energy, x0, n_steps, backend=b,
                         generator=torch.Generator(device).manual_seed(0)), device)
                         for b in ("torch", fused)}
+                    choice = sampler.choose_backend(energy, x0, n_steps)
+                    chosen = choice.backend.name
                     t = interleaved(runs, rounds)
                     ns = {b: 1e9 * statistics.median(v) / (n_chains * n_steps)
                           for b, v in t.items()}
-                    chosen = auto_backend(method, energy, x0, sampler._fused_params()[1])
+                    rule = auto_backend(method, energy, x0, sampler._fused_params()[1])
                     row = {"energy": name, "method": method, "dtype": str(dtype)[6:],
                            "device": device.type, "dim": dim, "chains": n_chains,
                            "steps": n_steps, "cost": energy.numba_face().cost,
                            "torch_ns": round(ns["torch"], 1), "fused_ns": round(ns[fused], 1),
                            "fused_over_torch": round(ns[fused] / ns["torch"], 3),
-                           "auto": chosen,
-                           "auto_over_best": round(ns[chosen] / min(ns.values()), 3)}
+                           "auto": chosen, "rule": rule,
+                           "auto_how": choice.reason.split(":")[0].split(" ")[0],
+                           "trial_s": round(choice.trial_seconds, 3),
+                           "auto_over_best": round(ns[chosen] / min(ns.values()), 3),
+                           "rule_over_best": round(ns[rule] / min(ns.values()), 3)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     misses = [r for r in rows if r["auto_over_best"] > AUTO_TOLERANCE]
     worst = max(rows, key=lambda r: r["auto_over_best"])
-    print(f"sweep: {len(rows)} cases, auto within {AUTO_TOLERANCE}x of the fastest on "
-          f"{len(rows) - len(misses)}; worst {worst['auto_over_best']}x "
-          f"({worst['energy']} {worst['dim']}-D {worst['method']} {worst['chains']} chains)",
-          flush=True)
+    rule_ok = sum(r["rule_over_best"] <= AUTO_TOLERANCE for r in rows)
+    timed = sum(r["auto_how"] == "measured" for r in rows)
+    print(f"sweep: {len(rows)} cases ({timed} timed by auto), auto within {AUTO_TOLERANCE}x "
+          f"of the fastest on {len(rows) - len(misses)} (the rule alone: {rule_ok}); worst "
+          f"{worst['auto_over_best']}x ({worst['energy']} {worst['dim']}-D {worst['method']} "
+          f"{worst['chains']} chains)", flush=True)
     for r in misses:
         print(f"  MISS {r['energy']} {r['dim']}-D {r['method']} {r['dtype']} {r['chains']} "
               f"chains: auto={r['auto']} is {r['auto_over_best']}x the fastest", flush=True)
@@ -331,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="chain counts of the sweep")
     parser.add_argument("--held-out", action="store_true",
                         help="sweep the held-out grid (HELD_OUT_ENERGIES, HELD_OUT_CHAINS)")
+    parser.add_argument("--new-grid", action="store_true",
+                        help="sweep the new grid (NEW_ENERGIES, NEW_CHAINS, NEW_STEPS steps)")
     parser.add_argument("--json", help="write the sweep's rows to this file")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per case")
     parser.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
@@ -362,13 +408,18 @@ def main(argv: list[str] | None = None) -> int:
               f"<= 1.10; auto chose {result['double_well_langevin']['auto_chose']})")
     if args.sweep or args.sweep_only:
         rows = []
+        steps = None
         if args.held_out:
             energies, chains, grid = None, HELD_OUT_CHAINS, HELD_OUT_ENERGIES
+        elif args.new_grid:
+            energies, chains, grid, steps = None, NEW_CHAINS, NEW_ENERGIES, NEW_STEPS
         else:
             energies, chains, grid = tuple(args.energies), tuple(args.chains), SWEEP_ENERGIES
+        if args.chains != list(SWEEP_CHAINS) and args.chains != SWEEP_CHAINS:
+            chains = tuple(args.chains)
         for dtype in dtypes:
             rows += sweep(max(1, args.rounds // 2), dtype, args.device, tuple(args.methods),
-                          energies, chains, grid)
+                          energies, chains, grid, steps)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)

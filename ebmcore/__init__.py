@@ -6,6 +6,11 @@ Look components up by kind and name::
     energy = ebmcore.create("energy", "gaussian", mean=[0.0, 0.0], cov=[[1.0, 0.5], [0.5, 1.0]])
     sampler = ebmcore.create("sampler", "mala", step_size=0.1)
 
+The top level holds what a user needs: the lookups, the contracts to implement, what a
+plugin declares itself with, saving and loading models, and the errors to catch. The rest
+lives in its submodule (``ebmcore.registry``, ``ebmcore.checkpoint``, ``ebmcore.runs``,
+...), each reachable as ``ebmcore.<name>`` without an import.
+
 Importing this package scans no entry points and imports neither torch nor numba: discovery
 happens on the first lookup, and the torch-backed contracts load when first touched.
 """
@@ -13,9 +18,10 @@ happens on the first lookup, and the torch-backed contracts load when first touc
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
-from ebmcore.component import KINDS, Component, normalize_name
+from ebmcore.component import Component
 from ebmcore.errors import (
     AmbiguousComponentError,
     BackendUnavailableError,
@@ -29,12 +35,10 @@ from ebmcore.hookspecs import hookimpl
 from ebmcore.registry import (
     PLUGIN_API_VERSION,
     InvalidParametersError,
-    PluginRecord,
     Registry,
     create,
     describe,
     get,
-    get_registry,
     kinds,
     names,
     plugins,
@@ -53,30 +57,42 @@ _LAZY = {
     "Loss": "ebmcore.loss",
     "LossOutput": "ebmcore.loss",
     "Dataset": "ebmcore.dataset",
-    "save_checkpoint": "ebmcore.checkpoint",
-    "load_checkpoint": "ebmcore.checkpoint",
     "save_model": "ebmcore.checkpoint",
     "load_model": "ebmcore.checkpoint",
+}
+
+#: Names the top level no longer exports, and the module that holds each (they still resolve
+#: here, with a DeprecationWarning, for one release).
+_MOVED = {
+    "KINDS": "ebmcore.component",
+    "normalize_name": "ebmcore.component",
+    "PluginRecord": "ebmcore.registry",
+    "get_registry": "ebmcore.registry",
+    "save_checkpoint": "ebmcore.checkpoint",
+    "load_checkpoint": "ebmcore.checkpoint",
     "build_model": "ebmcore.checkpoint",
 }
 
 __all__ = [
-    "KINDS", "PLUGIN_API_VERSION", "AmbiguousComponentError", "BackendUnavailableError",
+    "PLUGIN_API_VERSION", "AmbiguousComponentError", "BackendUnavailableError",
     "CheckpointError", "Component", "EbmcoreError", "InvalidParametersError", "PluginLoadError",
-    "PluginRecord", "Registry", "UnknownComponentError", "UnknownKindError", "create",
-    "describe", "get", "get_registry", "hookimpl", "kinds", "names", "normalize_name", "plugins",
-    "use_registry", *_LAZY,
+    "Registry", "UnknownComponentError", "UnknownKindError", "create", "describe", "get",
+    "hookimpl", "kinds", "names", "plugins", "use_registry", *_LAZY,
 ]
 
 
 #: Submodules reachable as attributes (``ebmcore.diagnostics.rhat``) without an explicit import.
-_SUBMODULES = ("checkpoint", "config", "diagnostics", "distributed", "evaluate", "plot", "testing",
-               "train")
+_SUBMODULES = ("checkpoint", "config", "diagnostics", "distributed", "evaluate", "evaluation",
+               "plot", "runs", "testing", "threads", "train", "training")
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"ebmcore.{name}")
+    if name in _MOVED:
+        warnings.warn(f"ebmcore.{name} is deprecated; use {_MOVED[name]}.{name}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ebmcore' has no attribute {name!r}")

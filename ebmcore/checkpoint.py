@@ -242,21 +242,34 @@ def save_model(path: PathLike, model: nn.Module, *, spec: dict[str, Any] | None 
             the model, so :func:`build_model` can recreate it without code.
         meta: Optional descriptive data stored next to the weights.
     """
+    from ebmcore.provenance import component_provenance
+
     module = _unwrap(model)
     payload = {
         "state_dict": module.state_dict(),
         "class": f"{type(module).__module__}.{type(module).__qualname__}",
         "spec": None if spec is None else _check_spec(spec),
     }
+    if spec is not None and meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
+    if spec is not None and "provenance" not in (meta or {}):
+        record = component_provenance(spec["kind"], spec["name"])
+        if record is not None:  # where the model came from, for the error if it goes missing
+            meta = {**(meta or {}), "provenance": {"model": record}}
     return save_checkpoint(path, payload, meta=meta)
 
 
 def _model_payload(path: PathLike, map_location: Any) -> dict[str, Any]:
-    payload = load_checkpoint(path, map_location=map_location)
+    return _model_payload_with_meta(path, map_location)[0]
+
+
+def _model_payload_with_meta(path: PathLike, map_location: Any
+                             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    payload, meta = load_checkpoint_with_meta(path, map_location=map_location)
     if not isinstance(payload.get("state_dict"), dict):
         raise CheckpointError(f"Checkpoint {str(path)!r} holds no model state_dict; write it "
                               f"with ebmcore.checkpoint.save_model")
-    return payload
+    return payload, meta
 
 
 def _load_into(module: nn.Module, payload: dict[str, Any], path: PathLike,
@@ -298,8 +311,13 @@ def build_model(path: PathLike, *, map_location: Any = "cpu") -> nn.Module:
 
     Raises:
         CheckpointError: When the file is unreadable or stores no spec.
+        UnknownComponentError: When the model's component is not installed; with the
+            provenance :func:`save_model` recorded, the message names the distribution,
+            its version and the ``pip install`` command.
     """
-    payload = _model_payload(path, map_location)
+    from ebmcore.provenance import require_recorded
+
+    payload, meta = _model_payload_with_meta(path, map_location)
     spec = payload.get("spec")
     if spec is None:
         raise CheckpointError(f"Checkpoint {str(path)!r} stores no spec; save it with "
@@ -309,6 +327,10 @@ def build_model(path: PathLike, *, map_location: Any = "cpu") -> nn.Module:
         spec = _check_spec(spec)
     except ValueError as exc:
         raise CheckpointError(f"Checkpoint {str(path)!r} has a damaged spec: {exc}") from exc
+    recorded = meta.get("provenance")
+    if isinstance(recorded, dict) and isinstance(recorded.get("model"), dict):
+        require_recorded({"model": recorded["model"]},
+                         {"model": {"name": spec["name"]}})
     model = ebmcore.create(spec["kind"], spec["name"], **spec["params"])
     _load_into(_unwrap(model), payload, path, strict=True)
     return model

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 #: The component kinds the core knows, in display order.
-KINDS: tuple[str, ...] = ("energy", "sampler", "loss", "model", "dataset")
+KINDS: tuple[str, ...] = ("energy", "sampler", "loss", "model", "dataset", "backend",
+                          "interpolant", "coupling", "integrator")
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+#: What :attr:`Component.data_shape` may say: the model's constructor keyword that receives
+#: the data's shape (``dim``: the flat size as an int; ``event_shape``: the shape tuple).
+DATA_SHAPES: tuple[str, ...] = ("dim", "event_shape")
+
+#: The keys a :attr:`Component.recipe` may hold: run-configuration sections (see
+#: :mod:`ebmcore.config`), the top-level ``seed`` and ``device``, and ``default`` (a data
+#: set's recipe only: ``True`` makes it the run a command starts from when no data set is
+#: named).
+RECIPE_KEYS: tuple[str, ...] = ("dataset", "model", "loss", "sampler", "energy", "train",
+                                "evaluate", "sample", "seed", "device", "default")
 
 
 def normalize_name(name: str) -> str:
@@ -35,6 +49,17 @@ class Component:
         replaces: Set to ``True`` to take over a built-in component of the same name; without
             it, built-in names are reserved and a clashing third-party component is reachable
             only as ``plugin:name``.
+        data_shape: For models: which constructor keyword receives the data's shape when a
+            run builds the model for a data set, ``"dim"`` (the flat size, an int) or
+            ``"event_shape"`` (the shape tuple); ``None`` passes neither.
+        takes_sampler: For losses: whether the constructor takes ``sampler=`` (an instance or
+            a name), which a run then fills with its configured sampler.
+        recipe: Run defaults this component brings, a partial run configuration (sections
+            as in :mod:`ebmcore.config`). A data set's recipe says how to train on it
+            (model, loss, sampler, ``train``/``evaluate``/``sample`` settings); a loss's
+            recipe holds what changes when a run uses that loss, and applies only where the
+            run's model is the one it names (if it names one). Read through
+            :func:`ebmcore.config.defaults_for`.
     """
 
     name: str
@@ -42,6 +67,9 @@ class Component:
     summary: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
     replaces: bool = False
+    data_shape: Literal["dim", "event_shape"] | None = None
+    takes_sampler: bool = False
+    recipe: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         for label, value in [("name", self.name), *(("alias", a) for a in self.aliases)]:
@@ -61,6 +89,14 @@ class Component:
                 f"'module:attr' string, got {type(self.target).__name__}"
             )
         object.__setattr__(self, "aliases", tuple(self.aliases))
+        if self.data_shape is not None and self.data_shape not in DATA_SHAPES:
+            raise ValueError(f"Component {self.name!r}: data_shape must be None or one of "
+                             f"{', '.join(map(repr, DATA_SHAPES))}, got {self.data_shape!r}")
+        if not isinstance(self.takes_sampler, bool):
+            raise ValueError(f"Component {self.name!r}: takes_sampler must be True or False, "
+                             f"got {self.takes_sampler!r}")
+        if self.recipe is not None:
+            object.__setattr__(self, "recipe", _check_recipe(self.name, self.recipe))
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -76,3 +112,20 @@ class Component:
         for part in attr_path.split("."):
             obj = getattr(obj, part)
         return obj
+
+
+def _check_recipe(name: str, recipe: Any) -> Mapping[str, Any]:
+    """Return ``recipe`` as a read-only mapping after checking its keys and sections."""
+    if not isinstance(recipe, Mapping):
+        raise ValueError(f"Component {name!r}: recipe must be a mapping of run-configuration "
+                         f"sections, got {type(recipe).__name__}")
+    for key, value in recipe.items():
+        if key not in RECIPE_KEYS:
+            raise ValueError(f"Component {name!r}: recipe key {key!r} is not one of "
+                             f"{', '.join(RECIPE_KEYS)}")
+        if key not in ("seed", "device", "default") and not isinstance(value, Mapping):
+            raise ValueError(f"Component {name!r}: recipe section {key!r} must be a mapping, "
+                             f"got {type(value).__name__}")
+    if not isinstance(recipe.get("default", False), bool):
+        raise ValueError(f"Component {name!r}: recipe['default'] must be True or False")
+    return MappingProxyType(dict(recipe))

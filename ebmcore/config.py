@@ -4,6 +4,11 @@ A configuration is a plain nested dict. Component sections (``dataset``, ``model
 ``sampler``, ``energy``) hold ``name`` and ``params``; the other sections (``train``,
 ``evaluate``, ``sample``) hold settings directly. ``config.toml`` in a run folder is the fully
 resolved configuration: replaying it with ``--config`` repeats the run.
+
+The core holds only settings that name no component (:data:`RUN_SETTINGS`); which data set,
+model, loss and sampler a run starts from comes from the recipes the plugins declare on their
+components (:attr:`ebmcore.Component.recipe`), read here through the registry
+(:func:`defaults_for`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ebmcore.component import normalize_name
+from ebmcore.errors import ConfigError
+from ebmcore.recipes import (
+    DEFAULT_KEY,
+    default_dataset,
+    image_recipes,
+    loss_recipe_fits,
+    recipe_for,
+)
+from ebmcore.registry import get_registry
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -27,85 +43,78 @@ COMPONENT_SECTIONS: tuple[str, ...] = ("dataset", "model", "loss", "sampler", "e
 #: Sections holding settings directly.
 SETTING_SECTIONS: tuple[str, ...] = ("train", "evaluate", "sample")
 
-#: The built-in defaults of ``ebmcore train`` (and so of ``ebmcore demo``).
-TRAIN_DEFAULTS: dict[str, Any] = {
+#: The settings every run starts from. They name no component: the data set, model, loss
+#: and sampler come from recipes that plugins declare (:attr:`ebmcore.Component.recipe`).
+RUN_SETTINGS: dict[str, Any] = {
     "seed": 0,
     "device": "cpu",
-    "dataset": {"name": "eight_gaussians", "params": {}},
-    "model": {"name": "mlp", "params": {}},
-    "loss": {"name": "pcd", "params": {}},
-    "sampler": {"name": "langevin", "params": {"step_size": 0.01}},
     "train": {"steps": 2000, "batch_size": 256, "lr": 3e-3, "log_every": 50,
               "checkpoint_every": 500},
-    "evaluate": {"n_test": 20000, "bounds": [-5.0, 5.0], "resolution": 256},
+    "evaluate": {"n_test": 20000, "resolution": 256},
     # chains start uniformly over the evaluation box; burn-in lets those in the model's flat
     # tails drift into the modes before anything is kept
     "sample": {"n_chains": 2000, "n_steps": 500, "burn_in": 1500, "thin": 5, "backend": "auto",
                "trace_chains": 1000},
 }
 
-
-#: Where each image data set's recipe starts: ``ebmcore train --dataset digits`` (or a
-#: ``--config`` naming it) begins from :func:`defaults_for` instead of the 2-D defaults. A
-#: ``conv`` energy correcting the data's Gaussian (``confine="gaussian"``), persistent
-#: contrastive divergence whose chains restart from that Gaussian, and Langevin steps
-#: preconditioned by its covariance (docs/training-results.md measures the recipe).
-IMAGE_RECIPE: dict[str, Any] = {
-    "model": {"name": "conv", "params": {"channels": [32, 64], "confine": "gaussian"}},
-    "loss": {"name": "pcd", "params": {"k": 20, "init": "base", "alpha": 0.1}},
-    "sampler": {"name": "langevin", "params": {"step_size": 0.2, "precondition": True}},
-    "train": {"steps": 1500, "batch_size": 128, "lr": 1e-3, "log_every": 50,
-              "checkpoint_every": 500, "picture_every": 250},
-    "evaluate": {"ais_chains": 200, "ais_temps": 500},
-    "sample": {"n_chains": 500, "n_steps": 300, "burn_in": 0, "thin": 5, "backend": "auto",
-               "trace_chains": 64},
-}
-
-#: The image data sets and what their recipe changes from :data:`IMAGE_RECIPE`.
-IMAGE_DATASETS: dict[str, dict[str, Any]] = {
-    "digits": {},
-    "mnist": {"model": {"params": {"channels": [32, 64, 128]}}},
-    "fashion_mnist": {"model": {"params": {"channels": [32, 64, 128]}}},
-}
-
-
 #: AIS chains and temperatures ``ebmcore evaluate`` uses on a 2-D model unless told; 200
 #: temperatures left the reverse estimate of the demo's model a nat below the grid's log Z.
 AIS_CHAINS, AIS_TEMPS = 500, 1000
 
-#: What a loss changes in the 2-D defaults when a run names it (``--loss`` or a
-#: ``--config``). Exact and sliced score matching fix a density only up to the relative
-#: weights of regions the data separates; the mlp's default four layers shape those regions
-#: independently and the weights go astray (a gap of 6,785 nats on ``checkerboard``), while
-#: two layers' smoothness ties them together. Clipping the gradient norm at 1 helps sliced
-#: score matching on all three 2-D data sets (docs/training-results.md).
-LOSS_RECIPES: dict[str, dict[str, Any]] = {
-    "score_matching": {"model": {"name": "mlp", "params": {"hidden": [128, 128]}}},
-    "sliced_score_matching": {"model": {"name": "mlp", "params": {"hidden": [128, 128]}},
-                              "train": {"grad_clip": 1.0}},
+#: Names that moved out of the core, with what replaces them (see :func:`__getattr__`).
+_MOVED = {
+    "TRAIN_DEFAULTS": "defaults_for(None)",
+    "LOSS_RECIPES": "the losses' recipes (ebmcore.registry.recipe('loss', name))",
+    "IMAGE_RECIPE": "the image data sets' recipes (ebmcore.registry.recipe('dataset', name))",
+    "IMAGE_DATASETS": "the image data sets' recipes (ebmcore.registry.recipe('dataset', name))",
 }
 
 
-def defaults_for(dataset: str | None, loss: str | None = None) -> dict[str, Any]:
-    """The defaults a run on ``dataset`` with ``loss`` starts from: :data:`TRAIN_DEFAULTS`
-    with the loss's recipe (:data:`LOSS_RECIPES`) and the loss named, or for an image data set
-    (``digits``, ``mnist``, ``fashion_mnist``) its image recipe with the loss named."""
-    from ebmcore.component import normalize_name
+def __getattr__(name: str) -> Any:
+    """Deprecated names, read from the registry's recipes for one more release."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
 
+    warnings.warn(f"ebmcore.config.{name} is deprecated: recipes now come from the plugins "
+                  f"that own the components; use {_MOVED[name]}", DeprecationWarning,
+                  stacklevel=2)
+    if name == "TRAIN_DEFAULTS":
+        return defaults_for(None)
+    if name == "LOSS_RECIPES":
+        return get_registry().recipes("loss")
+    images = image_recipes()
+    if name == "IMAGE_DATASETS":
+        return images
+    first = next(iter(images.values()), {})
+    return {k: v for k, v in first.items() if k not in ("dataset", DEFAULT_KEY)}
+
+
+def defaults_for(dataset: str | None, loss: str | None = None) -> dict[str, Any]:
+    """The defaults a run on ``dataset`` with ``loss`` starts from.
+
+    :data:`RUN_SETTINGS`, then the data set's recipe (a data set without one, or no data set,
+    takes the default data set's recipe: :func:`ebmcore.recipes.default_dataset`), then,
+    when ``loss`` is named and differs from the recipe's, that loss with its own recipe
+    where the recipe fits the run's model (:func:`ebmcore.recipes.loss_recipe_fits`).
+    Recipes are read from the registry (:attr:`ebmcore.Component.recipe`).
+    """
     key = normalize_name(dataset) if isinstance(dataset, str) else None
     loss_key = normalize_name(loss) if isinstance(loss, str) else None
-    image = key in IMAGE_DATASETS
-    if image:
-        recipe = merge(IMAGE_RECIPE, IMAGE_DATASETS[key])
-        recipe["dataset"] = {"name": key, "params": {}}
-        base = {k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("model", "loss", "sampler")}
-        config = merge(base, recipe)
-    else:
-        config = copy.deepcopy(TRAIN_DEFAULTS)
-    if loss_key is not None and loss_key != config["loss"]["name"]:
+    recipe = recipe_for("dataset", key)
+    if recipe is None:
+        fallback = default_dataset()
+        recipe = recipe_for("dataset", fallback) or {}
+        key = key or fallback
+    config = merge(RUN_SETTINGS, recipe)
+    if key is not None:
+        config["dataset"] = {"name": key,
+                             "params": dict((recipe.get("dataset") or {}).get("params", {}))}
+    if loss_key is not None and loss_key != (config.get("loss") or {}).get("name"):
         config["loss"] = {"name": loss_key, "params": {}}
-        if not image:  # the loss recipes are for the 2-D defaults' mlp
-            config = merge(config, LOSS_RECIPES.get(loss_key, {}))
+        loss_recipe = recipe_for("loss", loss_key)
+        if loss_recipe and loss_recipe_fits(loss_recipe, config):
+            config = merge(config, loss_recipe)
     return config
 
 
@@ -118,10 +127,6 @@ def complete_run(given: Mapping[str, Any], dataset: str | None = None,
     dataset = dataset or (given.get("dataset") or {}).get("name")
     loss = loss or (given.get("loss") or {}).get("name")
     return merge_run(defaults_for(dataset, loss), given)
-
-
-class ConfigError(ValueError):
-    """A configuration value, file or ``--set`` item is malformed."""
 
 
 def parse_value(text: str) -> Any:
@@ -316,7 +321,7 @@ def check_train_config(config: Mapping[str, Any]) -> None:
                     if name not in _TRAINER_SUPPLIED]
     allowed = {"train": [*trainer_keys, "picture_every"],
                "evaluate": ["n_test", "bounds", "resolution", "ais_chains", "ais_temps"],
-               "sample": [*TRAIN_DEFAULTS["sample"]]}
+               "sample": [*RUN_SETTINGS["sample"]]}
     for section, keys in allowed.items():
         block = config.get(section, {})
         if not isinstance(block, Mapping):

@@ -64,6 +64,17 @@ class Energy(nn.Module):
     declare what it knows in closed form: :meth:`grad` (override it), :attr:`log_z`,
     :meth:`sample` (exact samples) and :meth:`numba_face` (opens the fused backends).
 
+    Optional capabilities the core uses, each a method with a default (override what the
+    energy has; nothing is probed with ``getattr``):
+
+    - :meth:`preconditioner`: a ``(D, D)`` factor ``L`` that samplers with
+      ``precondition=True`` move by (default ``None``).
+    - :meth:`base_energy`: the reference energy a model corrects, with exact samples and
+      ``log_z`` (default ``None``); annealed importance sampling starts from it.
+    - :attr:`confinement_fitted` and :meth:`fit_confinement`: a confining term fixed from
+      data, which :class:`ebmcore.train.Trainer` fits before the first step when
+      :attr:`confinement_fitted` is false (default: nothing to fit).
+
     Attributes:
         event_shape: The shape of one point, or ``None`` when any shape is accepted.
         normalisable: Whether the energy declares that ``exp(-E)`` has a finite integral,
@@ -115,6 +126,31 @@ class Energy(nn.Module):
     def numba_face(self) -> NumbaFace | None:
         """Return the energy's numba functions and packed parameters, or ``None``."""
         return None
+
+    def preconditioner(self) -> torch.Tensor | None:
+        """Return the factor ``L`` (``M = L Lᵀ``, ``(D, D)`` for ``D`` coordinates per point)
+        that samplers with ``precondition=True`` move by, or ``None`` (the default)."""
+        return None
+
+    def base_energy(self) -> Energy | None:
+        """Return the reference energy this model corrects (exact ``sample`` and ``log_z``;
+        the natural start of annealed importance sampling), or ``None`` (the default)."""
+        return None
+
+    @property
+    def confinement_fitted(self) -> bool:
+        """Whether the energy's confining term is fixed; ``True`` (the default) when it has
+        none, so a trainer calls :meth:`fit_confinement` only where this is ``False``."""
+        return True
+
+    def fit_confinement(self, data: torch.Tensor) -> None:
+        """Fix the confining term from a data sample ``(N, *event_shape)``.
+
+        The default raises TypeError: an energy without a confining term has nothing to fit
+        (its :attr:`confinement_fitted` is ``True``).
+        """
+        raise TypeError(f"{type(self).__name__} has no confinement to fit "
+                        f"(its confinement_fitted is always True)")
 
     def extra_repr(self) -> str:
         shape = "any" if self.event_shape is None else tuple(self.event_shape)

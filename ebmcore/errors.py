@@ -62,3 +62,41 @@ class TrainingRunawayWarning(UserWarning):
     ``energy*`` metric exceeds its ``runaway_energy`` in magnitude; the run goes on (the model
     may still recover), and :attr:`ebmcore.train.Trainer.runaway` names the step.
     """
+
+
+class DistributedError(EbmcoreError, RuntimeError):
+    """A distributed job could not start, or one of its ranks failed or stopped answering."""
+
+
+class CommandError(EbmcoreError):
+    """A user error a command-line command detected; ``ebmcore`` prints it as one line and
+    exits with status 1."""
+
+
+class ConfigError(EbmcoreError, ValueError):
+    """A run configuration's value, file or ``--set`` item is malformed, or the recipes the
+    plugins declare leave its defaults undecided."""
+
+
+class InvalidParametersError(EbmcoreError, TypeError):
+    """The parameters given to :func:`ebmcore.create` do not fit the component's signature."""
+
+
+class MissingDependencyError(EbmcoreError, ImportError):
+    """A component needs an optional package that is not installed; the message names the
+    ``pip install`` command (for example ``pip install "ebmcore[flows]"``)."""
+
+
+class IntegrationError(EbmcoreError, RuntimeError):
+    """An integrator could not solve an ODE or SDE: the field returned non-finite values,
+    or an adaptive integrator could not meet its tolerance.
+
+    Attributes:
+        integrator: The name of the integrator that failed.
+        time: The time at which it failed, or ``None`` when unknown.
+    """
+
+    def __init__(self, message: str, *, integrator: str, time: float | None = None) -> None:
+        super().__init__(message)
+        self.integrator = integrator
+        self.time = time

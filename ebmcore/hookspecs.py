@@ -38,6 +38,10 @@ HOOK_KINDS: dict[str, str] = {
     "ebmcore_losses": "loss",
     "ebmcore_models": "model",
     "ebmcore_datasets": "dataset",
+    "ebmcore_backends": "backend",
+    "ebmcore_interpolants": "interpolant",
+    "ebmcore_couplings": "coupling",
+    "ebmcore_integrators": "integrator",
 }
 
 
@@ -64,6 +68,8 @@ def ebmcore_losses() -> Iterable[Component]:
     """Return the training objectives this plugin contributes (kind ``loss``).
 
     Each target builds an :class:`ebmcore.Loss` returning :class:`ebmcore.LossOutput`.
+    Set ``takes_sampler=True`` on the descriptor when the constructor takes ``sampler=``;
+    a ``recipe`` holds what changes in a run that uses the loss.
     """
 
 
@@ -71,7 +77,9 @@ def ebmcore_losses() -> Iterable[Component]:
 def ebmcore_models() -> Iterable[Component]:
     """Return the neural energy models this plugin contributes (kind ``model``).
 
-    Each target builds an :class:`ebmcore.Energy` with learnable parameters.
+    Each target builds an :class:`ebmcore.Energy` with learnable parameters. The
+    descriptor's ``data_shape`` names the constructor keyword that receives the data's shape
+    (``"dim"`` or ``"event_shape"``).
     """
 
 
@@ -80,5 +88,45 @@ def ebmcore_datasets() -> Iterable[Component]:
     """Return the data sets this plugin contributes (kind ``dataset``).
 
     Each target builds an :class:`ebmcore.Dataset` with ``sample(n, generator)`` and, where
-    the density is known, ``log_prob(x)``.
+    the density is known, ``log_prob(x)``. The descriptor's ``recipe`` says how a run trains
+    on the data set (``"default": True`` makes it the data set of a run that names none).
+    """
+
+
+@hookspec
+def ebmcore_backends() -> Iterable[Component]:
+    """Return the sampling backends this plugin contributes (kind ``backend``).
+
+    Each target builds, with no arguments, an :class:`ebmcore.sampling.Backend`: an object
+    whose ``supports(sampler, energy, x, run)`` says whether it can run a case (``None``) or
+    why not, and whose ``run(...)`` runs it. ``Sampler.sample(backend=name)`` finds it by
+    its ``name``, and ``backend="auto"`` considers it.
+    """
+
+
+@hookspec
+def ebmcore_interpolants() -> Iterable[Component]:
+    """Return the interpolants this plugin contributes (kind ``interpolant``).
+
+    Each target builds an :class:`ebmcore.interpolant.Interpolant`: the Gaussian path
+    ``x_t = alpha(t) x1 + sigma(t) x0`` from noise (``t = 0``) to data (``t = 1``), given by
+    its ``coefficients(t)``.
+    """
+
+
+@hookspec
+def ebmcore_couplings() -> Iterable[Component]:
+    """Return the couplings this plugin contributes (kind ``coupling``).
+
+    Each target builds an :class:`ebmcore.coupling.Coupling` whose ``pair(x0, x1,
+    generator)`` re-pairs a batch of noise with a batch of data.
+    """
+
+
+@hookspec
+def ebmcore_integrators() -> Iterable[Component]:
+    """Return the ODE/SDE integrators this plugin contributes (kind ``integrator``).
+
+    Each target builds an :class:`ebmcore.integrator.Integrator` whose ``integrate(f, x, t0,
+    t1, *, generator, diffusion)`` returns an ``IntegrationResult(x, nfe, steps)``.
     """

@@ -19,10 +19,10 @@ import signal
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ebmcore.errors import EbmcoreError
+from ebmcore.errors import DistributedError
 
 if TYPE_CHECKING:
-    from ebmcore.distributed import RankGroup
+    from ebmcore.ranks import RankGroup
 
 #: Seconds a rank waits for the others in a collective (and at start-up) before the job fails
 #: with an error instead of hanging (``--dist-timeout``). A dead rank is usually noticed at
@@ -40,9 +40,9 @@ LAUNCHED_ENV = "EBMCORE_NPROC_WORKER"
 #: The environment variables a launcher sets for ``init_process_group("env://")``.
 _LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
-
-class DistributedError(EbmcoreError, RuntimeError):
-    """A distributed job could not start, or one of its ranks failed or stopped answering."""
+__all__ = ["DEFAULT_TIMEOUT", "DIST_BACKENDS", "LAUNCHED_ENV", "DistributedError",
+           "choose_backend", "joined", "launch", "launched_world", "rank_prefix",
+           "should_launch"]
 
 
 def launched_world() -> tuple[int, int, int] | None:
@@ -220,9 +220,9 @@ def joined(device: str = "cpu", backend: str = "auto",
         timeout: Seconds a collective waits for the other ranks before failing.
 
     Yields:
-        This process's :class:`~ebmcore.distributed.RankGroup`.
+        This process's :class:`~ebmcore.ranks.RankGroup`.
     """
-    from ebmcore.distributed import RankGroup
+    from ebmcore.ranks import RankGroup
     from ebmcore.validation import check_positive
 
     chosen = choose_backend(backend, device)

@@ -8,11 +8,12 @@ the host, collects the :class:`~ebmcore.Component` descriptors each returns, and
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import inspect
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,9 +21,9 @@ import pluggy
 
 from ebmcore import hookspecs
 from ebmcore.component import KINDS, Component, normalize_name
-from ebmcore.errors import (
+from ebmcore.errors import (  # InvalidParametersError: importable from here, as before
     AmbiguousComponentError,
-    EbmcoreError,
+    InvalidParametersError,
     PluginLoadError,
     UnknownComponentError,
     UnknownKindError,
@@ -41,12 +42,10 @@ ENV_BLOCK = "EBMCORE_DISABLED_PLUGINS"
 ENV_STRICT = "EBMCORE_STRICT_PLUGINS"
 
 _KIND_ALIASES = {"energies": "energy", "samplers": "sampler", "losses": "loss",
-                 "models": "model", "datasets": "dataset"}
+                 "models": "model", "datasets": "dataset", "backends": "backend",
+                 "interpolants": "interpolant", "couplings": "coupling",
+                 "integrators": "integrator"}
 _PLURALS = {v: k for k, v in _KIND_ALIASES.items()}
-
-
-class InvalidParametersError(EbmcoreError, TypeError):
-    """The parameters given to :func:`ebmcore.create` do not fit the component's signature."""
 
 
 @dataclass
@@ -448,6 +447,43 @@ class Registry:
                 ) from None
         return target(**params)
 
+    def recipe(self, kind: str, name: str) -> dict[str, Any] | None:
+        """Return a copy of the run recipe the component ``name`` declares, or ``None``."""
+        recipe = self._find(kind, name).component.recipe
+        return None if recipe is None else copy.deepcopy(dict(recipe))
+
+    def recipes(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Return a copy of every recipe declared by a component of ``kind``, by name."""
+        found = {}
+        for name in self.names(kind):
+            with contextlib.suppress(AmbiguousComponentError):
+                recipe = self.recipe(kind, name)
+                if recipe is not None:
+                    found[name] = recipe
+        return found
+
+    def provenance(self, kind: str, name: str) -> dict[str, Any]:
+        """Return where the component ``name`` comes from: ``kind``, ``name`` (as the plugin
+        spells it), ``plugin``, ``distribution`` and ``version`` (``None`` when the plugin
+        was registered in-process without them) and ``builtin``."""
+        provided = self._find(kind, name)
+        record = provided.plugin
+        return {"kind": provided.kind, "name": provided.component.name,
+                "plugin": record.name, "distribution": record.distribution,
+                "version": record.version, "builtin": record.builtin}
+
+    def require(self, kind: str, name: str,
+                provenance: Mapping[str, Any] | None = None) -> Component:
+        """Return the descriptor of ``name``; when it is missing, the error also says which
+        distribution and version supplied it (``provenance``, as :meth:`provenance` gave it
+        when the run was made) and the command that installs it."""
+        try:
+            return self._find(kind, name).component
+        except UnknownComponentError as exc:
+            if not provenance:
+                raise
+            raise UnknownComponentError(f"{exc} {install_hint(provenance)}") from None
+
     def describe(self, kind: str, name: str) -> dict[str, Any]:
         """Return summary, provider, aliases and parameters of one component."""
         provided = self._find(kind, name)
@@ -463,6 +499,24 @@ class Registry:
             else f"{target.__module__}:{getattr(target, '__qualname__', target)}",
             "parameters": describe_parameters(target),
         }
+
+
+def install_hint(provenance: Mapping[str, Any]) -> str:
+    """Say which distribution supplied a component (a :meth:`Registry.provenance` record)
+    and how to get it back: ``pip install NAME==VERSION``."""
+    what = f"{provenance.get('kind', 'component')} {provenance.get('name')!r}"
+    dist, version = provenance.get("distribution"), provenance.get("version")
+    plugin = provenance.get("plugin")
+    if not dist:
+        return (f"The run used {what} from plugin {plugin!r}, registered in-process (no "
+                f"installed distribution): register it again before loading the run.")
+    pinned = f"{dist}=={version}" if version else dist
+    if provenance.get("builtin") or normalize_name(dist) == BUILTIN_DISTRIBUTION:
+        return (f"The run used {what} from ebmcore's built-in plugin {plugin!r} "
+                f"({dist} {version}); it is blocked or missing here: check {ENV_BLOCK} and "
+                f"{ENV_ALLOW}, or reinstall with: pip install {pinned}")
+    return (f"The run used {what} from {dist} {version} (plugin {plugin!r}); install it "
+            f"with: pip install {pinned}")
 
 
 def describe_parameters(target: Any) -> list[dict[str, str | None]]:
@@ -538,7 +592,8 @@ def reset_registry() -> Registry:
 
 
 def kinds() -> tuple[str, ...]:
-    """Return the component kinds: energy, sampler, loss, model, dataset."""
+    """Return the component kinds: energy, sampler, loss, model, dataset, backend,
+    interpolant, coupling, integrator."""
     return KINDS
 
 
@@ -565,3 +620,20 @@ def plugins() -> list[PluginRecord]:
 def describe(kind: str, name: str) -> dict[str, Any]:
     """Return what ``ebmcore info`` shows about one component."""
     return _active.describe(kind, name)
+
+
+def provenance(kind: str, name: str) -> dict[str, Any]:
+    """Return the distribution, version and plugin that supply ``name`` of ``kind``
+    (:meth:`Registry.provenance`)."""
+    return _active.provenance(kind, name)
+
+
+def require(kind: str, name: str, provenance: Mapping[str, Any] | None = None) -> Component:
+    """Return the descriptor of ``name``, or raise an error that names the distribution to
+    install when ``provenance`` says where it came from (:meth:`Registry.require`)."""
+    return _active.require(kind, name, provenance)
+
+
+def recipe(kind: str, name: str) -> dict[str, Any] | None:
+    """Return the run recipe the component ``name`` declares, or ``None``."""
+    return _active.recipe(kind, name)

@@ -1,57 +1,40 @@
-"""The sampler contract: a pure, batched Markov kernel and the loop that runs it."""
+"""The sampler contract: a pure, batched Markov kernel, and the one loop that runs it.
+
+A :class:`Sampler` implements ``init`` / ``step`` (and ``adapt``); :meth:`Sampler.sample`
+checks the arguments, picks a backend (:mod:`ebmcore.sampling`: torch here in the core, the
+fused and compiled ones from plugins), runs it, falls back to torch where ``auto``'s pick
+cannot run after all, and builds the diagnostics from what the backend returns, in one place
+(:func:`_result`).
+"""
 
 from __future__ import annotations
 
-import inspect
-import math
 import time
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from ebmcore.energy import Energy, as_energy
 from ebmcore.errors import BackendUnavailableError
+from ebmcore.sampling.auto import Choice, choose
+from ebmcore.sampling.backend import KeepHook, RawRun, RunSpec
+from ebmcore.sampling.lookup import find_backend, registered_backends
+from ebmcore.sampling.recording import nonfinite_rows
+from ebmcore.sampling.torch_loop import TorchBackend
+from ebmcore.sampling.trajectory_file import TrajectoryFile
 from ebmcore.validation import check_energy_output, check_int, check_points, same_device
 
+#: Private hooks through which samplers used to gain backends (the loop no longer calls them).
+_RETIRED_HOOKS = ("_backends_for", "_auto_backend", "_run_backend", "_run_fused", "_run_torch",
+                  "_choose_backend")
+
+#: The built-in backend names (plugins may register more; ``"auto"`` picks among them).
 BACKENDS: tuple[str, ...] = ("auto", "torch", "numba", "cuda", "compiled")
 
-#: A hook :meth:`Sampler.sample` calls at every kept step with ``(k, x)``: the kept step's
-#: index ``k`` (from 0) and the positions ``x`` of every chain ``(B, *event_shape)``.
-KeepHook = Callable[[int, torch.Tensor], None]
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What a backend may need to know of a run besides its chains.
-
-    :meth:`Sampler.sample` hands it to overrides of ``_auto_backend`` and ``_run_backend``
-    that take a ``run`` parameter (a backend whose cost to start up only pays over a long
-    run, or one that calls ``on_keep`` itself); overrides without one are called as before.
-
-    Attributes:
-        n_steps: Kept steps.
-        burn_in: Steps run first.
-        thin: Trajectory thinning.
-        on_keep: The hook called at every kept step, or ``None``.
-    """
-
-    n_steps: int
-    burn_in: int
-    thin: int
-    on_keep: KeepHook | None = None
-
-    @property
-    def n_total(self) -> int:
-        """Every step of the run: ``burn_in + n_steps``."""
-        return self.burn_in + self.n_steps
-
-
-def _takes(method: Callable[..., Any], name: str) -> bool:
-    """Whether ``method`` has a parameter ``name`` (older overrides may lack new ones)."""
-    return name in inspect.signature(method).parameters
+__all__ = ["BACKENDS", "KeepHook", "RunSpec", "SampleResult", "Sampler", "SamplerState",
+           "TrajectoryFile", "check_finite_points", "nonfinite_rows", "trace_stride"]
 
 
 @dataclass
@@ -85,8 +68,12 @@ class SampleResult:
             ``(T, C, *event_shape)`` when ``trace_chains`` picked ``C`` of the ``B`` chains
             (column ``j`` is chain ``j * diagnostics["trajectory_stride"]``, see
             :func:`trace_stride`).
-        diagnostics: ``backend`` (which backend ran), ``acceptance`` (per-chain mean
-            acceptance probability over the kept steps, when the sampler reports one),
+        diagnostics: ``backend`` (which backend ran), ``backend_requested``,
+            ``backend_reason`` (why that one: ``"requested"``, the rule, or a timed trial's
+            predictions; ``backend_trial_seconds`` when ``auto`` timed backends for this
+            run), ``backend_fallback`` (when ``auto``'s pick could not run),
+            ``acceptance`` (per-chain mean acceptance probability over the kept steps,
+            when the sampler reports one),
             ``divergences`` (per-chain count of divergent kept steps, when reported),
             ``energy_trace`` (mean energy at the kept steps listed in
             ``energy_trace_steps``: every kept step when the state carries energies, else
@@ -107,9 +94,9 @@ class SampleResult:
 class Sampler:
     """Base class of every sampler.
 
-    Subclasses implement :meth:`init` and :meth:`step`; :meth:`sample` then works as is.
-    A subclass that adapts its parameters during burn-in overrides :meth:`adapt`; one that
-    ships fused kernels overrides :meth:`_run_backend` and :meth:`_backends_for`.
+    Subclasses implement :meth:`init` and :meth:`step`; :meth:`sample` then works as is, on
+    the torch backend and on any backend whose ``supports`` accepts the sampler. A subclass
+    that adapts its parameters during burn-in overrides :meth:`adapt`.
     """
 
     #: Name of the info entry that holds a per-chain acceptance probability.
@@ -125,6 +112,19 @@ class Sampler:
     #: Diagnostics that hold one value per chain (their first dimension): sampling with
     #: ``distributed=True`` gathers them in chain order, and averages other tensors over ranks.
     chain_diagnostics: tuple[str, ...] = ("acceptance", "divergences", "step_size")
+    #: Whether the sampler has a compiled step (``backend="compiled"``, what
+    #: ``Trainer(compile=True)`` and :meth:`ebmcore.Loss.use_compiled` need).
+    supports_compiled: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        retired = [name for name in _RETIRED_HOOKS if name in vars(cls)]
+        if retired:
+            warnings.warn(
+                f"{cls.__qualname__} overrides {', '.join(retired)}, which Sampler.sample no "
+                f"longer calls: a backend is now an ebmcore.sampling.Backend object registered "
+                f"through the ebmcore_backends hook (see docs/kernels.md, 'Writing a "
+                f"backend')", DeprecationWarning, stacklevel=2)
 
     def init(self, energy: Energy, x: torch.Tensor) -> SamplerState:
         """Return the state of chains at ``x``, caching their energy (and gradient).
@@ -157,50 +157,6 @@ class Sampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
-    def _backends_for(self, energy: Energy, x: torch.Tensor) -> dict[str, str | None]:
-        """Map each backend to ``None`` when it can serve, else to the reason it cannot."""
-        return {"torch": None, "numba": f"{type(self).__name__} has no numba kernel",
-                "cuda": f"{type(self).__name__} has no CUDA kernel"}
-
-    def _auto_backend(self, energy: Energy, x: torch.Tensor, run: RunSpec | None = None
-                      ) -> str:
-        """Return the backend ``"auto"`` picks (the fastest that applies; torch by default).
-
-        ``run`` describes the run (:class:`RunSpec`); an override may leave the parameter
-        out if it does not need it.
-        """
-        return "torch"
-
-    def _choose_backend(self, energy: Energy, x: torch.Tensor, requested: str,
-                        run: RunSpec | None = None) -> str:
-        if requested not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
-        if requested == "auto":
-            if run is not None and _takes(self._auto_backend, "run"):
-                return self._auto_backend(energy, x, run=run)
-            return self._auto_backend(energy, x)
-        reasons = self._backends_for(energy, x)
-        reason = reasons.get(requested, f"unknown backend {requested!r}")
-        if reason is not None:
-            usable = [b for b, r in reasons.items() if r is None]
-            raise BackendUnavailableError(
-                f"backend={requested!r} cannot run here: {reason}. "
-                f"Usable backends: {', '.join(usable) or 'none'} (or backend='auto')."
-            )
-        return requested
-
-    def _run_backend(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
-                     burn_in: int, thin: int, generator: torch.Generator | None,
-                     return_trajectory: bool, trace_stride: int = 1,
-                     run: RunSpec | None = None) -> SampleResult:
-        """Run a fused backend; record chains ``0, s, 2s, ...`` (``s = trace_stride``) only.
-
-        An override that predates ``trace_stride`` (no such parameter) still works: the loop
-        then asks it for every chain and keeps the subset, at the full trajectory's cost.
-        ``run`` (:class:`RunSpec`, with the ``on_keep`` hook) reaches overrides that take it.
-        """
-        raise BackendUnavailableError(f"{type(self).__name__} has no {backend} backend")
-
     def sample(self, energy: Energy, x0: torch.Tensor, n_steps: int, *, burn_in: int = 0,
                thin: int = 1, generator: torch.Generator | None = None,
                return_trajectory: bool = False, trace_chains: int | None = None,
@@ -231,16 +187,20 @@ class Sampler:
                 state, to read or copy (e.g. into a file, :class:`TrajectoryFile`), never to
                 modify. Only the ``torch`` backend runs step by step in Python: with a hook,
                 ``"auto"`` picks ``"torch"`` and ``"numba"`` / ``"cuda"`` are refused.
-            backend: ``"auto"``, ``"torch"``, ``"numba"``, ``"cuda"`` or ``"compiled"``.
+            backend: ``"auto"``, ``"torch"`` or a registered backend's name (built in:
+                ``"numba"``, ``"cuda"``, ``"compiled"``; see :mod:`ebmcore.sampling`).
+                ``"auto"`` picks the fastest that can run, by a rule for short runs and by
+                timing a few steps of each on long ones (:mod:`ebmcore.sampling.auto`);
+                ``diagnostics["backend"]`` and ``["backend_reason"]`` say which and why.
             progress: Show a progress bar on a terminal.
             distributed: Split the chains over the ranks of the initialised
                 ``torch.distributed`` process group (collective: every rank calls this with
                 the same ``x0``, all the chains, and a ``generator`` seeded alike). Rank ``r``
                 runs a contiguous block of chains (blocks of the trace stride, so the traced
                 chains are those of an unsharded run) on its own stream derived from
-                ``generator`` (:func:`ebmcore.distributed.rank_generator`); every rank
+                ``generator`` (:func:`ebmcore.ranks.rank_generator`); every rank
                 returns the whole batch's ``samples``, ``trajectory`` and diagnostics
-                (:func:`ebmcore.distributed.merge_diagnostics`), while ``state`` and the
+                (:func:`ebmcore.sharded_sampling.merge_diagnostics`), while ``state`` and the
                 ``on_keep`` hook see its own chains, listed in ``diagnostics["shards"]``.
                 Off by default: an initialised process group alone changes nothing.
         """
@@ -270,7 +230,7 @@ class Sampler:
             raise TypeError(f"distributed must be True or False, got {type(distributed).__name__}")
         run_args = {"burn_in": burn_in, "thin": thin, "on_keep": on_keep, "backend": backend}
         if distributed:
-            from ebmcore.distributed import sample_sharded
+            from ebmcore.sharded_sampling import sample_sharded
 
             return sample_sharded(self._sample, energy, x0, n_steps, generator=generator,
                                   stride=stride, return_trajectory=return_trajectory,
@@ -288,149 +248,89 @@ class Sampler:
             # A private generator, so that sampling never advances torch's global RNG.
             generator = torch.Generator(device=x0.device)
             generator.seed()
-        if on_keep is not None and backend in ("numba", "cuda"):
-            raise BackendUnavailableError(
-                f"backend={backend!r} cannot call on_keep: its fused kernel runs the whole "
-                f"chain loop in one call, with no Python between steps. Use backend='torch' "
-                f"(or 'auto', which picks it when on_keep is given).")
-        run = RunSpec(n_steps=n_steps, burn_in=burn_in, thin=thin, on_keep=on_keep)
-        chosen = self._choose_backend(
-            energy, x0, "torch" if on_keep is not None and backend == "auto" else backend, run)
+        run = RunSpec(n_steps=n_steps, burn_in=burn_in, thin=thin, on_keep=on_keep,
+                      return_trajectory=return_trajectory, trace_stride=stride)
+        torch_backend = TorchBackend(progress=progress)
+        choice = self._choice(energy, x0, backend, run, torch_backend)
         started = time.perf_counter()
         fallback = None
-        if chosen != "torch":
-            # 'auto' never fails where torch runs: a fused backend that turns out unable to
-            # run (a CUDA toolchain that cannot compile, say) hands over to torch, from the
+        can_fall_back = backend == "auto" and choice.backend is not torch_backend
+        rng_state = generator.get_state() if can_fall_back else None
+        try:
+            raw = choice.backend.run(self, energy, x0, run, generator)
+        except BackendUnavailableError as exc:
+            # 'auto' never fails where torch runs: a backend that turns out unable to run
+            # (a CUDA toolchain that cannot compile, say) hands over to torch, from the
             # generator state it started with, and the diagnostics say why.
-            rng_state = generator.get_state() if backend == "auto" else None
-            try:
-                result = self._run_fused(chosen, energy, x0, n_steps, burn_in, thin,
-                                         generator, return_trajectory, stride, run)
-            except BackendUnavailableError as exc:
-                if rng_state is None:
-                    raise
-                generator.set_state(rng_state)
-                fallback = f"backend {chosen!r} could not run, so torch ran instead: {exc}"
-                chosen = "torch"
-        if chosen == "torch":
-            result = self._run_torch(energy, x0, n_steps, burn_in, thin, generator,
-                                     return_trajectory, progress, stride, on_keep)
-        if return_trajectory:
-            result.diagnostics["trajectory_stride"] = stride
-        result.diagnostics.setdefault("backend", chosen)
-        result.diagnostics["backend_requested"] = backend
+            if rng_state is None:
+                raise
+            generator.set_state(rng_state)
+            fallback = (f"backend {choice.backend.name!r} could not run, so torch ran "
+                        f"instead: {exc}")
+            choice = Choice(torch_backend, choice.reason)
+            raw = torch_backend.run(self, energy, x0, run, generator)
+        result = self._result(raw, run, choice, backend)
         if fallback is not None:
             result.diagnostics["backend_fallback"] = fallback
         result.diagnostics["seconds"] = time.perf_counter() - started
         return result
 
-    def _run_fused(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
-                   burn_in: int, thin: int, generator: torch.Generator | None,
-                   return_trajectory: bool, stride: int,
-                   run: RunSpec | None = None) -> SampleResult:
-        """Call :meth:`_run_backend`, asking for the chain subset where it can record one,
-        and handing it ``run`` where it takes one."""
-        extra = {"run": run} if run is not None and _takes(self._run_backend, "run") else {}
-        if stride == 1 or not return_trajectory:
-            return self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
-                                     return_trajectory, **extra)
-        if _takes(self._run_backend, "trace_stride"):
-            return self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
-                                     return_trajectory, trace_stride=stride, **extra)
-        # An override that predates trace_stride: record every chain, keep the subset.
-        result = self._run_backend(backend, energy, x0, n_steps, burn_in, thin, generator,
-                                   return_trajectory, **extra)
-        if result.trajectory is not None:
-            result.trajectory = result.trajectory[:, ::stride].clone()
-        return result
+    def choose_backend(self, energy: Energy, x0: torch.Tensor, n_steps: int, *,
+                       burn_in: int = 0, backend: str = "auto",
+                       on_keep: KeepHook | None = None) -> Choice:
+        """Return the backend :meth:`sample` would run on this case, and why.
 
-    def _run_torch(self, energy: Energy, x0: torch.Tensor, n_steps: int, burn_in: int,
-                   thin: int, generator: torch.Generator | None, return_trajectory: bool,
-                   progress: bool, stride: int = 1,
-                   on_keep: KeepHook | None = None) -> SampleResult:
-        from ebmcore.progress import ProgressBar
+        For ``backend="auto"`` on a run long enough to time backends this times them now
+        (and caches the winner, so the :meth:`sample` that follows reuses it).
 
-        state = self.init(energy, x0.detach().clone())
-        bar = ProgressBar(burn_in + n_steps, enabled=progress, label=type(self).__name__)
-        for i in range(burn_in):
-            state, info = self.step(energy, state, generator)
-            state = self.adapt(state, info, i, burn_in)
-            bar.update()
-        n_kept = n_steps // thin
-        n_traced = -(-x0.shape[0] // stride)
-        trajectory = (torch.empty((n_kept, n_traced, *x0.shape[1:]), dtype=x0.dtype,
-                                  device=x0.device)
-                      if return_trajectory else None)
-        # Samplers whose state carries no energy (ULA with a closed-form gradient) get it
-        # evaluated at a few evenly spaced kept steps only, so the trace costs next to nothing.
-        n_evals = min(self.max_trace_evaluations, max(2, n_kept // self.trace_spacing))
-        evaluate_at = set(_evenly_spaced(n_kept, n_evals))
-        trace: list[torch.Tensor] = []
-        trace_steps: list[int] = []
-        # One fused op per step flags non-finite energies: 0 * inf and 0 * nan are nan, so
-        # the accumulator turns nan for a chain once its energy was non-finite, and stays so.
-        poison = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-        accept_sum = divergent_sum = None
-        kept = 0
-        hints = hasattr(state, "need_energy")
-        for i in range(n_steps):
-            keep = (i + 1) % thin == 0 and kept < n_kept
-            if hints:
-                state.need_energy = keep and kept in evaluate_at
-            state, info = self.step(energy, state, generator)
-            e = state.energy
-            if e is not None:
-                poison.add_(e, alpha=0.0)
-            if self.acceptance_key is not None and self.acceptance_key in info:
-                a = info[self.acceptance_key]
-                accept_sum = a.clone() if accept_sum is None else accept_sum.add_(a)
-            if self.divergence_key is not None and self.divergence_key in info:
-                d = info[self.divergence_key]
-                divergent_sum = (d.long() if divergent_sum is None
-                                 else divergent_sum.add_(d))
-            if keep:
-                if e is None and kept in evaluate_at:
-                    e = self._energy_of(energy, state.x)
-                    poison.add_(e, alpha=0.0)
-                if e is not None:
-                    trace.append(e.mean())
-                    trace_steps.append(i + 1)
-                if trajectory is not None:
-                    trajectory[kept].copy_(state.x if stride == 1 else state.x[::stride])
-                if on_keep is not None:
-                    on_keep(kept, state.x)
-                kept += 1
-            # reading the acceptance syncs with the device, so only when the bar redraws
-            extra = (f"acceptance {float(accept_sum.mean()) / (i + 1):.3f}"
-                     if accept_sum is not None and bar.due() else None)
-            bar.update(extra=extra)
-        bar.close()
-        # Non-finite positions are absorbing for the unadjusted kernels, so a final check
-        # also catches chains that blew up between the recorded steps.
-        if state.energy is not None:
-            poison.add_(state.energy, alpha=0.0)
-        nonfinite = nonfinite_rows(state.x)
-        if not bool(torch.isfinite(poison.sum())):  # one cheap reduction in the common case
-            nonfinite |= torch.isnan(poison)
+        Args:
+            energy: The target.
+            x0: Initial positions ``(B, *event_shape)``.
+            n_steps: Kept steps.
+            burn_in: Burn-in steps.
+            backend: ``"auto"``, ``"torch"`` or a registered backend's name.
+            on_keep: The hook the run would call, if any.
+
+        Raises:
+            BackendUnavailableError: The backend asked for cannot run this case.
+        """
+        energy = as_energy(energy)
+        run = RunSpec(n_steps=n_steps, burn_in=burn_in, on_keep=on_keep)
+        return self._choice(energy, x0, backend, run, TorchBackend())
+
+    def _choice(self, energy: Energy, x0: torch.Tensor, backend: str, run: RunSpec,
+                torch_backend: TorchBackend) -> Choice:
+        if backend in ("auto", "torch"):
+            backends = registered_backends()[0] if backend == "auto" else {}
+        else:
+            backends = {backend: find_backend(backend)}
+        return choose(self, energy, x0, backend, run, torch_backend, backends)
+
+    def _result(self, raw: RawRun, run: RunSpec, choice: Choice,
+                requested: str) -> SampleResult:
+        """Turn a backend's :class:`~ebmcore.sampling.RawRun` into the documented result."""
         diagnostics: dict[str, Any] = {
-            "energy_trace": (torch.stack(trace) if trace
-                             else torch.empty(0, dtype=x0.dtype, device=x0.device)),
-            "energy_trace_steps": torch.tensor(trace_steps, dtype=torch.long),
-            "nonfinite_chains": torch.nonzero(nonfinite).flatten(),
-            "n_steps": n_steps, "burn_in": burn_in, "thin": thin,
+            "backend": choice.backend.name,
+            "energy_trace": raw.energy_trace,
+            "energy_trace_steps": raw.energy_trace_steps,
+            "nonfinite_chains": torch.nonzero(raw.nonfinite).flatten(),
+            "n_steps": run.n_steps, "burn_in": run.burn_in, "thin": run.thin,
         }
-        if accept_sum is not None:
-            diagnostics["acceptance"] = accept_sum / n_steps
-        if divergent_sum is not None:
-            diagnostics["divergences"] = divergent_sum
-        diagnostics.update(self.final_diagnostics(state))
-        return SampleResult(samples=state.x.clone(), trajectory=trajectory,
-                            diagnostics=diagnostics, state=state)
-
-    @staticmethod
-    def _energy_of(energy: Energy, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return energy(x).detach()
+        if raw.acceptance is not None:
+            diagnostics["acceptance"] = raw.acceptance
+        if raw.divergences is not None:
+            diagnostics["divergences"] = raw.divergences
+        if raw.state is not None:
+            diagnostics.update(self.final_diagnostics(raw.state))
+        diagnostics.update(raw.extra)
+        if run.return_trajectory:
+            diagnostics["trajectory_stride"] = run.trace_stride
+        diagnostics["backend_requested"] = requested
+        diagnostics["backend_reason"] = choice.reason
+        if choice.trial_seconds:
+            diagnostics["backend_trial_seconds"] = choice.trial_seconds
+        return SampleResult(samples=raw.samples, trajectory=raw.trajectory,
+                            diagnostics=diagnostics, state=raw.state)
 
     def final_diagnostics(self, state: Any) -> dict[str, Any]:
         """Extra diagnostics from the final state (adapted step sizes, for instance)."""
@@ -455,87 +355,6 @@ def trace_stride(n_chains: int, trace_chains: int | None) -> int:
     return max(1, -(-n_chains // trace_chains))
 
 
-class TrajectoryFile:
-    """An ``on_keep`` hook that streams every kept step into a ``.npy`` file.
-
-    :func:`numpy.lib.format.open_memmap` creates the file at its final size (header, then
-    ``(T, B, *event_shape)`` values, C order; sparse until written), and each kept step is
-    written at its offset as it comes: one row of ``B * D`` values, so the hook holds one
-    row at a time whatever ``T`` and ``B``. Read it back with
-    ``numpy.load(path, mmap_mode="r")``. Use it as a context manager, or call :meth:`close`.
-
-    Args:
-        path: The ``.npy`` file to create (replaced if it exists).
-        n_kept: Number of kept steps ``T`` (``n_steps // thin``).
-        shape: Positions' shape ``(B, *event_shape)``.
-        dtype: The positions' dtype (``torch.float32`` or ``torch.float64``).
-        columns: The chains ``[start, stop)`` this writer fills, when several writers (the
-            ranks of sharded sampling) share the file; the hook then gets ``stop - start``
-            rows. ``None``: all of them.
-        create: Create the file; ``False`` opens one of this shape that another writer
-            created.
-    """
-
-    def __init__(self, path: str | Path, n_kept: int, shape: tuple[int, ...] | torch.Size,
-                 dtype: torch.dtype, *, columns: tuple[int, int] | None = None,
-                 create: bool = True) -> None:
-        import numpy as np
-
-        check_int("n_kept", n_kept, minimum=1)
-        self.path = Path(path)
-        self.shape = (n_kept, *(int(n) for n in shape))
-        self.dtype = torch.empty(0, dtype=dtype).numpy().dtype
-        self._torch_dtype = dtype
-        start, stop = (0, self.shape[1]) if columns is None else columns
-        if not 0 <= start < stop <= self.shape[1]:
-            raise ValueError(f"columns {columns} are not chains of the {self.shape[1]} in "
-                             f"{self.path}")
-        array = np.lib.format.open_memmap(self.path, mode="w+" if create else "r",
-                                          dtype=self.dtype if create else None,
-                                          shape=self.shape if create else None)
-        if array.shape != self.shape or array.dtype != self.dtype:
-            raise ValueError(f"{self.path} holds {array.dtype} {array.shape}, not "
-                             f"{self.dtype} {self.shape}")
-        chain_bytes = math.prod(self.shape[2:]) * self.dtype.itemsize
-        self._offset = int(array.offset) + start * chain_bytes
-        del array  # unmapped: rows go in through plain writes, never a mapping of the file
-        self._row_bytes = self.shape[1] * chain_bytes
-        self._rows = (stop - start, *self.shape[2:])
-        self._file: Any = open(self.path, "r+b")  # noqa: SIM115 - closed by close()
-        #: Number of rows written so far.
-        self.written = 0
-
-    def __call__(self, k: int, x: torch.Tensor) -> None:
-        """Write kept step ``k``'s positions ``x`` ``(B, *event_shape)``."""
-        if self._file is None:
-            raise ValueError(f"{self.path} is closed")
-        if not 0 <= k < self.shape[0] or tuple(x.shape) != self._rows:
-            raise ValueError(f"kept step {k} with positions {tuple(x.shape)} does not fit "
-                             f"{self.path}, shaped {self.shape} (this writer's chains: "
-                             f"{self._rows[0]})")
-        row = x.detach().to("cpu", self._torch_dtype).contiguous().numpy()
-        self._file.seek(self._offset + k * self._row_bytes)
-        self._file.write(row.data)
-        self.written += 1
-
-    @property
-    def complete(self) -> bool:
-        """Whether every kept step was written."""
-        return self.written == self.shape[0]
-
-    def close(self) -> None:
-        """Flush and close the file (idempotent)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> TrajectoryFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def check_finite_points(name: str, x: Any, event_shape: Any = None) -> torch.Tensor:
     """:func:`~ebmcore.validation.check_points`, with a one-pass finiteness test.
 
@@ -546,24 +365,3 @@ def check_finite_points(name: str, x: Any, event_shape: Any = None) -> torch.Ten
     if not bool(torch.isfinite(x.sum())):
         check_points(name, x, event_shape, finite=True)
     return x
-
-
-def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
-    """Return a ``(B,)`` mask of the rows of ``x`` that hold a non-finite value.
-
-    A finite total proves every row finite in one fast reduction; otherwise (a non-finite
-    value, or huge finite values whose sum overflows) every row is checked exactly.
-    """
-    flat = x.detach().reshape(x.shape[0], -1)
-    if bool(torch.isfinite(flat.sum())):
-        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    return ~torch.isfinite(flat).all(1)
-
-
-def _evenly_spaced(n: int, k: int) -> list[int]:
-    """Return up to ``k`` indices spread evenly over ``range(n)``, always including the last."""
-    if n <= 0 or k <= 0:
-        return []
-    if k >= n:
-        return list(range(n))
-    return sorted({round((j + 1) * n / k) - 1 for j in range(k)})

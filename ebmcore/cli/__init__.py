@@ -1,7 +1,11 @@
 """The ``ebmcore`` command line.
 
-Each sub-command lives in its own module and registers itself with :func:`build_parser`.
-Errors a user can cause print one line to standard error and exit non-zero, never a traceback.
+Each command lives in its own module, which exposes ``add_parser(subparsers) -> None`` (it
+adds the command's parser and sets its ``handler`` and, where the library's errors name
+parameters its options set, its ``flags``); :data:`COMMANDS` lists them, in the order
+``ebmcore --help`` shows them. Errors a user can cause print one line to standard error and
+exit non-zero, never a traceback; library parameter names in them are rewritten as the
+options that set them (:func:`ebmcore.cli.options.name_flags`).
 """
 
 from __future__ import annotations
@@ -10,16 +14,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ebmcore.cli import registry_commands, run_commands
-from ebmcore.errors import EbmcoreError
-from ebmcore.launch import DistributedError, rank_prefix
+from ebmcore.cli import demo, evaluate, info, listing, new_plugin, plugins, sample, train
+from ebmcore.cli.options import name_flags
+from ebmcore.errors import CommandError, DistributedError, EbmcoreError
+from ebmcore.launch import rank_prefix
 
-#: Modules that each contribute sub-commands through ``add_commands(subparsers)``.
-COMMAND_MODULES = [registry_commands, run_commands]
+#: The command modules, each with ``add_parser(subparsers)``: the one list of commands.
+COMMANDS = (plugins, listing, info, train, demo, sample, evaluate, new_plugin)
 
-
-class CommandError(Exception):
-    """A user error detected by a command; printed as one line, exit status 2."""
+__all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -30,18 +33,20 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser with every sub-command attached."""
+    """Return the argument parser with every command of :data:`COMMANDS` attached."""
+    from ebmcore import __version__
+
     parser = _OneLineParser(
         prog="ebmcore",
         description="Energy-based modelling for PyTorch: components, plugins, sampling, training.",
     )
-    from ebmcore import __version__
-
     parser.add_argument("--version", action="version", version=f"ebmcore {__version__}")
+    # argv: what --nproc hands to the processes it starts; flags: a command's translations
+    parser.set_defaults(argv=None, flags={})
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in COMMAND_MODULES:
-        module.add_commands(subparsers)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
     return parser
 
 
@@ -50,18 +55,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.argv = argv  # what --nproc hands to the processes it starts
+    args.argv = argv
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("ebmcore: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, EbmcoreError, LookupError, ValueError, TypeError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except BrokenPipeError:  # the reader went away (ebmcore list | head): nothing to report
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a pipe's early end
+    except (EbmcoreError, LookupError, ValueError, TypeError, OSError) as exc:
+        text = str(exc).strip()
+        message = name_flags(text.splitlines()[0], args.flags) if text else type(exc).__name__
         # a DistributedError names its rank itself
         prefix = "" if isinstance(exc, DistributedError) else rank_prefix()
         print(f"ebmcore: error: {prefix}{message}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so that flushing it at exit raises no
+    second broken pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a captured stream): nothing to do
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

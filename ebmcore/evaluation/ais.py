@@ -17,6 +17,9 @@ from typing import Any
 import torch
 
 from ebmcore.energy import Energy, as_energy
+from ebmcore.evaluation._model import placement
+from ebmcore.evaluation.reference import ReferenceGaussian
+from ebmcore.evaluation.transition import MALATransition
 from ebmcore.sampler import Sampler
 from ebmcore.validation import check_int, check_points, check_positive
 
@@ -46,12 +49,8 @@ class AnnealedEnergy(Energy):
     def preconditioner(self) -> torch.Tensor | None:
         """The target's preconditioner factor, else the base's, else ``None`` (for samplers
         with ``precondition=True``): one fixed metric for the whole path."""
-        for end in (self.target, self.base):
-            get = getattr(end, "preconditioner", None)
-            tril = get() if callable(get) else None
-            if tril is not None:
-                return tril
-        return None
+        tril = self.target.preconditioner()
+        return self.base.preconditioner() if tril is None else tril
 
     def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Combine the two energies' own (possibly closed-form) gradients."""
@@ -113,29 +112,36 @@ def _betas(n_temps: int, kind: Any) -> torch.Tensor:
     return betas
 
 
+#: Step size of the core's default transition (:class:`MALATransition`).
+DEFAULT_STEP_SIZE = 0.1
+
+
 def _resolve_sampler(sampler: Any, params: dict[str, Any] | None) -> Sampler:
+    """The transition kernel: ``None`` is the core's :class:`MALATransition` (``params``
+    are its arguments; default step size 0.1), a name is looked up in the registry and built
+    with ``params``, an :class:`ebmcore.Sampler` is used as it is."""
     if isinstance(sampler, Sampler):
         if params:
-            raise ValueError("sampler_params apply only to a sampler given by name")
+            raise ValueError("sampler_params apply only to a sampler given by name or to "
+                             "the default transition")
         return sampler
+    if sampler is None:
+        return MALATransition(**({"step_size": DEFAULT_STEP_SIZE} if params is None
+                                 else params))
     if not isinstance(sampler, str):
-        raise TypeError(f"sampler must be a sampler name or an ebmcore.Sampler, got "
+        raise TypeError(f"sampler must be None, a sampler name or an ebmcore.Sampler, got "
                         f"{type(sampler).__name__}")
-    import ebmcore
+    from ebmcore.registry import create
 
-    if params is None:
-        params = ({"step_size": 0.1, "adapt_step_size": False}
-                  if ebmcore.normalize_name(sampler) == "mala" else {})
-    return ebmcore.create("sampler", sampler, **params)
+    return create("sampler", sampler, **(params or {}))
 
 
 def _default_base(energy: Energy) -> Energy:
-    if energy.event_shape is None or len(energy.event_shape) != 1:
+    if energy.event_shape is None:
         raise ValueError("pass base= explicitly: a standard-normal base needs an energy with "
-                         "a 1-D event_shape")
-    import ebmcore
-
-    return ebmcore.create("energy", "gaussian", mean=[0.0] * energy.event_shape[0])
+                         "an event_shape")
+    dtype, device = placement(energy, torch.get_default_dtype())
+    return ReferenceGaussian.standard(energy.event_shape, dtype=dtype).to(device)
 
 
 def _check_base(base: Energy) -> float:
@@ -182,7 +188,7 @@ def _anneal(path: AnnealedEnergy, x: torch.Tensor, betas: torch.Tensor, sampler:
 
 
 def ais(energy: Energy, base: Energy | None = None, n_chains: int = 1000, n_temps: int = 200,
-        *, sampler: Any = "mala", sampler_params: dict[str, Any] | None = None,
+        *, sampler: Any = None, sampler_params: dict[str, Any] | None = None,
         n_steps: int = 1, schedule_kind: Any = "sigmoid",
         generator: torch.Generator | None = None) -> AISResult:
     """Forward AIS: a stochastic lower bound of ``log Z`` of ``energy``.
@@ -193,10 +199,12 @@ def ais(energy: Energy, base: Energy | None = None, n_chains: int = 1000, n_temp
             and wider than it; ``None`` uses a standard normal.
         n_chains: Independent annealing chains.
         n_temps: Distributions along the path, both ends included.
-        sampler: Transition kernel name or instance; it must leave each ``E_β`` invariant
-            (a Metropolis-corrected kernel such as ``"mala"``), or the bound is not valid.
-        sampler_params: Parameters for a sampler given by name; for ``"mala"`` the default
-            is ``{"step_size": 0.1, "adapt_step_size": False}``.
+        sampler: The transition kernel: ``None`` (the core's Metropolis-adjusted Langevin
+            step, :class:`~ebmcore.evaluation.transition.MALATransition`), a sampler name
+            or an :class:`ebmcore.Sampler`. It must leave each ``E_β`` invariant (a
+            Metropolis-corrected kernel), or the bound is not valid.
+        sampler_params: Arguments of the default transition (``{"step_size": 0.1}`` unless
+            given) or of a sampler given by name.
         n_steps: Transitions per temperature.
         schedule_kind: ``"sigmoid"``, ``"linear"`` or an explicit rising sequence of betas.
         generator: Source of randomness; the same seed gives the same bits.
@@ -220,7 +228,7 @@ def ais(energy: Energy, base: Energy | None = None, n_chains: int = 1000, n_temp
 
 
 def reverse_ais(energy: Energy, target_samples: torch.Tensor, base: Energy | None = None,
-                n_temps: int = 200, *, sampler: Any = "mala",
+                n_temps: int = 200, *, sampler: Any = None,
                 sampler_params: dict[str, Any] | None = None, n_steps: int = 1,
                 schedule_kind: Any = "sigmoid",
                 generator: torch.Generator | None = None) -> AISResult:
@@ -234,7 +242,7 @@ def reverse_ais(energy: Energy, target_samples: torch.Tensor, base: Energy | Non
         target_samples: Draws from the target ``(n_chains, *event_shape)``, one per chain.
         base: The energy annealed to, with known ``log_z``; ``None`` uses a standard normal.
         n_temps: Distributions along the path, both ends included.
-        sampler: Transition kernel name or instance (Metropolis-corrected, e.g. ``"mala"``).
+        sampler: The transition kernel, as in :func:`ais` (``None``: the core's MALA step).
         sampler_params: Parameters for a sampler given by name (as in :func:`ais`).
         n_steps: Transitions per temperature.
         schedule_kind: ``"sigmoid"``, ``"linear"`` or an explicit rising sequence of betas.

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
+from ebmcore.dataset import Dataset
 from ebmcore.energy import Energy, as_energy
 from ebmcore.evaluation._model import eval_mode, placement
+from ebmcore.evaluation.box import check_box, evaluation_box
 from ebmcore.evaluation.tails import FarField, far_field
 from ebmcore.validation import check_energy_output, check_int, check_points
 
@@ -70,22 +72,13 @@ class GridEvaluation:
 
 
 def _check_bounds(bounds: Any) -> tuple[tuple[float, float], tuple[float, float]]:
-    pairs: list[tuple[float, ...]] = []
-    try:
-        if len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds):
-            pairs = [tuple(float(b) for b in bounds)] * 2  # (low, high) for both axes
-        else:
-            pairs = [tuple(float(v) for v in pair) for pair in bounds]
-    except (TypeError, ValueError):
-        pairs = []
-    if len(pairs) != 2 or any(len(p) != 2 for p in pairs):
-        raise ValueError(f"bounds must be (low, high) or ((x_low, x_high), (y_low, y_high)), "
-                         f"got {bounds!r}")
-    for axis, (low, high) in zip("xy", pairs, strict=True):
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise ValueError(f"bounds for {axis} must be finite with low < high, got "
-                             f"({low}, {high})")
-    return pairs[0], pairs[1]
+    (x0, x1), (y0, y1) = check_box(bounds, dim=2)
+    return (x0, x1), (y0, y1)
+
+
+#: The box :func:`grid_evaluation` uses when neither ``bounds``, the data set nor test
+#: points give one.
+DEFAULT_BOUNDS = (-4.0, 4.0)
 
 
 def make_grid(bounds: Any, resolution: int, dtype: torch.dtype = torch.float64,
@@ -158,7 +151,7 @@ class _NotNormalisable(Exception):
 
 
 def grid_evaluation(energy: Energy, dataset: Any = None, test_x: torch.Tensor | None = None,
-                    bounds: Any = (-4.0, 4.0), resolution: int = 256, *,
+                    bounds: Any = None, resolution: int = 256, *,
                     chunk: int = 65536, n_rings: int = 4, ring_resolution: int | None = None,
                     far_radii: Any = None, mass_tolerance: float = 1e-6) -> GridEvaluation:
     """Normalise a 2-D energy over the whole plane and compare it with the data's density.
@@ -178,7 +171,9 @@ def grid_evaluation(energy: Energy, dataset: Any = None, test_x: torch.Tensor | 
             skip the comparisons that need it.
         test_x: Held-out points ``(N, 2)`` for the test NLL, or ``None``.
         bounds: The box, ``(low, high)`` for both axes or one pair per axis; it should hold
-            nearly all of the data density (see ``data_mass``).
+            nearly all of the data density (see ``data_mass``). ``None`` takes the data
+            set's :attr:`~ebmcore.Dataset.evaluation_box`, else a box around ``test_x``
+            (:func:`ebmcore.evaluation.box.box_from_samples`), else ``(-4, 4)``.
         resolution: Cells per axis of the box; quadrature error falls as ``resolution**-2``.
         chunk: Points per energy call.
         n_rings: Rings of nested boxes outside the box (at least 1).
@@ -194,11 +189,13 @@ def grid_evaluation(energy: Energy, dataset: Any = None, test_x: torch.Tensor | 
         raise ValueError(f"grid_evaluation needs a 2-D energy, got event shape "
                          f"{tuple(energy.event_shape)}")
     if isinstance(dataset, str):
-        import ebmcore
+        from ebmcore.registry import create
 
-        dataset = ebmcore.create("dataset", dataset)
-    if dataset is not None and not getattr(dataset, "has_log_prob", callable(
-            getattr(dataset, "log_prob", None))):
+        dataset = create("dataset", dataset)
+    if dataset is not None and not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be an ebmcore.Dataset, a registered name or None, got "
+                        f"{type(dataset).__name__}")
+    if dataset is not None and not dataset.has_log_prob:
         raise ValueError(f"dataset {type(dataset).__name__} has no closed-form log_prob")
     check_int("chunk", chunk, minimum=1)
     check_int("n_rings", n_rings, minimum=1)
@@ -206,12 +203,12 @@ def grid_evaluation(energy: Energy, dataset: Any = None, test_x: torch.Tensor | 
                                 else ring_resolution, minimum=2)
     if not 0 < mass_tolerance < 1:
         raise ValueError(f"mass_tolerance must be in (0, 1), got {mass_tolerance}")
-    bounds = _check_bounds(bounds)
+    if test_x is not None:
+        test_x = check_points("test_x", test_x, (2,))
+    bounds = _check_bounds(evaluation_box(dataset, test_x, bounds, default=DEFAULT_BOUNDS))
     (x0, x1), (y0, y1) = bounds
     half = max(x1 - x0, y1 - y0) / 2
     far_radii = [2 * half, 20 * half, 200 * half] if far_radii is None else far_radii
-    if test_x is not None:
-        test_x = check_points("test_x", test_x, (2,))
     dtype, device = placement(energy, torch.get_default_dtype())
     scales = _ring_scales(n_rings)
     with eval_mode(energy):

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ebmcore.dataset import ImageDataset
 from ebmcore.energy import Energy
 from ebmcore.evaluation._model import eval_mode, placement
 from ebmcore.evaluation.ais import ais, reverse_ais
@@ -28,6 +29,8 @@ from ebmcore.evaluation.images import (
     mixture_baseline,
     train_classifier,
 )
+from ebmcore.evaluation.reference import ReferenceGaussian
+from ebmcore.evaluation.transition import MALATransition
 from ebmcore.validation import check_int, check_positive
 
 #: Step size of the preconditioned MALA transitions along the AIS path: in the base
@@ -103,26 +106,19 @@ class ImageEvaluation:
         return asdict(self)
 
 
-def _check_image_dataset(dataset: Any) -> None:
-    needed = ("tensor", "held_out", "bin_width", "n_classes", "event_shape")
-    missing = [name for name in needed if not hasattr(dataset, name)]
-    if missing:
-        raise TypeError(f"dataset must be an image data set (ebmcore_datasets.images."
-                        f"ImageDataset); {type(dataset).__name__} lacks {', '.join(missing)}")
+def _check_image_dataset(dataset: Any) -> ImageDataset:
+    if not isinstance(dataset, ImageDataset):
+        raise TypeError(f"dataset must implement the image-data protocol (subclass "
+                        f"ebmcore.dataset.ImageDataset), got {type(dataset).__name__}")
+    return dataset
 
 
 def ais_start(model: Energy, train: torch.Tensor) -> Energy:
-    """The start of the AIS path: the model's own Gaussian base, or for a model without
-    one a Gaussian fitted to the training images (a full-covariance start that already
-    sits where the images are)."""
-    own = getattr(model, "base_energy", lambda: None)()
-    if own is not None:
-        return own
-    from ebmcore_models.gaussian_base import GaussianBase
-
-    base = GaussianBase(tuple(train.shape[1:])).to(train.device)
-    base.fit(train)
-    return base.to(train.dtype).as_energy()
+    """The start of the AIS path: the model's own base (:meth:`ebmcore.Energy.base_energy`),
+    or for a model without one a full-covariance Gaussian fitted to the training images
+    (:meth:`ReferenceGaussian.fit`: a start that already sits where the images are)."""
+    own = model.base_energy()
+    return ReferenceGaussian.fit(train) if own is None else own
 
 
 def likelihood_bounds(model: Energy, test: torch.Tensor, start: Energy, bin_width: float, *,
@@ -155,12 +151,9 @@ def _bracket(model: Energy, test: torch.Tensor, start: Energy, bin_width: float,
              generator: torch.Generator | None) -> tuple[LikelihoodBounds, torch.Tensor]:
     """:func:`likelihood_bounds` and the forward chains' final states, which double as
     approximate model samples (one annealing run serves both)."""
-    import ebmcore
-
     check_int("n_chains", n_chains, minimum=2)
     check_positive("step_size", step_size)
-    sampler = ebmcore.create("sampler", "mala", step_size=step_size, adapt_step_size=False,
-                             precondition=True)
+    sampler = MALATransition(step_size, precondition=True)
     forward = ais(model, start, n_chains=n_chains, n_temps=n_temps, sampler=sampler,
                   generator=generator)
     backward = reverse_ais(model, forward.samples, start, n_temps=n_temps, sampler=sampler,
@@ -191,7 +184,8 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
 
     Args:
         model: The trained energy (a density: see ``docs/architecture.md``).
-        dataset: The training split of an image data set (``digits``, ``mnist``, ...).
+        dataset: The training split of an image data set (an
+            :class:`ebmcore.dataset.ImageDataset`).
         samples: The model's samples for coverage and MMD; ``None`` uses the forward AIS
             chains' final states.
         n_ais_chains: Annealing chains.
@@ -202,7 +196,7 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
         threshold: Softmax probability that counts a sample as confidently classified.
         seed: Seeds every draw (dequantisation, AIS, the classifier, the MMD permutations).
     """
-    _check_image_dataset(dataset)
+    dataset = _check_image_dataset(dataset)
     dtype, device = placement(model)
     train, train_labels = dataset.tensor(dtype=torch.float64, return_labels=True,
                                          generator=torch.Generator().manual_seed(seed))

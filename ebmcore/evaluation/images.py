@@ -187,6 +187,12 @@ class ImageClassifier(torch.nn.Module):
         """Return class logits ``(B, n_classes)`` for images ``(B, *event_shape)``."""
         return self.net(x)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the hidden layer's activations ``(B, hidden)`` for images
+        ``(B, *event_shape)``: the feature space of the Fréchet distance
+        (:func:`ebmcore.evaluation.sample_metrics.image_frechet`)."""
+        return self.net[:-1](x)
+
 
 def _check_labels(labels: Any, n: int, n_classes: int | None = None) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor):
@@ -269,7 +275,7 @@ def _logits(classifier: torch.nn.Module, images: torch.Tensor,
     if not isinstance(classifier, torch.nn.Module):
         raise TypeError(f"classifier must be a torch.nn.Module, got "
                         f"{type(classifier).__name__}")
-    expected = getattr(classifier, "event_shape", None)
+    expected = classifier.event_shape if isinstance(classifier, ImageClassifier) else None
     if expected is not None and tuple(images.shape[1:]) != tuple(expected):
         raise ValueError(f"images have event shape {tuple(images.shape[1:])} but the "
                          f"classifier expects {tuple(expected)}")

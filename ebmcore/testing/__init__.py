@@ -2,7 +2,11 @@
 
 - :func:`isolated_registry`: a fresh, empty registry made active inside a ``with`` block.
 - ``ebmcore_registry``: the same as a pytest fixture.
-- :func:`check_energy` and :func:`check_sampler`: conformance checks for plugin authors.
+- Conformance checks for plugin authors, one per kind: :func:`check_energy`,
+  :func:`check_sampler`, :func:`check_loss` (with :class:`KnownAnswer` cases),
+  :func:`check_model` (and :func:`build_model`, which builds a model as the core does),
+  :func:`check_dataset`, and for the simulation-free kinds :func:`check_interpolant`,
+  :func:`check_coupling` and :func:`check_integrator`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ from ebmcore.registry import Registry, use_registry
 _LAZY = {
     "check_energy": "ebmcore.testing.energy_checks",
     "check_sampler": "ebmcore.testing.sampler_checks",
+    "check_backend": "ebmcore.testing.sampler_checks",
+    "check_loss": "ebmcore.testing.loss_checks",
+    "KnownAnswer": "ebmcore.testing.loss_checks",
+    "check_model": "ebmcore.testing.model_checks",
+    "build_model": "ebmcore.testing.model_checks",
+    "check_dataset": "ebmcore.testing.dataset_checks",
+    "check_interpolant": "ebmcore.testing.flow_checks",
+    "check_coupling": "ebmcore.testing.flow_checks",
+    "check_integrator": "ebmcore.testing.flow_checks",
 }
 
 __all__ = ["isolated_registry", *_LAZY]

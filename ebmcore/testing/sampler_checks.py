@@ -227,3 +227,66 @@ def check_sampler(sampler: Any, *, dim: int = 2, n_chains: int = 500, n_steps: i
             + "\n  ".join(failures))
     report["result"] = result
     return report
+
+
+def check_backend(backend: str, sampler: Any, energy: Energy, x0: torch.Tensor, *,
+                  n_steps: int = 6, burn_in: int = 2, thin: int = 2,
+                  trace_chains: int | None = None) -> dict[str, Any]:
+    """Check that a registered backend keeps the sampling contract on one case.
+
+    Runs ``sampler.sample(energy, x0, backend=backend)`` twice with one seed and checks: the
+    backend ran and says so; ``x0`` is untouched; samples, trajectory (with the
+    ``trace_chains`` stride) and per-chain diagnostics have the documented shapes and dtype;
+    the energy trace lists kept steps; and the same seed gives the same bits.
+
+    Args:
+        backend: The backend's registered name.
+        sampler: An :class:`ebmcore.Sampler` the backend can run.
+        energy: The target.
+        x0: Initial positions ``(B, *event_shape)``.
+        n_steps: Kept steps.
+        burn_in: Burn-in steps.
+        thin: Trajectory thinning.
+        trace_chains: Record at most this many chains (``None``: all).
+
+    Returns:
+        The first run's :class:`ebmcore.SampleResult`, under ``"result"``.
+
+    Raises:
+        AssertionError: On the first broken promise, naming it.
+    """
+    check_int("n_steps", n_steps, minimum=1)
+    before = x0.clone()
+    runs = [sampler.sample(energy, x0, n_steps, burn_in=burn_in, thin=thin, backend=backend,
+                           return_trajectory=True, trace_chains=trace_chains,
+                           generator=torch.Generator(device=x0.device).manual_seed(11))
+            for _ in range(2)]
+    first, again = runs
+    d = first.diagnostics
+    n, stride = x0.shape[0], d.get("trajectory_stride", 1)
+
+    def require(ok: bool, what: str) -> None:
+        if not ok:
+            raise AssertionError(f"backend {backend!r} with {type(sampler).__name__}: {what}")
+
+    require(d.get("backend") == backend, f"diagnostics['backend'] is {d.get('backend')!r}")
+    require(torch.equal(x0, before), "x0 was modified in place")
+    require(first.samples.shape == x0.shape and first.samples.dtype == x0.dtype,
+            f"samples are {first.samples.dtype} {tuple(first.samples.shape)}, not "
+            f"{x0.dtype} {tuple(x0.shape)}")
+    n_traced = -(-n // stride)
+    want = (n_steps // thin, n_traced, *x0.shape[1:])
+    got = None if first.trajectory is None else tuple(first.trajectory.shape)
+    require(got == want, f"trajectory shape {got}, not {want}")
+    for key in ("acceptance", "divergences"):
+        if key in d:
+            require(tuple(d[key].shape) == (n,), f"diagnostics[{key!r}] is not per chain")
+    steps = d["energy_trace_steps"]
+    require(len(d["energy_trace"]) == len(steps) and all(
+        0 < int(s) <= n_steps for s in steps), "energy_trace_steps are not kept steps")
+    require(bool(((d["nonfinite_chains"] >= 0) & (d["nonfinite_chains"] < n)).all()),
+            "nonfinite_chains are not chain indices")
+    require(torch.equal(first.samples, again.samples)
+            and torch.equal(first.trajectory, again.trajectory),
+            "the same seed gave different samples")
+    return {"result": first}

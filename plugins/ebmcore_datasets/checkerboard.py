@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ebmcore.dataset import Dataset
+from ebmcore.dataset import Box, Dataset
 from ebmcore.validation import check_int, check_positive
 from ebmcore_datasets._common import check_sample_args, check_x, choice, uniform
 
@@ -36,6 +36,13 @@ class Checkerboard(Dataset):
         self.black_squares = torch.stack([i[black], j[black]], dim=1)  # (n_black, 2)
         n_black = self.black_squares.shape[0]
         self._log_density = -math.log(n_black) - 2.0 * math.log(self.side)
+
+    @property
+    def evaluation_box(self) -> Box:
+        """The board with a margin of an eighth of its width on every side: ``[-5, 5]²``
+        for the default board, as for the other toy sets."""
+        half = 0.625 * self.width
+        return ((-half, half), (-half, half))
 
     def sample(self, n: int, generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:

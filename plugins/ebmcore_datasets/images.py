@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ebmcore.dataset import Dataset
+from ebmcore.dataset import ImageDataset as ImageDataProtocol
 from ebmcore_datasets._common import check_dtype, check_sample_args, resolve_generator
 from ebmcore_datasets.idx import read_idx
 
@@ -70,8 +70,10 @@ def _bin_bounds(levels: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Te
     return lo, hi
 
 
-class ImageDataset(Dataset):
+class ImageDataset(ImageDataProtocol):
     """Base of the image data sets: a fixed split of labelled images with discrete levels.
+
+    It implements the core's image-data protocol (:class:`ebmcore.dataset.ImageDataset`).
 
     Subclasses load their arrays and call :meth:`_attach`; they keep their constructor
     arguments in ``_params`` so that :meth:`held_out` can rebuild the data set with the other
@@ -119,11 +121,6 @@ class ImageDataset(Dataset):
         """Show the constructor arguments and the split's size."""
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"{type(self).__name__}({args}) with {len(self)} images"
-
-    @property
-    def bin_width(self) -> float:
-        """``1 / levels``: the width of one intensity bin on the ``[0, 1]`` scale."""
-        return 1.0 / self.levels
 
     def _to_unit(self, k: torch.Tensor, generator: torch.Generator | None,
                  dtype: torch.dtype, device: torch.device) -> torch.Tensor:

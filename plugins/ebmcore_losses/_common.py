@@ -98,6 +98,11 @@ class StochasticLoss(Loss):
         super().__init__()
         self._generator = check_generator(generator)
 
+    @property
+    def generator(self) -> torch.Generator | None:  # type: ignore[override]
+        """The generator draws come from (``None`` until one is given or first needed)."""
+        return self._generator
+
     def set_generator(self, generator: torch.Generator | None) -> None:
         """Use ``generator`` for every later random draw."""
         self._generator = check_generator(generator)

@@ -50,7 +50,7 @@ def contrastive_output(model: Energy, x: torch.Tensor, negatives: torch.Tensor,
     mean_pos, mean_neg = e_pos.mean(), e_neg.mean()
     loss = mean_pos - mean_neg
     if alpha > 0:
-        base = getattr(model, "base_energy", lambda: None)()
+        base = model.base_energy()
         learned = e if base is None else e - base(both).detach().to(e.dtype)
         loss = loss + alpha * (learned[:n].pow(2).mean() + learned[n:].pow(2).mean())
     metrics = {"energy_pos": mean_pos.detach(), "energy_neg": mean_neg.detach()}
@@ -100,6 +100,19 @@ class ContrastiveDivergence(StochasticLoss):
         self.register_buffer("noise_low", torch.empty(0))
         self.register_buffer("noise_high", torch.empty(0))
 
+    def use_compiled(self) -> None:
+        """Run the negative chains on the sampler's compiled backend (``Trainer(compile=True)``).
+
+        Raises:
+            ValueError: When the sampler has no compiled backend.
+        """
+        if not self.sampler.supports_compiled:
+            raise ValueError(f"compile=True needs a sampler with a compiled backend "
+                             f"(langevin, mala, hmc, underdamped_langevin, and "
+                             f"parallel_tempering over one of these); "
+                             f"{type(self.sampler).__name__} has none")
+        self.backend = "compiled"
+
     # -- state -----------------------------------------------------------------------------
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -135,7 +148,7 @@ class ContrastiveDivergence(StochasticLoss):
         """``n`` chain starts away from the data: uniform noise or the model's base."""
         if self.init != "base":
             return self._noise(n, x, generator)
-        base = getattr(model, "base_energy", lambda: None)()
+        base = model.base_energy()
         if base is None:
             raise ValueError(f"init='base' needs a model with a Gaussian base (base_energy()), "
                              f"such as conv with confine='gaussian'; {type(model).__name__} "
@@ -193,6 +206,10 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
             ``"compiled"``).
     """
 
+    # the replay buffer's rows are chains: each rank of a distributed run keeps its share
+    chain_counts = ("buffer_size", "n_negatives")
+    sharded_state = ("buffer",)
+
     def __init__(self, sampler: Any = "langevin", k: int = 20, buffer_size: int = 10000,
                  reinit_prob: float = 0.05, init: str = "noise",
                  sampler_params: dict[str, Any] | None = None, alpha: float = 0.1,
@@ -209,6 +226,10 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         self.n_negatives = (None if n_negatives is None
                             else check_int("n_negatives", n_negatives, minimum=1))
         self.register_buffer("buffer", torch.empty(0))
+
+    def persistent_chains(self) -> torch.Tensor | None:
+        """The replay buffer's chains, or ``None`` before the first step fills it."""
+        return self.buffer if self.buffer.numel() else None
 
     def _restart_points(self, model: Energy, n: int, x: torch.Tensor,
                         generator: torch.Generator) -> torch.Tensor:

@@ -113,30 +113,34 @@ class ConfinedEnergy(Energy):
     """A neural energy that may carry a confining term as ``self.confinement``.
 
     Subclasses set ``self.confinement`` (a :class:`Confinement`, a :class:`GaussianBase` or
-    ``None``) in ``__init__``; :meth:`fit_confinement` and :attr:`confinement_fitted` are what
-    :class:`ebmcore.train.Trainer` looks for.
+    ``None``) in ``__init__``. This class implements the :class:`ebmcore.Energy` members the
+    core uses: :attr:`confinement_fitted` and :meth:`fit_confinement` (the trainer fits the
+    term before the first step), and, with a Gaussian base, :meth:`base_energy` and
+    :meth:`preconditioner`.
     """
 
-    def fit_confinement(self, x: torch.Tensor) -> None:
-        """Fit the confining term to a data sample ``x`` (a no-op without one)."""
-        wall = getattr(self, "confinement", None)
-        if wall is not None:
-            wall.fit(x.to(wall.fitted.device))
+    # set by every subclass's __init__ (no class default: nn.Module registers a submodule
+    # outside __dict__, where a class attribute would shadow it)
+    confinement: Confinement | GaussianBase | None
+
+    def fit_confinement(self, data: torch.Tensor) -> None:
+        """Fit the confining term to a data sample (a no-op without one)."""
+        if self.confinement is not None:
+            self.confinement.fit(data.to(self.confinement.fitted.device))
 
     def base_energy(self) -> BaseEnergy | None:
         """The Gaussian base as an energy with exact samples and ``log_z`` (the natural start
         of annealed importance sampling), or ``None`` when the model has no Gaussian base."""
-        base = getattr(self, "confinement", None)
+        base = self.confinement
         return base.as_energy() if isinstance(base, GaussianBase) else None
 
     def preconditioner(self) -> torch.Tensor | None:
         """The Gaussian base's covariance factor ``L`` (``Σ = L Lᵀ``, ``(D, D)``), which
         samplers with ``precondition=True`` move by, or ``None`` without a Gaussian base."""
-        base = getattr(self, "confinement", None)
+        base = self.confinement
         return base.scale_tril if isinstance(base, GaussianBase) else None
 
     @property
     def confinement_fitted(self) -> bool:
-        """Whether the wall has been fitted to data (true when there is no wall)."""
-        wall = getattr(self, "confinement", None)
-        return wall is None or bool(wall.fitted)
+        """Whether the confining term has been fitted to data (true when there is none)."""
+        return self.confinement is None or bool(self.confinement.fitted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,8 +46,9 @@ class ConvEnergy(ConfinedEnergy):
     to the data before the first step.
 
     Args:
-        in_channels: Number of image channels ``C``.
-        image_size: Height and width of the images, one int for square images or ``(H, W)``.
+        in_channels: Number of image channels ``C`` (default: ``event_shape[0]``, else 1).
+        image_size: Height and width of the images, one int for square images or ``(H, W)``
+            (default: ``event_shape[1:]``, else 28).
         channels: Output channels of each convolution.
         activation: One of ``silu``, ``relu``, ``elu``, ``gelu``, ``tanh``, ``softplus``,
             ``leaky_relu`` (torch's default settings).
@@ -54,13 +56,18 @@ class ConvEnergy(ConfinedEnergy):
         confine: The confining term: ``"gaussian"`` (the default), ``True`` or ``"wall"`` for
             the wall, ``False`` or ``"none"`` for a bare network (which need not be a density).
         wall_width: Width of the wall as a multiple of the data's standard deviation.
+        event_shape: The images' shape ``(C, H, W)``, which a run fills in from its data set
+            (the descriptor declares ``data_shape="event_shape"``); ``in_channels`` and
+            ``image_size``, when also given, must agree with it.
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int | Sequence[int] = 28,
+    def __init__(self, in_channels: int | None = None,
+                 image_size: int | Sequence[int] | None = None,
                  channels: Sequence[int] = (32, 64, 128), activation: str = "silu",
                  spectral_norm: bool = False, confine: bool | str = "gaussian",
-                 wall_width: float = 0.25) -> None:
+                 wall_width: float = 0.25, event_shape: Sequence[int] | None = None) -> None:
         super().__init__()
+        in_channels, image_size = _image_geometry(in_channels, image_size, event_shape)
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         if isinstance(image_size, int) and not isinstance(image_size, bool):
             height = width = check_int("image_size", image_size, minimum=1)
@@ -101,3 +108,25 @@ class ConvEnergy(ConfinedEnergy):
         return (f"event_shape={self.event_shape}, channels={self.channels}, "
                 f"activation={self.activation!r}, spectral_norm={self.spectral_norm}, "
                 f"confine={confinement_kind(self._confine)!r}")
+
+
+def _image_geometry(in_channels: Any, image_size: Any, event_shape: Any) -> tuple[Any, Any]:
+    """Return ``(in_channels, image_size)`` from the arguments, ``event_shape`` filling what
+    is not given and checked against what is (1 channel of 28×28 when nothing is given)."""
+    if event_shape is None:
+        return (1 if in_channels is None else in_channels,
+                28 if image_size is None else image_size)
+    if isinstance(event_shape, (str, bytes)) or not isinstance(event_shape, Sequence) \
+            or len(event_shape) != 3:
+        raise TypeError(f"event_shape must be (C, H, W), got {event_shape!r}")
+    channels = check_int("event_shape[0]", event_shape[0], minimum=1)
+    size = [check_int(f"event_shape[{i}]", event_shape[i], minimum=1) for i in (1, 2)]
+    if in_channels is not None and in_channels != channels:
+        raise ValueError(f"in_channels={in_channels!r} disagrees with event_shape="
+                         f"{tuple(event_shape)!r}")
+    if image_size is not None:
+        given = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
+        if given != size:
+            raise ValueError(f"image_size={image_size!r} disagrees with event_shape="
+                             f"{tuple(event_shape)!r}")
+    return channels, size

@@ -38,8 +38,8 @@ class MLPEnergy(ConfinedEnergy):
         hidden: Widths of the hidden layers; empty gives a linear energy. Four layers of
             128 are the default: with two, pcd misses its goals on ``checkerboard`` and
             ``rings`` and cd diverges on ``rings`` (docs/training-results.md). Exact and
-            sliced score matching do better with two (their run recipe,
-            :data:`ebmcore.config.LOSS_RECIPES`, says so).
+            sliced score matching do better with two (their run recipe, declared on the
+            losses' descriptors in ``ebmcore_losses``, says so).
         activation: One of ``silu``, ``relu``, ``elu``, ``gelu``, ``tanh``, ``softplus``,
             ``leaky_relu`` (torch's default settings).
         spectral_norm: Spectrally normalise every Linear weight (a common way to keep EBM

@@ -26,6 +26,24 @@ _SAMPLERS = [
      ("pt", "replica_exchange")),
     ("annealed_langevin", "ebmcore_samplers.annealed:AnnealedLangevin",
      "Annealed Langevin dynamics over noise levels, for noise-conditional energies.", ()),
+    ("flow", "ebmcore_samplers.flow:FlowSampler",
+     "Integrates a field from noise to data (ODE or SDE; velocity, score or noise), counts nfe.",
+     ("flow_sampler", "ode")),
+    ("gradient_descent", "ebmcore_samplers.descent:GradientDescent",
+     "Deterministic descent x - eta grad E, as equilibrium matching samples; optional noise.",
+     ("gd", "descent")),
+    ("nesterov", "ebmcore_samplers.descent:Nesterov",
+     "Nesterov's accelerated descent of an energy (look-ahead gradient, momentum mu).", ()),
+]
+
+
+_BACKENDS = [
+    ("numba", "ebmcore_samplers.kernels.backend:NumbaBackend",
+     "Fused numba kernel over CPU chains (Langevin, MALA, HMC on energies with a numba face)."),
+    ("cuda", "ebmcore_samplers.kernels.backend:CudaBackend",
+     "Fused numba.cuda kernel, one GPU thread per chain (energies with a numba face)."),
+    ("compiled", "ebmcore_samplers.compiled.loop:CompiledBackend",
+     "Blocks of torch steps traced by torch.compile (CUDA graphs on GPUs)."),
 ]
 
 
@@ -34,3 +52,9 @@ def ebmcore_samplers() -> list[ebmcore.Component]:
     """Return the built-in samplers."""
     return [ebmcore.Component(name, target, summary, aliases)
             for name, target, summary, aliases in _SAMPLERS]
+
+
+@ebmcore.hookimpl
+def ebmcore_backends() -> list[ebmcore.Component]:
+    """Return the built-in sampling backends (``torch`` is the core's own)."""
+    return [ebmcore.Component(name, target, summary) for name, target, summary in _BACKENDS]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Any
 
 import torch
 
@@ -148,27 +149,13 @@ def preconditioner(energy: Energy, x: torch.Tensor) -> torch.Tensor:
     return tril.detach().to(device=x.device, dtype=x.dtype)
 
 
-class TorchWhenPreconditioned:
-    """Mixin for a sampler with a ``precondition`` flag, listed before ``FusedBackendMixin``.
+def preconditioned_refusal(sampler: Any) -> str | None:
+    """Why a sampler with ``precondition=True`` cannot run fused, or ``None`` without it.
 
-    The fused numba and CUDA kernels know nothing of preconditioners, so with
-    ``precondition=True`` only the torch backend serves among them (and ``"auto"`` picks
-    it; the compiled backend, listed before this mixin, adds itself); without, the fused
-    mixin decides as usual.
+    The fused numba and CUDA kernels know nothing of preconditioners, so preconditioned
+    chains run on the torch (or compiled) backend.
     """
-
-    precondition: bool = False
-
-    def _backends_for(self, energy: Energy, x: torch.Tensor) -> dict[str, str | None]:
-        """As the next class in the MRO, but preconditioned chains run on torch only."""
-        if not self.precondition:
-            return super()._backends_for(energy, x)  # type: ignore[misc]
-        why = (f"preconditioned {type(self).__name__} (precondition=True) runs on the torch "
-               f"(or compiled) backend only")
-        return {"torch": None, "numba": why, "cuda": why}
-
-    def _auto_backend(self, energy: Energy, x: torch.Tensor) -> str:
-        """Torch when preconditioning, else what the next class in the MRO picks."""
-        if self.precondition:
-            return "torch"
-        return super()._auto_backend(energy, x)  # type: ignore[misc]
+    if not sampler.precondition:
+        return None
+    return (f"preconditioned {type(sampler).__name__} (precondition=True) runs on the torch "
+            f"(or compiled) backend only")

@@ -12,8 +12,7 @@ from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_int, check_positive
 from ebmcore_samplers import _common
 from ebmcore_samplers.adaptation import DualAveraging, Welford, mass_windows
-from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, hmc_step
-from ebmcore_samplers.kernels.mixin import FusedBackendMixin
+from ebmcore_samplers.compiled import CompiledPlan, CompiledSampler, Draws, hmc_step
 from ebmcore_samplers.mala import check_adaptable
 from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
 
@@ -136,7 +135,7 @@ def _check_adapt_mass(value: Any) -> str | None:
     raise ValueError(f"adapt_mass must be False, True, 'diag' or 'dense', got {value!r}")
 
 
-class HMC(CompiledBackendMixin, FusedBackendMixin, Sampler):
+class HMC(CompiledSampler, Sampler):
     """Hamiltonian Monte Carlo with a leapfrog integrator and per-chain Metropolis correction.
 
     Every trajectory draws momenta ``p ~ N(0, M)``, takes ``n_leapfrog`` leapfrog steps and
@@ -296,6 +295,10 @@ class HMC(CompiledBackendMixin, FusedBackendMixin, Sampler):
                                               DIVERGENCE_THRESHOLD),
                             consts=consts, inputs=inputs, grads_per_step=self.n_leapfrog,
                             acceptance=True, divergence=True)
+
+    def fused_refusal(self) -> str | None:
+        """None: the kernels check HMC's mass settings themselves (``params_reason``)."""
+        return None
 
     def _fused_params(self) -> tuple[str, dict[str, Any]]:
         """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""

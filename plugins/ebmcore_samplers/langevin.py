@@ -12,8 +12,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_positive
 from ebmcore_samplers import _common
-from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, langevin_step
-from ebmcore_samplers.kernels.mixin import FusedBackendMixin
+from ebmcore_samplers.compiled import CompiledPlan, CompiledSampler, Draws, langevin_step
 from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
 
 
@@ -49,8 +48,7 @@ def _check_clamp(clamp: Any) -> tuple[float | None, float | None] | None:
     return (None if lo is None else float(lo), None if hi is None else float(hi))
 
 
-class Langevin(CompiledBackendMixin, _common.TorchWhenPreconditioned, FusedBackendMixin,
-               Sampler):
+class Langevin(CompiledSampler, Sampler):
     """Unadjusted Langevin algorithm, also the engine of SGLD-style EBM training.
 
     Each step computes ``x' = x - eps * g + noise_scale * sqrt(2 * eps) * xi`` with
@@ -143,6 +141,10 @@ class Langevin(CompiledBackendMixin, _common.TorchWhenPreconditioned, FusedBacke
         return CompiledPlan(langevin_step, static=(self.grad_clip is not None, lo is not None,
                                                    hi is not None, state.scale_tril is not None),
                             consts=(*consts, state.scale_tril), inputs=inputs)
+
+    def fused_refusal(self) -> str | None:
+        """Preconditioned chains run on torch or compiled only (the kernels have no metric)."""
+        return _common.preconditioned_refusal(self)
 
     def _fused_params(self) -> tuple[str, dict[str, Any]]:
         """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""

@@ -12,8 +12,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore_samplers import _common
 from ebmcore_samplers.adaptation import DualAveraging
-from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, mala_step
-from ebmcore_samplers.kernels.mixin import FusedBackendMixin
+from ebmcore_samplers.compiled import CompiledPlan, CompiledSampler, Draws, mala_step
 from ebmcore_samplers.schedules import Constant, Schedule, as_schedule, from_state_dict
 
 
@@ -49,7 +48,7 @@ def check_adaptable(step_size: Schedule, adapt_step_size: bool) -> None:
             "to follow the schedule, or a number to adapt it")
 
 
-class MALA(CompiledBackendMixin, _common.TorchWhenPreconditioned, FusedBackendMixin, Sampler):
+class MALA(CompiledSampler, Sampler):
     """Metropolis-adjusted Langevin algorithm.
 
     Proposes ``y = x - eps * grad E(x) + sqrt(2 eps) * xi`` and accepts it per chain with the
@@ -212,6 +211,10 @@ class MALA(CompiledBackendMixin, _common.TorchWhenPreconditioned, FusedBackendMi
 
         return CompiledPlan(mala_step, static=(state.scale_tril is not None,),
                             consts=(state.scale_tril,), inputs=inputs, acceptance=True)
+
+    def fused_refusal(self) -> str | None:
+        """Preconditioned chains run on torch or compiled only (the kernels have no metric)."""
+        return _common.preconditioned_refusal(self)
 
     def _fused_params(self) -> tuple[str, dict[str, Any]]:
         """The fused kernels' settings (see ``kernels.dispatch.run_fused``)."""

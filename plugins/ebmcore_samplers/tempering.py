@@ -10,12 +10,12 @@ from typing import Any
 import torch
 
 from ebmcore.energy import Energy
-from ebmcore.sampler import RunSpec, Sampler, SamplerState
+from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_int, check_points
 from ebmcore_samplers._common import generator_for, per_chain
 from ebmcore_samplers.compiled import (
-    CompiledBackendMixin,
     CompiledPlan,
+    CompiledSampler,
     Draws,
     state_carry,
     store_carry,
@@ -125,7 +125,7 @@ def check_temperatures(temperatures: Any) -> tuple[float, ...]:
     return tuple(out)
 
 
-class ParallelTempering(CompiledBackendMixin, Sampler):
+class ParallelTempering(CompiledSampler, Sampler):
     """Replica exchange over a temperature ladder, all replicas batched into one energy call.
 
     Each of the ``B`` chains has one replica per temperature ``T_r``, targeting
@@ -186,25 +186,18 @@ class ParallelTempering(CompiledBackendMixin, Sampler):
     @property
     def supports_compiled(self) -> bool:  # type: ignore[override]
         """Whether ``backend="compiled"`` is available: whether the base sampler has it."""
-        return bool(getattr(self.base, "supports_compiled", False))
+        return bool(self.base.supports_compiled)
 
-    def _backends_for(self, energy: Energy, x: torch.Tensor) -> dict[str, str | None]:
-        """As the compiled mixin's, with the base sampler's lack of a compiled backend."""
-        backends = super()._backends_for(energy, x)
-        if not self.supports_compiled:
-            backends["compiled"] = (f"its base sampler {type(self.base).__name__} has no "
-                                    f"compiled backend")
-        return backends
+    def compiled_refusal(self) -> str | None:
+        """Why not compiled: a base sampler without a compiled step."""
+        if self.supports_compiled:
+            return None
+        return f"its base sampler {type(self.base).__name__} has no compiled backend"
 
     @property
     def compiled_rows_per_chain(self) -> int:  # type: ignore[override]
         """Every chain steps one row per temperature: what the ``auto`` rule counts."""
         return self.n_replicas
-
-    def _auto_backend(self, energy: Energy, x: torch.Tensor, run: RunSpec | None = None
-                      ) -> str:
-        """The mixin's choice where the base compiles; torch otherwise."""
-        return super()._auto_backend(energy, x, run) if self.supports_compiled else "torch"
 
     def _compiled_adapts(self) -> bool:
         """Whether the base adapts during burn-in (which then runs eagerly)."""

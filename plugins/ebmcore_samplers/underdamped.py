@@ -12,7 +12,7 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_positive
 from ebmcore_samplers import _common
-from ebmcore_samplers.compiled import CompiledBackendMixin, CompiledPlan, Draws, underdamped_step
+from ebmcore_samplers.compiled import CompiledPlan, CompiledSampler, Draws, underdamped_step
 from ebmcore_samplers.schedules import Schedule, as_schedule, from_state_dict
 
 
@@ -32,7 +32,7 @@ class UnderdampedState(SamplerState):
     t: int = 0
 
 
-class UnderdampedLangevin(CompiledBackendMixin, Sampler):
+class UnderdampedLangevin(CompiledSampler, Sampler):
     """Underdamped Langevin dynamics ``dx = p/m dt``, ``dp = -grad E dt - gamma p dt + ...``.
 
     One step of size ``h`` is the BAOAB splitting (Leimkuhler & Matthews, 2013): a half kick

@@ -266,3 +266,31 @@ def test_build_model_without_spec_and_bad_spec(tmp_path):
         save_model(tmp_path / "n.pt", _Net(), spec={"name": "mlp"})
     with pytest.raises(ValueError, match="Unknown component kind"):
         save_model(tmp_path / "n.pt", _Net(), spec={"kind": "widget", "name": "mlp"})
+
+
+def test_save_model_records_provenance_and_build_model_names_what_to_install(tmp_path):
+    import types
+
+    from ebmcore import Component, hookimpl
+    from ebmcore.errors import UnknownComponentError
+    from ebmcore.registry import Registry, use_registry
+
+    plugin = types.ModuleType("acme")
+
+    @hookimpl
+    def ebmcore_models():
+        return [Component("line", torch.nn.Linear, data_shape=None)]
+
+    plugin.ebmcore_models = ebmcore_models
+    registry = Registry(entry_points=False)
+    registry.register(plugin, "acme", distribution="acme-ebm", version="0.1.0")
+    spec = {"kind": "model", "name": "line", "params": {"in_features": 2, "out_features": 1}}
+    path = tmp_path / "model.pt"
+    with use_registry(registry):
+        save_model(path, registry.create("model", "line", **spec["params"]), spec=spec)
+        assert isinstance(build_model(path), torch.nn.Linear)
+    _, meta = load_checkpoint_with_meta(path)
+    assert meta["provenance"]["model"]["distribution"] == "acme-ebm"
+    with use_registry(Registry(entry_points=False)), \
+            pytest.raises(UnknownComponentError, match=r"pip install acme-ebm==0\.1\.0"):
+        build_model(path)

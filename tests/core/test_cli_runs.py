@@ -162,9 +162,19 @@ def test_non_empty_output_folder_is_not_clobbered(capsys, trained_run):
 
 def test_usage_errors_are_one_line_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["sample", "--energy", "gaussian", "--backend", "fortran"])
+        main(["sample", "--energy", "gaussian", "--chains", "many"])
     assert info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_an_unknown_backend_is_refused_before_anything_is_written(capsys, tmp_path):
+    """--backend takes any registered backend (a plugin may add one); an unknown name is one
+    line naming the ones there are, and no folder is made."""
+    err = one_line_error(capsys, ["sample", "--energy", "double_well", "--set",
+                                  "sampler.step_size=0.1", "--backend", "fortran",
+                                  "--out", str(tmp_path / "f")])
+    assert "backend must be one of auto, torch, " in err and "got 'fortran'" in err
+    assert not (tmp_path / "f").exists()
 
 
 def test_no_traceback_from_the_console_script(tmp_path):
@@ -175,7 +185,7 @@ def test_no_traceback_from_the_console_script(tmp_path):
 
 
 def test_demo_reruns_write_next_to_the_last_demo(monkeypatch, tmp_path):
-    from ebmcore.cli import run_commands
+    from ebmcore.cli import demo
 
     monkeypatch.chdir(tmp_path)
     calls = []
@@ -185,7 +195,7 @@ def test_demo_reruns_write_next_to_the_last_demo(monkeypatch, tmp_path):
     (tmp_path / "ebmcore-demo" / "metrics.json").write_text("{}")
     assert main(["demo", "--quiet"]) == 0
     assert main(["demo", "--quiet", "--out", "chosen"]) == 0
-    assert calls == [Path(run_commands.DEMO_FOLDER + "-2"), Path("chosen")]
+    assert calls == [Path(demo.DEMO_FOLDER + "-2"), Path("chosen")]
     assert (tmp_path / "ebmcore-demo" / "metrics.json").read_text() == "{}"
 
 
@@ -193,7 +203,7 @@ def test_summary_gives_a_likelihood_only_for_a_density():
     """The run summary prints the whole-plane NLL for a density and NO LIKELIHOOD otherwise,
     and the mass outside the box and the far-field energy in both cases."""
     import ebmcore
-    from ebmcore.cli.run_commands import evaluation_lines
+    from ebmcore.cli.summary import evaluation_lines
     from ebmcore.evaluate import grid_evaluation
 
     test_x = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
@@ -298,12 +308,12 @@ def test_sample_trace_chains_and_save_trajectory_are_checked(capsys, tmp_path):
     err = one_line_error(capsys, ["sample", "--energy", "double_well", "--set",
                                   "sampler.step_size=0.1", "--backend", "numba",
                                   "--save-trajectory", "--out", str(tmp_path / "n")])
-    assert "--save-trajectory" in err and "--backend torch" in err
+    assert "--save-trajectory streams" in err and "Use --backend torch" in err
     assert not (tmp_path / "n").exists()
     err = one_line_error(capsys, ["sample", "--energy", "double_well", "--set",
                                   "sampler.step_size=0.1", "--steps", "1", "--thin", "2",
                                   "--out", str(tmp_path / "t")])
-    assert "(--steps) 1 with settings['thin'] (--thin) 2 keeps no step" in err
+    assert "--steps 1 with --thin 2 keeps no step" in err
 
 
 def test_training_metrics_say_which_chains_the_diagnostics_used(trained_run):

@@ -50,7 +50,7 @@ def test_a_model_without_a_gaussian_base_starts_ais_from_one_fitted_to_the_image
                             confine="wall")
     start = ais_start(walled, train)
     assert start.has_exact_sampler and start.event_shape == (1, 8, 8)
-    torch.testing.assert_close(start.base.mean, train.double().mean(0).float(),
+    torch.testing.assert_close(start.mean, train.double().mean(0).float(),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -72,7 +72,7 @@ def test_image_evaluation_reports_every_figure_on_the_held_out_split(digits):
     assert 0.0 < report["mmd"]["p_value"] <= 1.0
 
 
-def test_image_evaluation_refuses_a_data_set_without_a_held_out_split():
+def test_image_evaluation_refuses_a_data_set_outside_the_image_protocol():
     model = ebmcore.create("model", "conv", in_channels=1, image_size=8, channels=[2])
-    with pytest.raises(TypeError, match="image data set"):
+    with pytest.raises(TypeError, match="image-data protocol"):
         image_evaluation(model, ebmcore.create("dataset", "eight_gaussians"))

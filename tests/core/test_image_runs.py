@@ -6,13 +6,7 @@ import json
 import pytest
 
 from ebmcore.cli import main
-from ebmcore.config import (
-    IMAGE_DATASETS,
-    TRAIN_DEFAULTS,
-    ConfigError,
-    check_train_config,
-    defaults_for,
-)
+from ebmcore.config import ConfigError, check_train_config, defaults_for
 
 pytest.importorskip("sklearn")
 
@@ -31,7 +25,7 @@ def image_run(tmp_path_factory):
 
 
 def test_an_image_data_set_starts_from_the_image_recipe():
-    for name in IMAGE_DATASETS:
+    for name in ("digits", "mnist", "fashion_mnist"):
         config = defaults_for(name)
         check_train_config(config)
         assert config["dataset"]["name"] == name and config["model"]["name"] == "conv"
@@ -39,8 +33,10 @@ def test_an_image_data_set_starts_from_the_image_recipe():
         assert config["loss"]["params"]["init"] == "base"
         assert config["sampler"]["params"]["precondition"] is True
     assert defaults_for("Fashion-MNIST")["dataset"]["name"] == "fashion_mnist"
-    assert defaults_for("rings") == TRAIN_DEFAULTS
-    assert defaults_for(None) == TRAIN_DEFAULTS
+    # a 2-D data set keeps the 2-D recipe, under its own name
+    assert defaults_for("rings") == {**defaults_for(None),
+                                     "dataset": {"name": "rings", "params": {}}}
+    assert defaults_for(None)["model"]["name"] == "mlp"
 
 
 def test_image_settings_are_checked():
@@ -61,7 +57,8 @@ def test_train_digits_writes_pictures_and_the_image_report(image_run, capsys):
     assert replay == ["replay-step-000000005.png", "replay-step-000000010.png",
                       "replay-step-000000012.png"]
     config = (image_run / "config.toml").read_text()
-    assert 'name = "conv"' in config and "image_size = [8, 8]" in config
+    # the model receives the data's shape as its descriptor declares (data_shape)
+    assert 'name = "conv"' in config and "event_shape = [1, 8, 8]" in config
     report = json.loads((image_run / "metrics.json").read_text())["image_evaluation"]
     assert report["dim"] == 64 and report["n_test"] == 359
     assert report["likelihood"]["lower"] <= report["likelihood"]["upper"] + 5.0

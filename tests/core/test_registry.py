@@ -39,8 +39,14 @@ def make_plugin(name, energies=(), samplers=(), api=None):
     return module
 
 
-def test_kinds_are_the_five_component_kinds():
-    assert ebmcore.kinds() == ("energy", "sampler", "loss", "model", "dataset")
+def test_kinds_are_the_component_kinds():
+    assert ebmcore.kinds() == ("energy", "sampler", "loss", "model", "dataset", "backend",
+                               "interpolant", "coupling", "integrator")
+
+
+def test_an_unknown_backend_name_lists_the_backends(ebmcore_registry):
+    with pytest.raises(ebmcore.UnknownComponentError, match="Available backends"):
+        ebmcore_registry.get("backends", "warp")
 
 
 def test_register_get_create_and_names(ebmcore_registry):
@@ -171,7 +177,8 @@ def test_unknown_plugin_prefix_is_reported(ebmcore_registry):
 
 def test_lookup_mentions_failed_plugins(ebmcore_registry):
     ebmcore_registry.register(make_plugin("ok", energies=[Component("fine", Widget, "")]))
-    record = ebmcore.PluginRecord(name="broken", status="failed", error="ImportError: boom")
+    record = ebmcore.registry.PluginRecord(name="broken", status="failed",
+                                           error="ImportError: boom")
     ebmcore_registry._plugins["broken"] = record
     with pytest.raises(ebmcore.UnknownComponentError, match=r"failed to load: broken \(Import"):
         ebmcore.get("energy", "missing")

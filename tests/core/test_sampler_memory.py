@@ -104,26 +104,6 @@ def test_trajectory_file_streams_the_full_trajectory(tmp_path) -> None:
         TrajectoryFile(tmp_path / "t.npy", 2, (3, 2), torch.float64)(2, torch.zeros(3, 2))
 
 
-def test_a_fused_override_without_trace_stride_still_gives_the_subset() -> None:
-    class Legacy(ebmcore.Sampler):
-        """A third-party sampler whose fused backend predates ``trace_stride``."""
-
-        def _backends_for(self, energy, x):
-            return {"torch": None, "numba": None, "cuda": "no"}
-
-        def _run_backend(self, backend, energy, x0, n_steps, burn_in, thin, generator,
-                         return_trajectory):
-            steps = torch.arange(n_steps // thin, dtype=x0.dtype)
-            trajectory = steps[:, None, None] + x0[None] if return_trajectory else None
-            return ebmcore.SampleResult(samples=x0.clone(), trajectory=trajectory)
-
-    x0 = torch.arange(20.0).reshape(10, 2)
-    result = Legacy().sample(ebmcore.create("energy", "double_well"), x0, 4, backend="numba",
-                             return_trajectory=True, trace_chains=3)
-    assert result.diagnostics["trajectory_stride"] == 4
-    assert torch.equal(result.trajectory[0], x0[::4])
-
-
 CUDASIM_CHECK = """
 import torch, ebmcore
 energy = ebmcore.create("energy", "double_well")

@@ -410,3 +410,31 @@ def test_too_many_skipped_steps_in_a_row_is_a_divergence():
     assert trainer.step == 1 + MAX_SKIPPED_IN_A_ROW
     with pytest.raises(TypeError, match="skip_nonfinite"):
         Trainer(model, "pcd", data="eight_gaussians", skip_nonfinite="yes")
+
+
+def test_the_trainer_seeds_every_loss_through_the_declared_set_generator():
+    """A loss that defines no set_generator of its own still gets the trainer's stream."""
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(4,))
+    loss = _GrowingEnergyLoss()
+    trainer = Trainer(model, loss, data="eight_gaussians", steps=1, batch_size=8)
+    assert loss.generator is trainer.loss_generator
+    pcd = ebmcore.create("loss", "pcd", k=1, buffer_size=16)
+    trainer = Trainer(model, pcd, data="eight_gaussians", steps=1, batch_size=8)
+    assert pcd.generator is trainer.loss_generator
+
+
+def test_data_must_be_a_declared_dataset_not_any_object_with_sample():
+    class Lookalike:
+        def sample(self, n, generator=None):
+            return torch.zeros(n, 2)
+
+    model = ebmcore.create("model", "mlp", dim=2, hidden=(4,))
+    with pytest.raises(TypeError, match="data must be a tensor, an ebmcore.Dataset"):
+        Trainer(model, "dsm", data=Lookalike(), batch_size=8)
+
+    class Declared(ebmcore.Dataset):
+        def sample(self, n, generator=None):
+            return torch.randn(n, 2, generator=generator)
+
+    trainer = Trainer(model, "dsm", data=Declared(), steps=2, batch_size=8)
+    assert len(trainer.fit()) == 1

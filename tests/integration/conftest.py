@@ -53,6 +53,7 @@ FIXTURE_DIRS = {
     "dup-b": ("dup-b", "ebmcore-fixture-dup-b"),
     "incompatible": ("incompatible-plugin", "ebmcore-fixture-incompatible"),
     "replacing": ("replacing-plugin", "ebmcore-fixture-replacing"),
+    "flows": ("flows-plugin", "ebmcore-fixture-flows"),
 }
 
 _IGNORE_NAMES = ("__pycache__", "*.pyc", "*.egg-info", "build", "dist")

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # builds wheels and a venv once per session (~30 s)
 
-BUILTINS = {"energies", "samplers", "losses", "models", "datasets"}
+BUILTINS = {"energies", "samplers", "losses", "models", "datasets", "flows"}
 EXAMPLE_TESTS = Path(__file__).resolve().parents[2] / "examples/ebmcore-example-plugin/tests"
 
 
@@ -40,7 +40,9 @@ def test_cli_lists_builtins_and_example_as_active(plugin_env):
     assert example["version"] == "0.1.0"
     assert example["error"] is None
     assert example["components"] == {"energy": ["quartic_bowl", "mueller_brown"],
-                                     "sampler": ["random_walk_metropolis"]}
+                                     "sampler": ["random_walk_metropolis"],
+                                     "loss": ["replay_contrastive"], "model": ["rbf_energy"],
+                                     "dataset": ["gaussian_cross"]}
     assert example["replaces"] == [] and example["notes"] == []
     assert set(records) == BUILTINS | {"example"}  # no fixture leaks in without PYTHONPATH
 

@@ -6,7 +6,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # shares the session's wheels and venv (~30 s to build)
 
-BUILTINS = {"energies", "samplers", "losses", "models", "datasets"}
+BUILTINS = {"energies", "samplers", "losses", "models", "datasets", "flows"}
 
 STATUS = """
     print(json.dumps({

@@ -1,7 +1,9 @@
 """The ``compiled`` backend: the built-in torch samplers traced by ``torch.compile``.
 
 Modules: :mod:`.steps` (the steps as pure functions), :mod:`.passes` (CPU graph passes),
-:mod:`.backend` (plans, draws, cache, loop and the :class:`CompiledBackendMixin`).
+:mod:`.backend` (plans, draws, reasons, the auto rule, the cache of blocks) and :mod:`.loop`
+(:class:`CompiledSampler`, what a sampler declares; the loop over blocks; and
+:class:`CompiledBackend`, the strategy object the plugin registers).
 
 On the eager torch backend every step of a neural energy is dozens of small kernel launches
 from Python. Here a *block* of steps (``compile_block``, 10 by default) is one function that
@@ -55,7 +57,6 @@ from .backend import (
     AUTO_CUDA_STEPS,
     BLOCK_GRADS,
     CPU_CHUNK,
-    CompiledBackendMixin,
     CompiledPlan,
     Draws,
     auto_picks_compiled,
@@ -65,6 +66,11 @@ from .backend import (
     compiled_blocks,
     compiled_reason,
     compiler_reason,
+)
+from .loop import (
+    CompiledBackend,
+    CompiledBackendMixin,
+    CompiledSampler,
     run_compiled,
     state_carry,
     store_carry,
@@ -73,7 +79,8 @@ from .steps import hmc_step, langevin_step, mala_step, tempering_step, underdamp
 
 __all__ = [
     "AUTO_CPU_CHAIN_STEPS", "AUTO_CUDA_STEPS", "BLOCK_GRADS", "CPU_CHUNK",
-    "CompiledBackendMixin", "CompiledPlan", "Draws", "auto_picks_compiled", "chunk_size",
+    "CompiledBackend", "CompiledBackendMixin", "CompiledPlan", "CompiledSampler", "Draws",
+    "auto_picks_compiled", "chunk_size",
     "clear_compiled_blocks", "closed_form", "compiled_blocks", "compiled_reason",
     "compiler_reason", "hmc_step", "langevin_step", "mala_step", "run_compiled",
     "state_carry", "store_carry", "tempering_step", "underdamped_step",

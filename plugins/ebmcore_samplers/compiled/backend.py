@@ -1,6 +1,7 @@
-"""The compiled backend's machinery: plans, draws, the cache of blocks, the loop, the mixin.
+"""The compiled backend's machinery: plans, draws, reasons, the auto rule and the cache of blocks.
 
-See the package's docstring (:mod:`ebmcore_samplers.compiled`) for what it does and why.
+The loop over the blocks and the backend object live in :mod:`.loop`. See the package's
+docstring (:mod:`ebmcore_samplers.compiled`) for what it does and why.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,6 @@ import torch
 
 from ebmcore.energy import Energy
 from ebmcore.errors import BackendUnavailableError
-from ebmcore.sampler import KeepHook, RunSpec, SampleResult, nonfinite_rows
 
 from .passes import inductor_options
 from .steps import Carry, StepFn
@@ -460,207 +460,3 @@ def chunk_size(n_chains: int, limit: int | None, record: int = 0) -> int:
         if n_chains % n == 0 and size % max(1, record) == 0:
             return size
     return n_chains
-
-
-def _compiled_setup(sampler: Any, energy: Energy, x0: torch.Tensor, burn_in: int,
-                    generator: torch.Generator) -> tuple[Any, CompiledPlan, Draws, int]:
-    """Initialise the chains, run an adapting burn-in eagerly, and build the plan."""
-    state = sampler.init(energy, x0)
-    eager = burn_in if burn_in and sampler._compiled_adapts() else 0
-    for i in range(eager):  # adaptation runs step by step on the torch backend
-        state, info = sampler.step(energy, state, generator)
-        state = sampler.adapt(state, info, i, burn_in)
-    draws = Draws(state.x, generator)
-    return state, sampler._compiled_plan(energy, state, draws), draws, eager
-
-
-def state_carry(state: Any, extra: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
-    """A sampler state as a block's carry: ``(x, energy, grad, *extra)``."""
-    return (state.x, state.energy, state.grad, *(getattr(state, n) for n in extra))
-
-
-def store_carry(state: Any, carry: Sequence[torch.Tensor], extra: tuple[str, ...],
-                n_run: int) -> None:
-    """Write a final carry (:func:`state_carry`'s layout) back into ``state``, and advance
-    its step counter ``t`` (where it keeps one) by the ``n_run`` compiled steps."""
-    state.x, state.energy, state.grad = carry[:3]
-    for name, value in zip(extra, carry[3:], strict=True):
-        setattr(state, name, value)
-    if hasattr(state, "t"):
-        state.t += n_run
-
-
-def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, n_steps: int, burn_in: int,
-                 thin: int, generator: torch.Generator | None, return_trajectory: bool,
-                 trace_stride: int = 1, on_keep: KeepHook | None = None) -> SampleResult:
-    """Run ``burn_in + n_steps`` steps of ``sampler`` in compiled blocks.
-
-    The arguments are those of :meth:`ebmcore.Sampler._run_backend`; ``sampler`` is a
-    :class:`CompiledBackendMixin` sampler. On a CPU the chains run in chunks of at most
-    ``compile_chunk`` (cache-sized: 2,048 chains of the benchmark's MLP ran 1.2x faster
-    per chain than 10,000 at once); every chunk shares one graph and each block's draws,
-    so chunking changes no random number.
-
-    Raises:
-        BackendUnavailableError: When compiling fails (graph break, no compiler); the
-            message says why.
-    """
-    reason = compiler_reason(x0)
-    if reason is not None:
-        raise BackendUnavailableError(reason)
-    if generator is None:
-        generator = torch.Generator(device=x0.device)
-        generator.seed()
-    state, plan, draws, eager = _compiled_setup(sampler, energy, x0, burn_in, generator)
-    carry = plan.carry if plan.carry is not None else state_carry(state, plan.extra)
-    # Rows of the carry: ``reps`` per chain (composite samplers), chain-major.
-    x, reps = carry[0], plan.replicas
-    rows, total = x.shape[0], burn_in + n_steps
-    b, n_kept = rows // reps, n_steps // thin
-    n_block = max(1, int(sampler.compile_block) // plan.grads_per_step)
-    record = (1 if on_keep is not None else trace_stride) if (
-        return_trajectory or on_keep is not None) else 0
-    limit = sampler.compile_chunk
-    if limit == "auto":
-        limit = CPU_CHUNK if x.device.type == "cpu" else None
-    # Chunks hold whole chains; the limit counts rows (what the cache holds).
-    size = reps * chunk_size(b, None if limit is None else max(1, limit // reps), record)
-    mode = sampler.compile_mode or ("reduce-overhead" if x.device.type == "cuda"
-                                    else "default")
-    mode_arg = None if mode == "default" else mode
-    like = x[:size]
-    block = _Block(lambda variant, fresh: _compiled_block(
-        plan, energy, like, n_block, record * reps, mode_arg, variant, fresh=fresh),
-        own_grad=closed_form(energy), passes=mode_arg is None and x.device.type == "cpu")
-
-    chunks = [slice(i, i + size) for i in range(0, rows, size)]
-    # One carry per chunk (copies, so that each is a tensor of its own), and three
-    # distinct accumulators: inputs that alias each other would change dynamo's guards.
-    carries = [tuple(t[c].clone() for t in carry) for c in chunks]
-    sums = [tuple(torch.zeros(size, dtype=x.dtype, device=x.device) for _ in range(3))
-            for _ in chunks]
-    trajectory = (torch.empty((n_kept, -(-b // trace_stride), *x.shape[1:]), dtype=x.dtype,
-                              device=x.device) if return_trajectory else None)
-    trace: list[torch.Tensor] = []
-    trace_steps: list[int] = []
-    kept, j = 0, eager
-    while j < total:
-        n_active = min(n_block, total - j)
-        active, counted = block.mask(n_block, n_active, max(0, burn_in - j), x)
-        inputs = plan.inputs(j, n_block, draws)
-        means, recorded = [], []
-        for i, c in enumerate(chunks):
-            part = inputs if len(chunks) == 1 else tuple(
-                v[:, c].contiguous() if v.ndim > 1 and v.shape[1] == rows else v
-                for v in inputs)
-            carries[i], sums[i], m, xs = block(energy, carries[i], sums[i], part,
-                                               plan.consts, active, counted)
-            means.append(m)
-            recorded.append(xs)
-        picked = []
-        for k in range(n_active):
-            i = j + k - burn_in  # kept-phase step index
-            if i < 0 or (i + 1) % thin or kept >= n_kept:
-                continue
-            picked.append(k)
-            trace_steps.append(i + 1)
-            if record:
-                xk = recorded[0][k] if len(chunks) == 1 else torch.cat([r[k] for r in recorded])
-                if trajectory is not None:
-                    trajectory[kept].copy_(xk if record == trace_stride else xk[::trace_stride])
-                if on_keep is not None:
-                    on_keep(kept, xk)
-            kept += 1
-        if picked:  # chunks are equal, so the batch's mean is the mean of theirs
-            trace.append((means[0] if len(chunks) == 1 else torch.stack(means).mean(0))[picked])
-        j += n_active
-
-    joined = [torch.cat(parts) for parts in zip(*carries, strict=True)]
-    accept, divergent, poison = (torch.cat(parts)[::reps] for parts in zip(*sums, strict=True))
-    if plan.finish is not None:
-        plan.finish(tuple(joined), total - eager)
-    else:
-        store_carry(state, joined, plan.extra, total - eager)
-    nonfinite = nonfinite_rows(state.x) | torch.isnan(poison + 0.0 * state.energy)
-    diagnostics: dict[str, Any] = {
-        "backend": "compiled",
-        "energy_trace": torch.cat(trace) if trace else torch.empty(0, dtype=x.dtype,
-                                                                    device=x.device),
-        "energy_trace_steps": torch.tensor(trace_steps, dtype=torch.long),
-        "nonfinite_chains": torch.nonzero(nonfinite).flatten(),
-        "n_steps": n_steps, "burn_in": burn_in, "thin": thin,
-        "compile_seconds": block.seconds,
-        "compiled_block": n_block,
-        "compiled_chunk": size // reps,
-        "compile_mode": mode,
-    }
-    if eager:
-        diagnostics["compiled_from_step"] = eager
-    if plan.acceptance:
-        diagnostics["acceptance"] = accept / n_steps
-    if plan.divergence:
-        diagnostics["divergences"] = divergent.round().long()
-    diagnostics.update(sampler.final_diagnostics(state))
-    return SampleResult(samples=state.x.clone(), trajectory=trajectory,
-                        diagnostics=diagnostics, state=state)
-
-
-class CompiledBackendMixin:
-    """Gives a torch sampler ``backend="compiled"``; list it first among the bases.
-
-    The sampler implements ``_compiled_plan(energy, state, draws) -> CompiledPlan`` and,
-    when it adapts during burn-in, ``_compiled_adapts() -> bool``. Tuning knobs (class or
-    instance attributes): ``compile_block`` (gradient evaluations per compiled block),
-    ``compile_mode`` (``None``: ``"reduce-overhead"`` on CUDA, ``"default"`` elsewhere) and
-    ``compile_chunk`` (the most chains per compiled call).
-    """
-
-    #: Gradient evaluations per compiled block: longer blocks amortise the call, shorter
-    #: ones compile faster (compile time grows with the unrolled graph).
-    compile_block: int = BLOCK_GRADS
-    #: ``torch.compile`` mode; ``None`` picks CUDA graphs on CUDA, the default elsewhere.
-    compile_mode: str | None = None
-    #: Most chains per compiled call (see :func:`chunk_size`): ``"auto"`` is
-    #: ``CPU_CHUNK`` on a CPU (cache-sized chunks) and every chain on CUDA (one launch).
-    compile_chunk: int | str | None = "auto"
-    #: Whether ``backend="compiled"`` is available (what ``Trainer(compile=True)`` checks).
-    supports_compiled: bool = True
-    #: Rows stepped per chain (parallel tempering's replicas), for the ``auto`` rule.
-    compiled_rows_per_chain: int = 1
-
-    def _compiled_plan(self, energy: Energy, state: Any, draws: Draws) -> CompiledPlan:
-        raise NotImplementedError(f"{type(self).__name__} must implement _compiled_plan()")
-
-    def _compiled_adapts(self) -> bool:
-        """Whether burn-in adapts (and so runs on the torch backend before the blocks)."""
-        return False
-
-    def _backends_for(self, energy: Energy, x: torch.Tensor) -> dict[str, str | None]:
-        """As the next class in the MRO, plus ``"compiled"``."""
-        return {**super()._backends_for(energy, x),  # type: ignore[misc]
-                "compiled": compiled_reason(x)}
-
-    def _auto_backend(self, energy: Energy, x: torch.Tensor, run: RunSpec | None = None
-                      ) -> str:
-        """What the next class picks, unless that is torch and :func:`auto_picks_compiled`
-        for the run's length."""
-        chosen = super()._auto_backend(energy, x)  # type: ignore[misc]
-        if (chosen == "torch" and compiled_reason(x) is None
-                and auto_picks_compiled(energy, x, None if run is None else run.n_total,
-                                        self.compiled_rows_per_chain)):
-            return "compiled"
-        return chosen
-
-    def _run_backend(self, backend: str, energy: Energy, x0: torch.Tensor, n_steps: int,
-                     burn_in: int, thin: int, generator: torch.Generator | None,
-                     return_trajectory: bool, trace_stride: int = 1,
-                     run: RunSpec | None = None) -> SampleResult:
-        """Run ``"compiled"`` here (calling ``run.on_keep`` after each block); hand other
-        backends to the next class in the MRO."""
-        if backend != "compiled":
-            return super()._run_backend(  # type: ignore[misc]
-                backend, energy, x0, n_steps, burn_in, thin, generator, return_trajectory,
-                trace_stride=trace_stride)
-        return run_compiled(self, energy, x0, n_steps, burn_in, thin, generator,
-                            return_trajectory, trace_stride,
-                            None if run is None else run.on_keep)

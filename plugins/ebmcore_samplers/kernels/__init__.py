@@ -8,14 +8,26 @@ Modules, one job each:
   chain) and the CUDA launcher.
 - :mod:`.factory`: compiles and memoises kernels per (method, face, D, dtype).
 - :mod:`.dispatch`: backend support checks, seeding, :func:`run_fused`, the ``auto`` rule.
-- :mod:`.mixin`: :class:`FusedBackendMixin`, the glue into :class:`ebmcore.Sampler`.
+- :mod:`.backend`: :class:`NumbaBackend` and :class:`CudaBackend`, the strategy objects
+  the plugin registers, and :class:`FusedKernelSampler`, what a sampler implements.
 
 Importing this package compiles nothing and does not import ``numba.cuda``.
 """
 
 from __future__ import annotations
 
-from .dispatch import auto_backend, fused_reasons, run_fused
-from .mixin import FusedBackendMixin
+from typing import Any
 
-__all__ = ["FusedBackendMixin", "auto_backend", "fused_reasons", "run_fused"]
+from .backend import CudaBackend, FusedBackend, FusedKernelSampler, NumbaBackend
+from .dispatch import auto_backend, fused_reasons, run_fused
+
+__all__ = ["CudaBackend", "FusedBackend", "FusedKernelSampler", "NumbaBackend",
+           "auto_backend", "fused_reasons", "run_fused"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FusedBackendMixin":  # deprecated; the mixin module warns
+        from . import mixin
+
+        return mixin.FusedBackendMixin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -239,6 +239,9 @@ def auto_backend(method: str, energy: Energy, x: torch.Tensor,
                  params: dict[str, Any] | None = None) -> str:
     """Pick the fastest backend that can run, by a rule fitted to measurements.
 
+    This is ``auto``'s rule for short runs (the fused backends' ``rule_picks``); runs long
+    enough to repay a trial are timed on the actual case instead (:mod:`ebmcore.sampling.auto`).
+
     With ``W`` the face's cost (multiply-adds per gradient, :attr:`ebmcore.NumbaFace.cost`),
     ``D`` the event size and ``n`` the number of chains, the rule is, in order:
 

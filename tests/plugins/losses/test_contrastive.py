@@ -202,3 +202,28 @@ def test_the_energy_penalty_spares_a_gaussian_base():
         model.net[-1].bias.fill_(2.0)  # E - E_base = 2 everywhere: penalty 0.3 * (4 + 4)
     torch.testing.assert_close(penalised(model, data).loss - plain(model, data).loss,
                                torch.tensor(2.4, dtype=torch.float64))
+
+
+def test_the_contrastive_losses_answer_the_loss_protocols():
+    pcd = ebmcore.create("loss", "pcd", buffer_size=16, k=1)
+    assert isinstance(pcd.sampler, ebmcore.Sampler)
+    assert pcd.chain_counts == ("buffer_size", "n_negatives")
+    assert pcd.sharded_state == ("buffer",)
+    assert pcd.persistent_chains() is None  # not filled before the first step
+    g = torch.Generator().manual_seed(0)
+    pcd.set_generator(g)
+    assert pcd.generator is g
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[8])
+    pcd(model, torch.randn(4, 2))
+    assert pcd.persistent_chains() is pcd.buffer and pcd.buffer.shape == (16, 2)
+    cd = ebmcore.create("loss", "cd", k=1)
+    assert cd.chain_counts == () and cd.persistent_chains() is None
+    cd.use_compiled()
+    assert cd.backend == "compiled"
+    nuts = ebmcore.create("loss", "cd", sampler=ebmcore.create("sampler", "nuts", step_size=0.1))
+    with pytest.raises(ValueError, match="NUTS has none"):
+        nuts.use_compiled()
+    dsm = ebmcore.create("loss", "dsm")
+    assert dsm.sampler is None and dsm.chain_counts == ()
+    with pytest.raises(ValueError, match="runs none"):
+        dsm.use_compiled()

@@ -178,3 +178,18 @@ def test_models_round_trip_bit_for_bit(tmp_path, name, params, shape):
             assert torch.equal(value, copy.state_dict()[key]), key
     x = torch.randn(3, *shape, generator=_gen())
     assert torch.equal(model(x), other(x)) and torch.equal(model(x), rebuilt(x))
+
+
+def test_conv_takes_the_data_shape_as_event_shape():
+    model = ebmcore.create("model", "conv", event_shape=[3, 8, 6], channels=[2])
+    assert model.event_shape == (3, 8, 6)
+    same = ebmcore.create("model", "conv", event_shape=(1, 8, 8), in_channels=1,
+                          image_size=8, channels=[2])
+    assert same.event_shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="in_channels=3 disagrees"):
+        ebmcore.create("model", "conv", event_shape=(1, 8, 8), in_channels=3)
+    with pytest.raises(ValueError, match="image_size"):
+        ebmcore.create("model", "conv", event_shape=(1, 8, 8), image_size=[8, 6])
+    with pytest.raises(TypeError, match="event_shape must be"):
+        ebmcore.create("model", "conv", event_shape=(8, 8))
+    assert ebmcore.create("model", "conv", channels=[2]).event_shape == (1, 28, 28)

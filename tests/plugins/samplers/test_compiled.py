@@ -15,10 +15,12 @@ import pytest
 import torch
 from ebmcore_samplers.compiled import backend as compiled_backend
 from ebmcore_samplers.compiled import passes as compiled_passes
+from ebmcore_samplers.compiled.loop import CompiledBackend
 
 import ebmcore
 from ebmcore.errors import BackendUnavailableError
 from ebmcore.evaluation.discrepancy import mmd
+from ebmcore.sampling import RunSpec
 from ebmcore.testing.sampler_checks import GaussianTarget, check_sampler, correlated_gaussian
 
 pytestmark = pytest.mark.skipif(compiled.compiler_reason(torch.zeros(1)) is not None,
@@ -298,7 +300,8 @@ def test_dynamo_switched_off_is_a_reason(monkeypatch) -> None:
     sampler = ebmcore.create("sampler", "underdamped_langevin", step_size=0.1)
     x0 = torch.randn(20, 2)
     energy = mlp(0)
-    assert "TORCHDYNAMO_DISABLE" in sampler._backends_for(energy, x0)["compiled"]
+    assert "TORCHDYNAMO_DISABLE" in CompiledBackend().supports(sampler, energy, x0,
+                                                                RunSpec(n_steps=3))
     with pytest.raises(BackendUnavailableError, match="TORCHDYNAMO_DISABLE"):
         sample(sampler, energy, x0, 3, backend="compiled")
     monkeypatch.setattr(compiled_backend, "AUTO_CPU_CHAIN_STEPS", 1)

@@ -17,7 +17,6 @@ from ebmcore_samplers.tempering import ParallelTempering
 
 import ebmcore
 from ebmcore.errors import BackendUnavailableError
-from ebmcore.sampler import RunSpec
 from ebmcore.testing.sampler_checks import correlated_gaussian
 from ebmcore.train import Trainer
 
@@ -209,5 +208,4 @@ def test_auto_counts_every_replica_row(monkeypatch) -> None:
     assert not compiled.auto_picks_compiled(model, x, 49, rows_per_chain=4)
     assert not compiled.auto_picks_compiled(model, x, 50)  # one row per chain: too short
     for n_steps, expected in ((50, "compiled"), (49, "torch")):
-        run = RunSpec(n_steps=n_steps, burn_in=0, thin=1)
-        assert pt._choose_backend(model, x, "auto", run) == expected
+        assert pt.choose_backend(model, x, n_steps).backend.name == expected

@@ -15,10 +15,12 @@ import pytest
 import torch
 from core_sampler_helpers import independent_chain_z
 from ebmcore_energies.gaussian import Gaussian
+from ebmcore_samplers.kernels.backend import NumbaBackend
 from ebmcore_samplers.langevin import Langevin
 from ebmcore_samplers.mala import MALA
 
 from ebmcore.errors import BackendUnavailableError
+from ebmcore.sampling import RunSpec
 from ebmcore.testing.sampler_checks import GaussianTarget, moment_zscores
 
 SHAPES = [pytest.param((2,), torch.float64, id="2d-float64"),
@@ -246,8 +248,8 @@ def test_preconditioned_chains_run_on_torch_only(cls: type) -> None:
     energy = PreconditionedFusable(mean=[0.0, 1.0], cov=[[1.0, 0.3], [0.3, 0.5]])
     x0 = torch.zeros(8, 2, dtype=torch.float64)
     # Control: unpreconditioned, this energy and batch would go to the fused kernel.
-    assert cls(0.1)._backends_for(energy, x0)["numba"] is None
-    assert cls(0.1)._auto_backend(energy, x0) == "numba"
+    assert NumbaBackend().supports(cls(0.1), energy, x0, RunSpec(n_steps=3)) is None
+    assert cls(0.1).choose_backend(energy, x0, 3).backend.name == "numba"
     sampler = cls(0.1, precondition=True)
     for backend in ("numba", "cuda"):
         with pytest.raises(BackendUnavailableError, match="precondition=True"):

@@ -14,7 +14,8 @@ from ebmcore_samplers.underdamped import UnderdampedLangevin
 
 from ebmcore.energy import Energy
 from ebmcore.errors import BackendUnavailableError
-from ebmcore.sampler import RunSpec, Sampler, SampleResult, SamplerState, _evenly_spaced
+from ebmcore.sampler import Sampler, SamplerState
+from ebmcore.sampling.recording import evenly_spaced as _evenly_spaced
 from ebmcore.testing.sampler_checks import GaussianTarget
 
 FACTORIES: dict[str, Callable[[], Sampler]] = {
@@ -162,45 +163,6 @@ def test_backend_choice() -> None:
         Plain().sample(target, x0_for(), 2, backend="numba")
     r = Plain().sample(target, x0_for(), 2, backend="auto", progress=True)
     assert r.diagnostics["backend"] == "torch" and r.diagnostics["backend_requested"] == "auto"
-
-
-def test_backends_that_take_the_run_get_it() -> None:
-    """``_auto_backend`` and ``_run_backend`` overrides with a ``run`` parameter see the run's
-    length and its ``on_keep`` hook; those without one are called as before."""
-    seen: list[RunSpec] = []
-
-    class RunAware(Sampler):
-        def step(self, energy: Energy, state: SamplerState,
-                 generator: torch.Generator | None = None):
-            return state, {}
-
-        def _backends_for(self, energy, x):
-            return {"torch": None, "numba": None, "cuda": "no"}
-
-        def _auto_backend(self, energy, x, run=None):
-            seen.append(run)
-            return "numba" if run.n_total >= 10 else "torch"
-
-        def _run_backend(self, backend, energy, x0, n_steps, burn_in, thin, generator,
-                         return_trajectory, trace_stride=1, run=None):
-            seen.append(run)
-            return SampleResult(samples=x0.clone())
-
-    target = GaussianTarget(torch.zeros(2), torch.eye(2))
-    assert RunAware().sample(target, x0_for(), 4, burn_in=6).diagnostics["backend"] == "numba"
-    assert seen == [RunSpec(n_steps=4, burn_in=6, thin=1), RunSpec(n_steps=4, burn_in=6, thin=1)]
-    assert RunAware().sample(target, x0_for(), 4, burn_in=5).diagnostics["backend"] == "torch"
-
-    def hook(k: int, x: torch.Tensor) -> None:
-        pass
-
-    seen.clear()
-    RunAware().sample(target, x0_for(), 3, thin=3, backend="numba", on_keep=None)
-    assert seen == [RunSpec(n_steps=3, burn_in=0, thin=3)]
-    # with a hook, auto runs torch without asking the override
-    seen.clear()
-    assert RunAware().sample(target, x0_for(), 3, on_keep=hook).diagnostics["backend"] == "torch"
-    assert seen == []
 
 
 def test_evenly_spaced() -> None:

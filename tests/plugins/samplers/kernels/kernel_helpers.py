@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 from ebmcore_samplers.hmc import HMC
-from ebmcore_samplers.kernels import FusedBackendMixin
+from ebmcore_samplers.kernels import FusedKernelSampler
 from ebmcore_samplers.langevin import Langevin
 from ebmcore_samplers.mala import MALA
 
@@ -16,7 +16,7 @@ import ebmcore
 def fused(method: str, **kwargs: Any) -> Any:
     """A built-in sampler of ``method``; the three fused methods carry the fused backends."""
     sampler = {"langevin": Langevin, "mala": MALA, "hmc": HMC}[method](**kwargs)
-    assert isinstance(sampler, FusedBackendMixin)
+    assert isinstance(sampler, FusedKernelSampler)
     return sampler
 
 

@@ -283,14 +283,16 @@ def test_a_cuda_toolchain_that_cannot_compile_names_the_cause_and_fix(
 @pytest.mark.parametrize("method", ["langevin", "mala", "hmc"])
 def test_auto_falls_back_to_torch_when_the_cuda_toolchain_cannot_compile(
         monkeypatch: pytest.MonkeyPatch, method: str) -> None:
-    from ebmcore_samplers.kernels import mixin
+    from ebmcore_samplers.kernels.backend import CudaBackend, NumbaBackend
 
     sampler = fused(method, step_size=0.1)
     energy = gaussian2()
     want = sampler.sample(energy, X, 3, backend="torch",
                           generator=torch.Generator().manual_seed(5))
     _broken_cuda_toolchain(monkeypatch, "launch")
-    monkeypatch.setattr(mixin, "auto_backend", lambda *args: "cuda")  # as for CUDA tensors
+    # The rule picks cuda, as it does for CUDA tensors.
+    monkeypatch.setattr(CudaBackend, "rule_picks", lambda *args: True)
+    monkeypatch.setattr(NumbaBackend, "rule_picks", lambda *args: False)
     res = sampler.sample(energy, X, 3, backend="auto", generator=torch.Generator().manual_seed(5))
     assert res.diagnostics["backend"] == "torch"
     assert res.diagnostics["backend_requested"] == "auto"

@@ -1,0 +1,73 @@
+"""Where a run's defaults come from: the recipes plugins declare on their components.
+
+A recipe (:attr:`ebmcore.Component.recipe`) is a partial run configuration. This module
+reads them from the active registry; :func:`ebmcore.config.defaults_for` combines them with
+the core's settings. The core itself names no component here: which data set a run uses
+when none is named is the one whose recipe declares ``"default": True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ebmcore.errors import ConfigError, UnknownComponentError
+from ebmcore.registry import get_registry
+
+#: The recipe key that marks the default data set (not a configuration section).
+DEFAULT_KEY = "default"
+
+
+def recipe_for(kind: str, name: str | None) -> dict[str, Any] | None:
+    """Return a copy of the recipe ``name`` declares, without its ``default`` mark; ``None``
+    for no name, an unknown name (the run reports it when it builds the component) or a
+    component without a recipe."""
+    if name is None:
+        return None
+    try:
+        recipe = get_registry().recipe(kind, name)
+    except UnknownComponentError:
+        return None
+    if recipe is not None:
+        recipe.pop(DEFAULT_KEY, None)
+    return recipe
+
+
+def default_dataset() -> str | None:
+    """The data set a run uses when none is named: the one whose recipe declares
+    ``"default": True``, a third-party plugin's before a built-in one; ``None`` when no
+    plugin declares one (every built-in blocked, say).
+
+    Raises:
+        ConfigError: When two plugins of the same standing both declare a default.
+    """
+    registry = get_registry()
+    marked = [name for name, recipe in registry.recipes("dataset").items()
+              if recipe.get(DEFAULT_KEY)]
+    third_party = [n for n in marked if not registry.provenance("dataset", n)["builtin"]]
+    candidates = third_party or marked
+    if len(candidates) > 1:
+        raise ConfigError(f"several data sets declare a default recipe ({', '.join(candidates)}"
+                          f"); name one with --dataset or [dataset] name")
+    return candidates[0] if candidates else None
+
+
+def loss_recipe_fits(recipe: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether a loss's recipe applies to a run: it was measured with the model it names (if
+    it names one), so it applies only where the run's model is that model."""
+    wanted = (recipe.get("model") or {}).get("name")
+    return wanted is None or wanted == (config.get("model") or {}).get("name")
+
+
+def image_recipes() -> dict[str, dict[str, Any]]:
+    """The recipes of the data sets that implement the image-data protocol
+    (:class:`ebmcore.dataset.ImageDataset`), by name; resolving them imports their modules."""
+    from ebmcore.dataset import ImageDataset
+
+    registry = get_registry()
+    found = {}
+    for name, recipe in registry.recipes("dataset").items():
+        target = registry.get("dataset", name)
+        if isinstance(target, type) and issubclass(target, ImageDataset):
+            found[name] = recipe
+    return found

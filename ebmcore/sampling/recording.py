@@ -1,0 +1,90 @@
+"""What a run keeps, written once for every backend that steps in Python.
+
+:class:`Recorder` decides which steps are kept (burn-in, thinning), fills the trajectory
+(with its chain stride), calls ``on_keep`` and gathers the energy trace; the torch loop and
+the compiled backend's blocks both feed it. Fused kernels, which run the whole loop in one
+call, record inside the kernel and return the same arrays.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ebmcore.sampling.backend import RunSpec
+
+
+class Recorder:
+    """The kept steps of one run: trajectory, ``on_keep`` calls and energy trace.
+
+    Args:
+        run: The run (``n_steps``, ``thin``, ``on_keep``, ``return_trajectory``,
+            ``trace_stride``).
+        like: The chains ``(B, *event_shape)``: dtype, device and shape of what is kept.
+    """
+
+    def __init__(self, run: RunSpec, like: torch.Tensor) -> None:
+        self.run = run
+        self.n_kept = run.n_kept
+        self.kept = 0
+        n_traced = -(-like.shape[0] // run.trace_stride)
+        self.trajectory = (torch.empty((self.n_kept, n_traced, *like.shape[1:]),
+                                       dtype=like.dtype, device=like.device)
+                           if run.return_trajectory else None)
+        self._trace: list[torch.Tensor] = []
+        self._trace_steps: list[int] = []
+        self._like = like
+
+    def keeps(self, i: int) -> bool:
+        """Whether kept-phase step ``i`` (from 0, after burn-in) is kept."""
+        return (i + 1) % self.run.thin == 0 and self.kept < self.n_kept
+
+    def keep(self, i: int, x: torch.Tensor | None = None, *,
+             traced: torch.Tensor | None = None,
+             energy_mean: torch.Tensor | None = None) -> None:
+        """Record kept-phase step ``i`` (which :meth:`keeps`).
+
+        Args:
+            i: The kept-phase step (from 0).
+            x: Every chain's positions (needed for ``on_keep``; the trajectory takes
+                chains ``0, s, 2s, ...`` of it).
+            traced: The traced chains' positions already picked, when ``x`` is not at hand.
+            energy_mean: The mean energy at this step, for the trace (``None``: not traced).
+        """
+        if energy_mean is not None:
+            self._trace.append(energy_mean)
+            self._trace_steps.append(i + 1)
+        if self.trajectory is not None:
+            if traced is None:
+                stride = self.run.trace_stride
+                traced = x if stride == 1 else x[::stride]
+            self.trajectory[self.kept].copy_(traced)
+        if self.run.on_keep is not None:
+            self.run.on_keep(self.kept, x)
+        self.kept += 1
+
+    def trace(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(energy_trace, energy_trace_steps)`` gathered so far."""
+        values = (torch.stack(self._trace).reshape(-1) if self._trace
+                  else torch.empty(0, dtype=self._like.dtype, device=self._like.device))
+        return values, torch.tensor(self._trace_steps, dtype=torch.long)
+
+
+def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Return a ``(B,)`` mask of the rows of ``x`` that hold a non-finite value.
+
+    A finite total proves every row finite in one fast reduction; otherwise (a non-finite
+    value, or huge finite values whose sum overflows) every row is checked exactly.
+    """
+    flat = x.detach().reshape(x.shape[0], -1)
+    if bool(torch.isfinite(flat.sum())):
+        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    return ~torch.isfinite(flat).all(1)
+
+
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """Return up to ``k`` indices spread evenly over ``range(n)``, always including the last."""
+    if n <= 0 or k <= 0:
+        return []
+    if k >= n:
+        return list(range(n))
+    return sorted({round((j + 1) * n / k) - 1 for j in range(k)})

@@ -1,0 +1,188 @@
+"""A training run's health: non-finite steps, skipped steps and runaway energies.
+
+Three policies live here, each a small function or class the trainer's loop calls:
+
+- **Non-finite** (always on): :func:`watch_step` folds, without a host synchronisation,
+  whether the step's negatives, metrics, loss or gradient turned non-finite into a
+  :class:`FiniteWatch`; the trainer reads it on its log cadence, before a checkpoint and when
+  a step raises, and raises :class:`~ebmcore.errors.TrainingDivergedError`
+  (:func:`diverged`) naming the first bad step.
+- **Skipping** (``skip_nonfinite``): :func:`all_finite` judges a step before the optimiser
+  moves; :func:`too_many_skipped` says when the run must stop anyway.
+- **Runaway** (``runaway_energy``): :func:`runaway_in` finds a recorded loss or energy
+  metric beyond the limit; the trainer warns once with
+  :class:`~ebmcore.errors.TrainingRunawayWarning`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ebmcore.errors import TrainingDivergedError
+from ebmcore.loss import LossOutput
+from ebmcore.ranks import RankGroup
+
+#: Steps in a row that ``skip_nonfinite`` may skip before the run counts as diverged.
+MAX_SKIPPED_IN_A_ROW = 10
+
+#: The first bad step and its non-finite quantities (name -> value), as a watch reports it.
+Found = tuple[int, dict[str, float]]
+
+
+def describe_nonfinite(bad: dict[str, float]) -> str:
+    """Say in words which watched quantities were non-finite, the earliest one first."""
+    words = []
+    for name, value in bad.items():
+        if name == "negatives":
+            words.append(f"the negative samples turned non-finite in {int(value)} rows (the "
+                         f"sampler's chains ran away on the model's energy)")
+        elif name == "gradient":
+            words.append(f"a parameter gradient = {value}")
+        else:
+            words.append(f"{'the loss' if name == 'loss' else name} = {value}")
+    if len(words) == 1:
+        return words[0]
+    return f"{words[0]}, then {', '.join(words[1:-1])}{' and ' if words[2:] else ''}{words[-1]}"
+
+
+class FiniteWatch:
+    """Remembers, on the device, the first step at which a watched quantity was non-finite.
+
+    Reading a value on the host forces a synchronisation, which would stall a GPU pipeline if
+    done every step. So each step only folds a handful of tiny device operations into a
+    running record (the first bad step, which quantities were bad then and their values); the
+    trainer reads the record on its log cadence, before every checkpoint and when a step
+    raises (a divergence often surfaces first as some other error downstream).
+    """
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        # (first bad step, 0 while all was finite; bad flags then; values then)
+        self.record: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, step: int, names: tuple[str, ...], values: torch.Tensor,
+               ok: torch.Tensor) -> None:
+        """Record ``values`` (named ``names``) of ``step`` if it is the first with a bad one."""
+        if self.record is None or names != self.names:
+            if self.first() is not None:
+                return  # the first bad step is already recorded (a rare sync: names changed)
+            self.names = names
+            self.record = (torch.zeros((), dtype=torch.int64, device=values.device),
+                           torch.zeros(len(names), dtype=torch.bool, device=values.device),
+                           torch.zeros_like(values))
+        first_step, bad, kept = self.record
+        newly = ok.all().logical_not_().logical_and_(first_step == 0)
+        first_step.masked_fill_(newly, step)
+        self.record = (first_step, torch.where(newly, ok.logical_not(), bad),
+                       torch.where(newly, values, kept))
+
+    def first(self) -> Found | None:
+        """Return the first bad step and its non-finite quantities, or ``None`` (synchronises)."""
+        if self.record is None:
+            return None
+        first_step, bad, kept = self.record
+        step = int(first_step)
+        if step == 0:
+            return None
+        return step, {name: value for name, flag, value in
+                      zip(self.names, bad.tolist(), kept.tolist(), strict=True) if flag}
+
+
+def watch_step(watch: FiniteWatch, step: int, output: LossOutput,
+               params: Sequence[torch.Tensor]) -> None:
+    """Fold step ``step``'s finiteness into ``watch``: device operations only, no sync.
+
+    Watched, in the order of the computation: the negatives (the count of non-finite rows),
+    each metric, the loss and the largest absolute parameter gradient.
+    """
+    loss = output.loss.detach()
+    # at least float32, so a large but finite half-precision metric does not overflow here
+    dtype = torch.promote_types(loss.dtype, torch.float32)
+    names: list[str] = []
+    values: list[torch.Tensor] = []
+    if output.negatives is not None:
+        rows = output.negatives.detach().isfinite().logical_not_()
+        if rows.ndim > 1:
+            rows = rows.flatten(1).any(1)
+        names.append("negatives")
+        values.append(rows.sum().to(dtype))  # non-finite rows; 0 is healthy
+    for name, value in output.metrics.items():
+        names.append(name)
+        values.append(torch.as_tensor(value).detach().to(loss.device, dtype).reshape(()))
+    names.append("loss")
+    values.append(loss.to(dtype).reshape(()))
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        # the largest |gradient| cannot overflow as a 2-norm can, and NaN propagates
+        names.append("gradient")
+        values.append(torch.nn.utils.get_total_norm(grads, math.inf).to(loss.device, dtype))
+    stacked = torch.stack(values)
+    ok = stacked.isfinite()
+    if output.negatives is not None:
+        ok[0] = stacked[0] == 0
+    watch.update(step, tuple(names), stacked, ok)
+
+
+def all_finite(output: LossOutput, params: Sequence[torch.Tensor], ranks: RankGroup) -> bool:
+    """Whether the loss, the gradients and the negatives are finite on every rank (syncs)."""
+    checks = [output.loss.detach().isfinite().all()]
+    checks += [p.grad.isfinite().all() for p in params if p.grad is not None]
+    if output.negatives is not None:
+        checks.append(output.negatives.detach().isfinite().all())
+    return ranks.all_true(bool(torch.stack(checks).all()))  # skip on all ranks or none
+
+
+def too_many_skipped(skipped_steps: Sequence[int], step: int) -> bool:
+    """Whether the last :data:`MAX_SKIPPED_IN_A_ROW` steps up to ``step`` were all skipped."""
+    recent = skipped_steps[-MAX_SKIPPED_IN_A_ROW:]
+    return len(recent) == MAX_SKIPPED_IN_A_ROW and recent[0] == step - len(recent) + 1
+
+
+def diverged(step: int, what: str, quantities: tuple[str, ...], *, sampler: bool, lr: float,
+             last_checkpoint: Path | None) -> TrainingDivergedError:
+    """The error for a run that diverged (``what`` follows "training diverged").
+
+    Args:
+        step: The first bad step.
+        what: What went wrong, from " at step ..." on.
+        quantities: The non-finite quantities.
+        sampler: Whether the loss drew negatives (the sampler's step size is then suspect).
+        lr: The optimiser's learning rate.
+        last_checkpoint: The last good checkpoint, or ``None``.
+    """
+    hint = " or the sampler's step size" if sampler else ""
+    where = ("no checkpoint was written before it" if last_checkpoint is None
+             else f"last good checkpoint: {last_checkpoint}")
+    return TrainingDivergedError(
+        f"training diverged{what}; likely cause: the learning rate (lr={lr:g}){hint} is "
+        f"too large; {where}", step=step, quantities=quantities,
+        checkpoint=None if last_checkpoint is None else str(last_checkpoint))
+
+
+def nonfinite_error(found: Found, watch: FiniteWatch, *, lr: float,
+                    last_checkpoint: Path | None) -> TrainingDivergedError:
+    """The error for the first bad step ``found`` of ``watch``."""
+    step, bad = found
+    return diverged(step, f" at step {step}: {describe_nonfinite(bad)}", tuple(bad),
+                    sampler="negatives" in watch.names, lr=lr, last_checkpoint=last_checkpoint)
+
+
+def runaway_in(record: dict[str, float], limit: float | None) -> tuple[str, float] | None:
+    """The first loss or ``energy*`` entry of ``record`` beyond ``limit`` in magnitude."""
+    if limit is None:
+        return None
+    for name, value in record.items():
+        if (name == "loss" or name.startswith("energy")) and abs(value) > limit:
+            return name, value
+    return None
+
+
+def runaway_message(step: int, name: str, value: float, limit: float) -> str:
+    """The warning for a run whose ``name`` reached ``value`` beyond ``limit`` at ``step``."""
+    return (f"training is running away at step {step}: {name} = {value:.4g} exceeds "
+            f"{limit:g} in magnitude; the energies grow without bound (raise the loss's "
+            f"alpha, or lower the learning rate or the sampler's step size)")

@@ -1,0 +1,121 @@
+"""What the simulation-free losses share: an interpolant, a coupling and the draw of a path.
+
+Every loss here draws, from its own generator, a batch of noise ``x0 ~ N(0, I)`` shaped like
+the data ``x1``, re-pairs the two with its coupling, draws one time per row and places each
+pair on the interpolant's path: ``x_t = alpha x1 + sigma x0`` with velocity
+``u_t = alpha' x1 + sigma' x0`` (time runs from noise, ``t = 0``, to data, ``t = 1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ebmcore.coupling import Coupling
+from ebmcore.interpolant import Interpolant, expand_like
+from ebmcore.loss import Loss
+
+
+def resolve_interpolant(interpolant: Any) -> Interpolant:
+    """Return an interpolant from a registered name or an :class:`ebmcore.Interpolant`."""
+    if isinstance(interpolant, str):
+        import ebmcore
+
+        return ebmcore.create("interpolant", interpolant)
+    if isinstance(interpolant, Interpolant):
+        return interpolant
+    raise TypeError(f"interpolant must be an interpolant name (such as 'linear', 'cosine', "
+                    f"'vp') or an ebmcore.Interpolant, got {type(interpolant).__name__}")
+
+
+def resolve_coupling(coupling: Any) -> Coupling:
+    """Return a coupling from a registered name or an :class:`ebmcore.Coupling`."""
+    if isinstance(coupling, str):
+        import ebmcore
+
+        return ebmcore.create("coupling", coupling)
+    if isinstance(coupling, Coupling):
+        return coupling
+    raise TypeError(f"coupling must be a coupling name (such as 'independent', 'exact_ot', "
+                    f"'sinkhorn') or an ebmcore.Coupling, got {type(coupling).__name__}")
+
+
+def check_time_range(t_min: Any, t_max: Any) -> tuple[float, float]:
+    """Return the training-time interval after checking ``0 <= t_min < t_max <= 1``."""
+    for label, value in (("t_min", t_min), ("t_max", t_max)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{label} must be a number in [0, 1], got {type(value).__name__}")
+    if not 0.0 <= t_min < t_max <= 1.0:
+        raise ValueError(f"training times need 0 <= t_min < t_max <= 1, got t_min={t_min}, "
+                         f"t_max={t_max}")
+    return float(t_min), float(t_max)
+
+
+@dataclass
+class PathDraw:
+    """One batch placed on the path.
+
+    Attributes:
+        x0: The noise, re-paired by the coupling.
+        x1: The data, re-paired by the coupling.
+        t: The times ``(B,)``.
+        xt: The points on the path.
+        ut: The path's velocity at each point (the flow-matching target).
+        alpha: ``alpha(t)`` shaped to broadcast against ``x1``.
+        sigma: ``sigma(t)`` shaped to broadcast against ``x1``.
+    """
+
+    x0: torch.Tensor
+    x1: torch.Tensor
+    t: torch.Tensor
+    xt: torch.Tensor
+    ut: torch.Tensor
+    alpha: torch.Tensor
+    sigma: torch.Tensor
+
+
+class PathLoss(Loss):
+    """A loss that regresses a field on points drawn along an interpolant's path.
+
+    Args:
+        interpolant: The path, by name or instance.
+        coupling: How noise pairs with data, by name or instance.
+        t_min: The least training time.
+        t_max: The greatest training time.
+    """
+
+    def __init__(self, interpolant: str | Interpolant = "linear",
+                 coupling: str | Coupling = "independent", t_min: float = 0.0,
+                 t_max: float = 1.0) -> None:
+        super().__init__()
+        self.interpolant = resolve_interpolant(interpolant)
+        self.coupling = resolve_coupling(coupling)
+        self.t_min, self.t_max = check_time_range(t_min, t_max)
+
+    def draw_path(self, x1: torch.Tensor) -> PathDraw:
+        """Draw noise, pair it with the data ``x1``, draw times and place the pairs on the
+        path; every draw comes from :attr:`generator`."""
+        if not isinstance(x1, torch.Tensor) or not x1.is_floating_point() or x1.dim() < 2:
+            raise TypeError("x must be a floating-point tensor of shape (B, *event_shape)")
+        x1 = x1.detach()
+        x0 = torch.randn(x1.shape, generator=self.generator, device=x1.device, dtype=x1.dtype)
+        x0, x1 = self.coupling.pair(x0, x1, generator=self.generator)
+        t = torch.rand(x1.shape[0], generator=self.generator, device=x1.device, dtype=x1.dtype)
+        t = self.t_min + (self.t_max - self.t_min) * t
+        alpha, sigma, d_alpha, d_sigma = self.interpolant.coefficients(t)
+        alpha, sigma = expand_like(alpha, x1), expand_like(sigma, x1)
+        xt = alpha * x1 + sigma * x0
+        ut = expand_like(d_alpha, x1) * x1 + expand_like(d_sigma, x1) * x0
+        return PathDraw(x0, x1, t, xt, ut, alpha, sigma)
+
+    def extra_repr(self) -> str:
+        return (f"interpolant={self.interpolant!r}, coupling={self.coupling!r}, "
+                f"t_min={self.t_min}, t_max={self.t_max}")
+
+
+def mean_square(error: torch.Tensor) -> torch.Tensor:
+    """The mean over rows of each row's mean squared entry (so the scale does not grow with
+    the dimension)."""
+    return error.square().reshape(error.shape[0], -1).mean(dim=1).mean()

@@ -1,0 +1,137 @@
+"""Recipes through the registry: plugins declare run defaults on their components,
+``ebmcore.recipes`` reads them and ``ebmcore.config.defaults_for`` combines them."""
+
+import types
+import warnings
+
+import pytest
+
+import ebmcore
+from ebmcore import Component, hookimpl
+from ebmcore.config import complete_run, defaults_for
+from ebmcore.recipes import default_dataset, image_recipes, loss_recipe_fits, recipe_for
+from ebmcore.registry import Registry, use_registry
+
+
+class Thing:
+    """A stand-in component."""
+
+
+def make_plugin(name, datasets=(), losses=(), models=()):
+    module = types.ModuleType(name)
+
+    @hookimpl
+    def ebmcore_datasets():
+        return list(datasets)
+
+    @hookimpl
+    def ebmcore_losses():
+        return list(losses)
+
+    @hookimpl
+    def ebmcore_models():
+        return list(models)
+
+    module.ebmcore_datasets, module.ebmcore_losses = ebmcore_datasets, ebmcore_losses
+    module.ebmcore_models = ebmcore_models
+    return module
+
+
+@pytest.fixture
+def third_party():
+    """A registry holding only a third-party plugin: no built-in is reachable."""
+    registry = Registry(entry_points=False)
+    recipe = {"model": {"name": "tiny", "params": {"width": 3}},
+              "loss": {"name": "fancy", "params": {}}, "train": {"steps": 7}, "default": True}
+    plugin = make_plugin(
+        "acme",
+        datasets=[Component("blobs", Thing, recipe=recipe), Component("plain", Thing)],
+        losses=[Component("fancy", Thing), Component("sharp", Thing, takes_sampler=True,
+                                                    recipe={"model": {"name": "tiny",
+                                                                      "params": {"width": 9}},
+                                                            "train": {"lr": 0.5}}),
+                Component("picky", Thing, recipe={"model": {"name": "other"},
+                                                  "train": {"lr": 9.0}})],
+        models=[Component("tiny", Thing, data_shape="dim")])
+    registry.register(plugin, "acme", distribution="acme-ebm", version="1.2.3")
+    with use_registry(registry):
+        yield registry
+
+
+def test_a_data_set_recipe_drives_the_defaults(third_party):
+    config = defaults_for("blobs")
+    assert config["dataset"] == {"name": "blobs", "params": {}}
+    assert config["model"] == {"name": "tiny", "params": {"width": 3}}
+    assert config["train"]["steps"] == 7 and config["train"]["batch_size"] == 256
+    assert "default" not in config
+
+
+def test_the_default_data_set_is_the_one_whose_recipe_says_so(third_party):
+    assert default_dataset() == "blobs"
+    assert defaults_for(None) == defaults_for("blobs")
+
+
+def test_a_data_set_without_a_recipe_takes_the_default_recipe_under_its_own_name(third_party):
+    config = defaults_for("plain")
+    assert config["dataset"]["name"] == "plain" and config["model"]["name"] == "tiny"
+
+
+def test_a_loss_recipe_applies_only_to_the_model_it_names(third_party):
+    sharp = defaults_for("blobs", "sharp")
+    assert sharp["loss"] == {"name": "sharp", "params": {}}
+    assert sharp["model"]["params"] == {"width": 9} and sharp["train"]["lr"] == 0.5
+    picky = defaults_for("blobs", "picky")
+    assert picky["model"] == {"name": "tiny", "params": {"width": 3}}
+    assert picky["train"]["lr"] == 3e-3
+
+
+def test_complete_run_reads_the_recipe_the_file_names(third_party):
+    config = complete_run({"dataset": {"name": "blobs"}, "train": {"steps": 3}})
+    assert config["model"]["name"] == "tiny" and config["train"]["steps"] == 3
+
+
+def test_two_third_party_defaults_are_an_error_naming_both(third_party):
+    other = make_plugin("rival", datasets=[Component("dots", Thing, recipe={"default": True})])
+    third_party.register(other, "rival")
+    with pytest.raises(ebmcore.config.ConfigError, match="blobs, dots"):
+        defaults_for(None)
+
+
+def test_with_no_recipe_anywhere_the_defaults_name_no_component():
+    with use_registry(Registry(entry_points=False)):
+        config = defaults_for(None)
+    assert not {"dataset", "model", "loss", "sampler"} & set(config)
+    assert config["train"]["steps"] == 2000
+
+
+def test_the_built_in_recipes_come_from_the_plugins_that_own_the_components():
+    assert ebmcore.registry.recipe("dataset", "eight_gaussians")["default"] is True
+    assert ebmcore.registry.recipe("dataset", "digits")["model"]["name"] == "conv"
+    assert ebmcore.registry.recipe("loss", "sliced_score_matching")["train"] == {
+        "grad_clip": 1.0}
+    assert ebmcore.registry.recipe("loss", "pcd") is None
+    component, _ = ebmcore.registry.get_registry().component("loss", "pcd")
+    assert component.takes_sampler
+    model, _ = ebmcore.registry.get_registry().component("model", "conv")
+    assert model.data_shape == "event_shape"
+
+
+def test_the_moved_constants_still_read_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="TRAIN_DEFAULTS"):
+        defaults = ebmcore.config.TRAIN_DEFAULTS
+    assert defaults == defaults_for(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert {"score_matching", "sliced_score_matching"} <= set(ebmcore.config.LOSS_RECIPES)
+        assert set(ebmcore.config.IMAGE_DATASETS) == {"digits", "mnist", "fashion_mnist"}
+        assert ebmcore.config.IMAGE_RECIPE["evaluate"] == {"ais_chains": 200, "ais_temps": 500}
+
+
+
+
+def test_the_recipe_readers_hide_the_default_mark_and_unknown_names(third_party):
+    assert "default" not in recipe_for("dataset", "blobs")
+    assert recipe_for("dataset", "nowhere") is None and recipe_for("dataset", None) is None
+    assert loss_recipe_fits({"train": {}}, {"model": {"name": "any"}})
+    assert not loss_recipe_fits({"model": {"name": "a"}}, {"model": {"name": "b"}})
+    assert image_recipes() == {}

@@ -1,0 +1,119 @@
+"""energy_matching: both phases pass the kit, the switch, the flow term's known answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ebmcore_losses.energy_matching import EnergyMatching
+from ebmcore_models.fields import MLPField
+from ebmcore_models.mlp import MLPEnergy
+from torch import nn
+
+import ebmcore
+from ebmcore.energy import Energy
+from ebmcore.testing import check_loss
+
+DATA = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+
+
+class Bowl(Energy):
+    """``V(x) = |x - c|² / 2`` with a learnable centre ``c``: ``-∇V(x) = c - x``."""
+
+    def __init__(self, centre: float, dim: int = 2) -> None:
+        super().__init__()
+        self.centre = nn.Parameter(torch.full((dim,), centre, dtype=torch.float64))
+        self.event_shape = (dim,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (x - self.centre).square().sum(-1)
+
+
+def small(**params) -> EnergyMatching:
+    params = {"coupling": "independent", "n_langevin_steps": 5, **params}
+    return EnergyMatching(**params)
+
+
+def test_phase_one_passes_the_kit():
+    check_loss(small(switch_step=None), MLPEnergy(2, hidden=(16,), confine=False), DATA)
+
+
+def test_phase_two_passes_the_kit_and_draws_negatives():
+    energy = MLPEnergy(2, hidden=(16,), confine=False)
+    check_loss(small(switch_step=0), energy, DATA)
+    loss = small(switch_step=0)
+    loss.set_generator(torch.Generator().manual_seed(0))
+    out = loss(energy, DATA)
+    assert out.negatives is not None and out.negatives.shape == DATA.shape
+    assert out.metrics["phase"] == 2.0 and "cd_value" in out.metrics
+
+
+def test_phase_one_with_exact_ot_passes_the_kit():
+    pytest.importorskip("ot")
+    check_loss(EnergyMatching(switch_step=None), MLPEnergy(2, hidden=(16,), confine=False),
+               DATA)
+
+
+def test_the_switch_is_a_parameter_and_survives_a_state_dict():
+    energy = MLPEnergy(2, hidden=(8,), confine=False)
+    loss = small(switch_step=2)
+    loss.set_generator(torch.Generator().manual_seed(0))
+    phases = [loss(energy, DATA).metrics["phase"] for _ in range(4)]
+    assert phases == [1.0, 1.0, 2.0, 2.0]
+    resumed = small(switch_step=2)
+    resumed.load_state_dict(loss.state_dict())
+    assert resumed.phase == 2
+    assert small(switch_step=None).phase == 1
+    assert small(switch_step=0, lambda_cd=0.0).phase == 1
+    config = ebmcore.config.defaults_for("eight_gaussians", "energy_matching")
+    assert config["loss"]["params"]["switch_step"] == 2000  # the recipe sets the switch
+
+
+def test_the_flow_term_has_its_known_answer_on_a_bowl():
+    """Data N(m, s²), linear path, V = |x - m|²/2, no smoothing and no gate:
+    -∇V(x_t) - u_t = m - (1 + t) x1 + t x0, whose mean square per coordinate is
+    t² m² + (1 + t)² s² + t², which averages over t to m²/3 + 7 s²/3 + 1/3."""
+    m, s = 0.7, 0.5
+    data = m + s * torch.randn(200_000, 2, generator=torch.Generator().manual_seed(2),
+                               dtype=torch.float64)
+    loss = small(switch_step=None, sigma=0.0, flow_weight_cutoff=1.0)
+    loss.set_generator(torch.Generator().manual_seed(3))
+    value = float(loss(Bowl(m), data).loss.detach())
+    assert value == pytest.approx(m**2 / 3 + 7 * s**2 / 3 + 1 / 3, rel=0.02)
+
+
+def test_the_gate_and_the_temperature_profile():
+    loss = EnergyMatching(coupling="independent", flow_weight_cutoff=0.8, tau_star=0.8,
+                          epsilon_max=0.15, n_langevin_steps=10)
+    t = torch.tensor([0.0, 0.8, 0.9, 1.0])
+    torch.testing.assert_close(loss.flow_weight(t), torch.tensor([1.0, 1.0, 0.5, 0.0]))
+    assert [loss.temperature(k) for k in (0, 7, 9)] == pytest.approx([0.0, 0.0, 0.075])
+
+
+def test_the_negatives_follow_langevin_on_the_energy():
+    """On the bowl, data-started chains at temperature eps_max relax to N(c, eps_max)."""
+    loss = EnergyMatching(coupling="independent", noise_fraction=0.0, n_langevin_steps=400,
+                          langevin_dt=0.05, epsilon_max=0.15)
+    loss.set_generator(torch.Generator().manual_seed(5))
+    far = torch.full((4000, 2), 3.0, dtype=torch.float64)
+    neg = loss.negatives(Bowl(0.0), far)
+    assert neg.mean(0).abs().max() < 0.03
+    torch.testing.assert_close(neg.var(0), torch.full((2,), 0.15, dtype=torch.float64),
+                               rtol=0.1, atol=0)
+
+
+def test_a_field_without_an_energy_is_a_clear_error():
+    with pytest.raises(TypeError, match="MLPField is a vector field .* no energy"):
+        small(switch_step=None)(MLPField(2, hidden=(4,)), DATA)
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="switch_step"):
+        EnergyMatching(coupling="independent", switch_step=-1)
+    with pytest.raises(ValueError, match="tau_star must lie in"):
+        EnergyMatching(coupling="independent", tau_star=1.0)
+    with pytest.raises(ValueError, match="noise_fraction must lie in"):
+        EnergyMatching(coupling="independent", noise_fraction=1.5)
+    with pytest.raises(ValueError, match="langevin_dt"):
+        EnergyMatching(coupling="independent", langevin_dt=0.0)
+    with pytest.raises(ValueError, match="n_langevin_steps"):
+        EnergyMatching(coupling="independent", n_langevin_steps=0)
