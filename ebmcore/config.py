@@ -114,7 +114,9 @@ def defaults_for(dataset: str | None, loss: str | None = None) -> dict[str, Any]
         config["loss"] = {"name": loss_key, "params": {}}
         loss_recipe = recipe_for("loss", loss_key)
         if loss_recipe and loss_recipe_fits(loss_recipe, config):
-            config = merge(config, loss_recipe)
+            # a component the recipe names instead of the run's starts from its own
+            # parameters (a field model brought by its loss takes none of the energy's)
+            config = merge_run(config, loss_recipe)
     return config
 
 
@@ -288,7 +290,8 @@ _TRAINER_SUPPLIED = ("model", "loss", "optimizer", "data", "callbacks", "progres
 #: Sizes in the ``[evaluate]`` and ``[sample]`` sections, with their least allowed value.
 _SIZES: dict[str, dict[str, int]] = {
     "train": {"picture_every": 1},
-    "evaluate": {"n_test": 10, "resolution": 2, "ais_chains": 2, "ais_temps": 2},
+    "evaluate": {"n_test": 10, "resolution": 2, "ais_chains": 2, "ais_temps": 2,
+                 "likelihood_points": 2},
     "sample": {"n_chains": 1, "n_steps": 1, "burn_in": 0, "thin": 1, "trace_chains": 1},
 }
 
@@ -320,7 +323,8 @@ def check_train_config(config: Mapping[str, Any]) -> None:
     trainer_keys = [name for name in inspect.signature(Trainer).parameters
                     if name not in _TRAINER_SUPPLIED]
     allowed = {"train": [*trainer_keys, "picture_every"],
-               "evaluate": ["n_test", "bounds", "resolution", "ais_chains", "ais_temps"],
+               "evaluate": ["n_test", "bounds", "resolution", "ais_chains", "ais_temps",
+                            "integrator", "likelihood_points"],
                "sample": [*RUN_SETTINGS["sample"]]}
     for section, keys in allowed.items():
         block = config.get(section, {})

@@ -11,7 +11,7 @@ ranks), :meth:`Loss.use_compiled` (the compiled chain backend) and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -90,6 +90,17 @@ class Loss(nn.Module):
         raise ValueError(f"compile=True compiles the loss's negative chains, and "
                          f"{type(self).__name__} runs none; use a contrastive loss (cd, pcd, "
                          f"pt_cd) or compile=False")
+
+    def flow_settings(self) -> dict[str, Any]:
+        """How a field this loss trained is read when sampled or evaluated as a flow.
+
+        Runs pass these keywords to the ``flow`` sampler (and the likelihood): ``prediction``
+        (what the field outputs), ``interpolant`` (the path, a name or an instance) and
+        ``time_invariant`` (the field takes no time). The default, ``{}``, keeps the flow's
+        own defaults (a velocity on the linear path); a loss that trains a field in another
+        reading says which.
+        """
+        return {}
 
     def persistent_chains(self) -> torch.Tensor | None:
         """The loss's persistent negative chains (a replay buffer), or ``None``.

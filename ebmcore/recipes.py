@@ -53,10 +53,35 @@ def default_dataset() -> str | None:
 
 
 def loss_recipe_fits(recipe: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
-    """Whether a loss's recipe applies to a run: it was measured with the model it names (if
-    it names one), so it applies only where the run's model is that model."""
+    """Whether a loss's recipe applies to a run.
+
+    A recipe that names no model applies to any run. One that names an energy model was
+    measured with that model, so it applies only where the run's model is that model. One
+    that names a field model (a model whose target is an :class:`ebmcore.field.Field` subclass:
+    the loss trains a vector field, not an energy) brings its model: it applies unless the
+    run's model is already another field model, and its ``model`` section then replaces the
+    run's.
+    """
     wanted = (recipe.get("model") or {}).get("name")
-    return wanted is None or wanted == (config.get("model") or {}).get("name")
+    current = (config.get("model") or {}).get("name")
+    if wanted is None or wanted == current:
+        return True
+    return is_field_model(wanted) and not is_field_model(current)
+
+
+def is_field_model(name: str | None) -> bool:
+    """Whether the model component ``name`` builds an :class:`ebmcore.field.Field` (its target is
+    a ``Field`` subclass); ``False`` for no name or an unknown one. Resolving the target
+    imports its module."""
+    from ebmcore.field import Field
+
+    if name is None:
+        return False
+    try:
+        target = get_registry().get("model", name)
+    except UnknownComponentError:
+        return False
+    return isinstance(target, type) and issubclass(target, Field)
 
 
 def image_recipes() -> dict[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ebmcore.cli.options import COMMON_FLAGS, add_threads_option, non_negative_int, positive_int
-from ebmcore.cli.summary import evaluation_lines, image_lines
+from ebmcore.cli.summary import evaluation_lines, flow_lines, image_lines
 from ebmcore.config import AIS_CHAINS, AIS_TEMPS
 
 #: The parameters of :func:`ebmcore.runs.evaluate_checkpoint` the options set, as its errors
@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         args.out.write_text(text + "\n", encoding="utf-8")
     if args.json:
         print(text)
+    elif "flow_sampling" in report:
+        for line in flow_lines(report):
+            print(line)
     elif "image_evaluation" in report:
         for line in image_lines(report["image_evaluation"]):
             print(line)

@@ -44,7 +44,9 @@ def add_parser(subparsers: Any) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--energy", help="energy component name")
     source.add_argument("--checkpoint", type=Path, help="model.pt written by ebmcore train")
-    p.add_argument("--sampler", default="mala", help="sampler name (default: mala)")
+    p.add_argument("--sampler", default=None,
+                   help="sampler name (default: mala; for a trained field without an energy, "
+                        "the run's own flow sampler)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="energy.* or sampler.* parameters")
     p.add_argument("--chains", type=positive_int, default=1000, help="number of chains")
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from ebmcore.launch import should_launch
     from ebmcore.runs import prepare_output_dir
 
-    base = {"sampler": {"name": args.sampler, "params": {}}}
+    base = {"sampler": {"name": args.sampler or "mala", "params": {}}}
     if args.energy:
         base["energy"] = {"name": args.energy, "params": {}}
     config = apply_overrides(base, args.overrides)
@@ -107,10 +109,12 @@ def _sample(args: argparse.Namespace, config: dict[str, Any], out: Path, ranks: 
     """Sample as :func:`run` set up, on the ranks of ``ranks``; rank 0 prints the report."""
     import torch
 
-    from ebmcore.runs import load_energy, sample_run
+    from ebmcore.runs import is_flow_model, load_energy, sample_run
 
-    note = _default_step_size(config["sampler"], args.burn_in)
     energy = load_energy(config.get("energy"), args.checkpoint, torch.device(args.device))
+    if is_flow_model(energy):
+        return _sample_field(args, config, energy, out, ranks)
+    note = _default_step_size(config["sampler"], args.burn_in)
     if note and not args.quiet:
         print(note, file=sys.stderr)
     settings = {"n_chains": args.chains, "n_steps": args.steps, "burn_in": args.burn_in,
@@ -123,6 +127,38 @@ def _sample(args: argparse.Namespace, config: dict[str, Any], out: Path, ranks: 
                         distributed=ranks.active, threads=args.threads)
     if ranks.is_main:
         _print_report(report, out)
+    return 0
+
+
+def _sample_field(args: argparse.Namespace, config: dict[str, Any], field: Any, out: Path,
+                  ranks: Any) -> int:
+    """Sample a trained field without an energy as a flow: the run's own sampler (unless
+    ``--sampler`` names one), read as the run's loss says, with ``--set sampler.*`` over its
+    parameters; ``--chains`` samples. The MCMC options (steps, burn-in, thinning, backend)
+    do not apply."""
+    from ebmcore.checkpoint import load_checkpoint_with_meta
+    from ebmcore.errors import CommandError
+    from ebmcore.runs.fields import sample_field_run, saved_flow_settings, saved_run_config
+
+    if ranks.active:
+        raise CommandError("a field is sampled in one process; drop --nproc")
+    run_config = saved_run_config(load_checkpoint_with_meta(args.checkpoint)[1])
+    saved = run_config.get("sampler")
+    if args.sampler is None and isinstance(saved, dict) and saved.get("name"):
+        spec = {"name": saved["name"],
+                "params": {**saved.get("params", {}), **config["sampler"]["params"]}}
+    elif args.sampler is None:
+        raise CommandError(f"{args.checkpoint} holds a field and records no sampler; name a "
+                           f"flow sampler with --sampler")
+    else:
+        spec = config["sampler"]
+    report = sample_field_run(field, spec, saved_flow_settings(run_config), args.chains, out,
+                              seed=args.seed, overwrite=args.overwrite)
+    print(f"{report['n_samples']} samples from the field by {spec['name']} "
+          f"({report['integrator']}), {report['nfe']} field evaluations, "
+          f"{report['seconds']:.2f} s")
+    print(f"samples: {out / 'samples.pt'} and {out / 'samples.npy'}")
+    print(f"diagnostics: {out / 'diagnostics.json'}; plots: {', '.join(report['plots'])}")
     return 0
 
 

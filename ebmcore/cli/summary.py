@@ -14,7 +14,8 @@ SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 def print_summary(out: Path, metrics: dict[str, Any]) -> None:
     """Print a finished (or stopped) training run's figures and where its files are."""
     evaluation = metrics.get("evaluation") or {}
-    for line in evaluation_lines(evaluation) + image_lines(metrics.get("image_evaluation")):
+    for line in (evaluation_lines(evaluation) + image_lines(metrics.get("image_evaluation"))
+                 + flow_lines(metrics)):
         print(line)
     runaway = metrics.get("runaway")
     if runaway:
@@ -75,6 +76,29 @@ def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
     if far.get("reference_energy") is not None:
         line += f" (highest on test data {far['reference_energy']:.4g})"
     lines.append(line)
+    return lines
+
+
+def flow_lines(metrics: dict[str, Any]) -> list[str]:
+    """Summarise a trained field's figures: the held-out flow log-likelihood, the histogram
+    TV of its samples beside the floor exact samples reach, and the flow's cost."""
+    sampling = metrics.get("flow_sampling")
+    if not sampling:
+        return []
+    lines = []
+    likelihood = metrics.get("likelihood") or {}
+    if likelihood.get("log_likelihood") is not None:
+        lines.append(f"test log-likelihood (flow ODE, {likelihood['integrator']}) "
+                     f"{likelihood['log_likelihood']:.3f} nats per point over "
+                     f"{likelihood['n_points']} points")
+    elif likelihood.get("note"):
+        lines.append(f"no likelihood: {likelihood['note']}")
+    tv = metrics.get("histogram_tv")
+    if tv:
+        lines.append(f"histogram TV of the samples {tv['tv']:.3f} (exact samples reach "
+                     f"{tv['floor']:.3f}; ratio {tv['ratio']:.2f})")
+    lines.append(f"sampled {sampling['n_samples']} points as a flow: {sampling['nfe']} field "
+                 f"evaluations, {sampling['nonfinite_samples']} non-finite")
     return lines
 
 

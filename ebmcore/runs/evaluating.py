@@ -15,6 +15,7 @@ from ebmcore.config import AIS_CHAINS, AIS_TEMPS, defaults_for
 from ebmcore.dataset import Box
 from ebmcore.evaluation.reference import ReferenceGaussian
 from ebmcore.runs.build import evaluation_work, is_image_dataset
+from ebmcore.runs.fields import is_flow_model
 from ebmcore.runs.trained_model import run_box
 
 
@@ -39,6 +40,10 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000,
                         bounds: Any = None, seed: int = 0,
                         threads: int | None = None) -> dict[str, Any]:
     """Evaluate a model saved by a training run: exact 2-D figures, AIS bounds, MMD and KSD.
+
+    A field without an energy is scored as its run scored it instead
+    (:func:`ebmcore.runs.fields.score_field`): the held-out flow log-likelihood, the
+    histogram TV of its samples on 2-D data, and an MMD test of them.
 
     A model of an image data set gets :func:`ebmcore.evaluation.image_report.
     image_evaluation` instead (``image_evaluation`` in the report): AIS bounds of its
@@ -100,6 +105,8 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000,
     # the annealing chains are the bulk of the work: size the threads for their batch
     fit_threads(threads, work=evaluation_work(model, n_chains))
     report: dict[str, Any] = {"checkpoint": str(target), "dataset": dataset_spec}
+    if is_flow_model(model):
+        return {**report, **_field_report(model, dataset, meta, n_test, bounds, seed)}
     if is_image_dataset(dataset):
         from ebmcore.evaluation.image_report import image_evaluation
 
@@ -119,6 +126,28 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000,
     report.update(_ais_report(model, _ais_base(dataset, box, dtype), n_chains, n_temps,
                               generator, test_x, n_test))
     return report
+
+
+def _field_report(field: Any, dataset: Any, meta: dict[str, Any], n_test: int, bounds: Any,
+                  seed: int) -> dict[str, Any]:
+    """Score a saved field without an energy as its run did
+    (:func:`ebmcore.runs.fields.score_field`): sampled by the run's flow sampler, read as its
+    loss says, on ``n_test`` fresh held-out points."""
+    from ebmcore.runs.fields import saved_flow_settings, saved_run_config, score_field
+
+    run_config = saved_run_config(meta)
+    sampler = run_config.get("sampler")
+    if not isinstance(sampler, dict) or not sampler.get("name"):
+        raise ValueError("the model is a field and its file records no flow sampler to "
+                         "sample it with; was it written by a training run?")
+    dtype = next(field.parameters()).dtype
+    test_x = dataset.sample(n_test, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    eval_cfg = dict(run_config.get("evaluate") or {})
+    box = run_box(bounds if bounds is not None else eval_cfg.get("bounds"), dataset, test_x)
+    n_samples = int((run_config.get("sample") or {}).get("n_chains", n_test))
+    _, figures = score_field(field, dataset, saved_flow_settings(run_config), sampler,
+                             eval_cfg, n_samples, test_x, box, seed)
+    return figures
 
 
 def _run_evaluate_settings(meta: dict[str, Any]) -> dict[str, Any]:

@@ -170,6 +170,7 @@ def finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progre
     """
     from ebmcore.checkpoint import save_model
     from ebmcore.provenance import run_provenance
+    from ebmcore.runs.fields import evaluate_and_sample_field, is_flow_model
     from ebmcore.runs.trained_model import evaluate_and_sample
 
     resolved = built["config"]
@@ -206,7 +207,11 @@ def finish_run(trainer: Any, built: dict[str, Any], seed: int, out: Path, progre
     save_model(out / "model.pt", model, spec=spec,
                meta={"dataset": resolved["dataset"], "config_toml": dump_toml(resolved),
                      "provenance": metrics["provenance"]})
-    if not interrupted:
+    if not interrupted and is_flow_model(model):
+        log("sampling the trained field as a flow and scoring it")
+        metrics.update(evaluate_and_sample_field(model, built["dataset"], built["loss"],
+                                                 resolved, seed, out))
+    elif not interrupted:
         log("evaluating and sampling the trained model")
         metrics.update(evaluate_and_sample(model, built["dataset"], built["sampler"],
                                            resolved, seed, out, progress))

@@ -21,6 +21,7 @@ import torch
 from ebmcore.checkpoint import save_checkpoint
 from ebmcore.energy import Energy, as_energy
 from ebmcore.errors import TrainingRunawayWarning
+from ebmcore.field import Field
 from ebmcore.loss import Loss, LossOutput
 from ebmcore.progress import ProgressBar
 from ebmcore.ranks import RankGroup, rank_seed
@@ -41,7 +42,7 @@ from ebmcore.validation import check_int, check_positive
 
 
 class Trainer:
-    """Train an energy with a loss for a fixed number of steps.
+    """Train an energy or a field with a loss for a fixed number of steps.
 
     It adds to a hand-written loop only what such a loop tends to get wrong: reproducible
     batches from a seeded generator, gradient clipping, an exponential moving average of the
@@ -49,7 +50,8 @@ class Trainer:
     and checkpoints that resume bit for bit.
 
     Args:
-        model: The energy to train (an ``ebmcore.Energy``).
+        model: The model to train: an ``ebmcore.Energy``, or an ``ebmcore.field.Field`` for the
+            simulation-free losses (flow matching, diffusion, equilibrium matching).
         loss: An ``ebmcore.Loss`` instance or a registered loss name.
         optimizer: ``None`` for Adam over the model's and the loss's parameters at ``lr``; a
             ``torch.optim.Optimizer``; or a callable that takes the parameter list and returns
@@ -114,8 +116,8 @@ class Trainer:
     checkpoint and when a step raises (see :meth:`check_finite`).
     """
 
-    def __init__(self, model: Energy, loss: Loss | str, optimizer: Any = None, data: Any = None,
-                 *, steps: int = 1000, batch_size: int = 256, lr: float = 3e-3,
+    def __init__(self, model: Energy | Field, loss: Loss | str, optimizer: Any = None,
+                 data: Any = None, *, steps: int = 1000, batch_size: int = 256, lr: float = 3e-3,
                  grad_clip: float | None = None, ema: float | None = None,
                  callbacks: Sequence[Callback] = (), progress: bool = False,
                  log_every: int = 100, checkpoint_dir: str | Path | None = None,
@@ -125,7 +127,8 @@ class Trainer:
                  threads: int | None = None) -> None:
         check_flag("distributed", distributed)
         self._ranks = RankGroup.current("Trainer(distributed=True)") if distributed else RankGroup()
-        self.model = as_energy(model)
+        # a field is trained as it is; anything else must be an energy
+        self.model = model if isinstance(model, Field) else as_energy(model)
         self.loss = resolve_loss(loss)
         self.steps = check_int("steps", steps, minimum=1)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -166,7 +169,8 @@ class Trainer:
         self._batches = build_batches(data, event_shape=self.model.event_shape,
                                       batch_size=self.batch_size,
                                       generator=self.data_generator, ranks=self._ranks)
-        if not self.model.confinement_fitted:
+        # only an energy has a confinement (a wall fitted to the data) to fit
+        if isinstance(self.model, Energy) and not self.model.confinement_fitted:
             self.model.fit_confinement(
                 confinement_sample(self._batches, self.seed).to(self.device))
         agreement.start_alike(self._ranks, self.model, self.loss)
@@ -192,7 +196,7 @@ class Trainer:
     # -- state -----------------------------------------------------------------------------
 
     @property
-    def ema_model(self) -> Energy | None:
+    def ema_model(self) -> Energy | Field | None:
         """The model with exponentially averaged weights, or ``None`` without ``ema``."""
         return None if self._ema is None else self._ema.model
 

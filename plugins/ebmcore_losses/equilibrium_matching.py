@@ -94,6 +94,11 @@ class EquilibriumMatching(PathLoss):
         loss = mean_square(field(path.xt, clock) - c * path.ut)
         return LossOutput(loss, {})
 
+    def flow_settings(self) -> dict[str, Any]:
+        """The field is the equilibrium's gradient, time-free unless
+        ``time_invariant=False`` (sampled by integrating it as it is)."""
+        return {"interpolant": self.interpolant, "time_invariant": self.time_invariant}
+
     def extra_repr(self) -> str:
         return (f"ct={self.ct!r}, ct_threshold={self.ct_threshold}, "
                 f"ct_multiplier={self.ct_multiplier}, time_invariant={self.time_invariant}, "

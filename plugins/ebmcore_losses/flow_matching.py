@@ -75,6 +75,10 @@ class FlowMatching(PathLoss):
             loss = mean_square(path.sigma * out + path.x0)
         return LossOutput(loss, {})
 
+    def flow_settings(self) -> dict[str, Any]:
+        """The field predicts :attr:`prediction` on this loss's interpolant."""
+        return {"prediction": self.prediction, "interpolant": self.interpolant}
+
     def extra_repr(self) -> str:
         return f"prediction={self.prediction!r}, {super().extra_repr()}"
 

@@ -9,7 +9,14 @@ import pytest
 import ebmcore
 from ebmcore import Component, hookimpl
 from ebmcore.config import complete_run, defaults_for
-from ebmcore.recipes import default_dataset, image_recipes, loss_recipe_fits, recipe_for
+from ebmcore.field import Field
+from ebmcore.recipes import (
+    default_dataset,
+    image_recipes,
+    is_field_model,
+    loss_recipe_fits,
+    recipe_for,
+)
 from ebmcore.registry import Registry, use_registry
 
 
@@ -135,3 +142,52 @@ def test_the_recipe_readers_hide_the_default_mark_and_unknown_names(third_party)
     assert loss_recipe_fits({"train": {}}, {"model": {"name": "any"}})
     assert not loss_recipe_fits({"model": {"name": "a"}}, {"model": {"name": "b"}})
     assert image_recipes() == {}
+
+
+class TinyField(Field):
+    """A stand-in field model."""
+
+
+@pytest.fixture
+def with_fields(third_party):
+    """The third-party registry plus a field model and a loss whose recipe names it."""
+    plugin = make_plugin(
+        "flowy",
+        losses=[Component("flowish", Thing, recipe={
+            "model": {"name": "tiny_field", "params": {"depth": 2}},
+            "sampler": {"name": "glide", "params": {}}, "train": {"lr": 0.25}})],
+        models=[Component("tiny_field", TinyField, data_shape="dim"),
+                Component("other_field", TinyField, data_shape="dim")])
+    third_party.register(plugin, "flowy")
+    return third_party
+
+
+def test_a_model_is_a_field_model_when_its_target_is_a_field(with_fields):
+    assert is_field_model("tiny_field") and is_field_model("Tiny-Field")
+    assert not is_field_model("tiny") and not is_field_model("nothing") \
+        and not is_field_model(None)
+
+
+def test_a_loss_recipe_naming_a_field_model_brings_it(with_fields):
+    config = defaults_for("blobs", "flowish")
+    # the field starts from the recipe's parameters alone (the energy's width is not its own)
+    assert config["model"] == {"name": "tiny_field", "params": {"depth": 2}}
+    assert config["sampler"] == {"name": "glide", "params": {}}
+    assert config["train"]["lr"] == 0.25 and config["train"]["steps"] == 7
+
+
+def test_a_field_recipe_leaves_a_run_that_already_trains_another_field(with_fields):
+    recipe = recipe_for("loss", "flowish")
+    assert loss_recipe_fits(recipe, {"model": {"name": "tiny"}})
+    assert loss_recipe_fits(recipe, {"model": {"name": "tiny_field"}})
+    assert not loss_recipe_fits(recipe, {"model": {"name": "other_field"}})
+    # an energy model's recipe still fits only that model
+    assert not loss_recipe_fits({"model": {"name": "tiny"}}, {"model": {"name": "other"}})
+
+
+def test_the_built_in_flow_matching_recipe_trains_an_mlp_field():
+    config = defaults_for("eight_gaussians", "flow_matching")
+    assert config["model"] == {"name": "mlp_field", "params": {"hidden": [256, 256, 256]}}
+    assert config["sampler"]["name"] == "flow" and config["evaluate"]["integrator"] == "rk4"
+    # a loss without a recipe keeps the data set's energy model
+    assert defaults_for("eight_gaussians", "nce")["model"]["name"] == "mlp"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import ebmcore
+from ebmcore.field import Field
 from ebmcore.train import Trainer
 
 
@@ -438,3 +439,28 @@ def test_data_must_be_a_declared_dataset_not_any_object_with_sample():
 
     trainer = Trainer(model, "dsm", data=Declared(), steps=2, batch_size=8)
     assert len(trainer.fit()) == 1
+
+
+def test_a_field_trains_as_it_is_and_resumes_exactly(tmp_path):
+    """A Field model is trained without being turned into an energy (it has no confinement
+    to fit), and its checkpoints resume bit for bit like an energy's."""
+    def make(steps):
+        torch.manual_seed(99)
+        field = ebmcore.create("model", "mlp_field", dim=2, hidden=(16, 16))
+        return Trainer(field, "flow_matching", data="eight_gaussians", steps=steps,
+                       batch_size=32, seed=3, log_every=5, checkpoint_dir=tmp_path,
+                       checkpoint_every=5)
+
+    whole = make(10)
+    assert isinstance(whole.model, Field)
+    whole.fit()
+    part = make(10)
+    part.resume(tmp_path / "step-000000005.pt")
+    part.fit()
+    for a, b in zip(whole.model.parameters(), part.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_anything_but_an_energy_or_a_field_is_refused():
+    with pytest.raises(TypeError, match="Energy"):
+        Trainer(torch.nn.Linear(2, 2), "flow_matching", data="eight_gaussians", steps=1)
