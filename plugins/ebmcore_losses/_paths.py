@@ -18,28 +18,28 @@ from ebmcore.interpolant import Interpolant, expand_like
 from ebmcore.loss import Loss
 
 
-def resolve_interpolant(interpolant: Any) -> Interpolant:
-    """Return an interpolant from a registered name or an :class:`ebmcore.Interpolant`."""
-    if isinstance(interpolant, str):
+def _by_name_or_instance(kind: str, value: Any, base: type, examples: str) -> Any:
+    """Return ``value`` when it is a ``base`` instance, else the registered ``kind`` it names."""
+    if isinstance(value, str):
         import ebmcore
 
-        return ebmcore.create("interpolant", interpolant)
-    if isinstance(interpolant, Interpolant):
-        return interpolant
-    raise TypeError(f"interpolant must be an interpolant name (such as 'linear', 'cosine', "
-                    f"'vp') or an ebmcore.Interpolant, got {type(interpolant).__name__}")
+        return ebmcore.create(kind, value)
+    if isinstance(value, base):
+        return value
+    raise TypeError(f"{kind} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind} name (such as "
+                    f"{examples}) or an ebmcore.{base.__name__}, got {type(value).__name__}")
+
+
+def resolve_interpolant(interpolant: Any) -> Interpolant:
+    """Return an interpolant from a registered name or an :class:`ebmcore.Interpolant`."""
+    return _by_name_or_instance("interpolant", interpolant, Interpolant,
+                                "'linear', 'cosine', 'vp'")
 
 
 def resolve_coupling(coupling: Any) -> Coupling:
     """Return a coupling from a registered name or an :class:`ebmcore.Coupling`."""
-    if isinstance(coupling, str):
-        import ebmcore
-
-        return ebmcore.create("coupling", coupling)
-    if isinstance(coupling, Coupling):
-        return coupling
-    raise TypeError(f"coupling must be a coupling name (such as 'independent', 'exact_ot', "
-                    f"'sinkhorn') or an ebmcore.Coupling, got {type(coupling).__name__}")
+    return _by_name_or_instance("coupling", coupling, Coupling,
+                                "'independent', 'exact_ot', 'sinkhorn'")
 
 
 def check_time_range(t_min: Any, t_max: Any) -> tuple[float, float]:
