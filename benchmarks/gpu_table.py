@@ -377,9 +377,9 @@ def make_sampler(method: str) -> ebmcore.Sampler:
         return ebmcore.create("sampler", "langevin", step_size=STEP_SIZE["langevin"])
     if method == "mala":
         return ebmcore.create("sampler", "mala", step_size=STEP_SIZE["mala"],
-                              adapt_step_size=False)
+                              adapt_step_size=False, adapt_mass=None)
     return ebmcore.create("sampler", "hmc", step_size=STEP_SIZE["hmc"], n_leapfrog=LEAPFROG,
-                          adapt_step_size=False)
+                          adapt_step_size=False, adapt_mass=None)
 
 
 def ebmcore_runs(case: Case, energy: ebmcore.Energy, x0: torch.Tensor, chose: list[str]

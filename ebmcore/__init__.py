@@ -57,6 +57,7 @@ _LAZY = {
     "Loss": "ebmcore.loss",
     "LossOutput": "ebmcore.loss",
     "Dataset": "ebmcore.dataset",
+    "Field": "ebmcore.field",
     "save_model": "ebmcore.checkpoint",
     "load_model": "ebmcore.checkpoint",
 }
@@ -83,7 +84,7 @@ __all__ = [
 
 #: Submodules reachable as attributes (``ebmcore.diagnostics.rhat``) without an explicit import.
 _SUBMODULES = ("checkpoint", "config", "diagnostics", "distributed", "evaluate", "evaluation",
-               "plot", "runs", "testing", "threads", "train", "training")
+               "inference_data", "plot", "runs", "testing", "threads", "train", "training")
 
 
 def __getattr__(name: str) -> Any:

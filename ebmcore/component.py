@@ -22,9 +22,10 @@ DATA_SHAPES: tuple[str, ...] = ("dim", "event_shape")
 #: The keys a :attr:`Component.recipe` may hold: run-configuration sections (see
 #: :mod:`ebmcore.config`), the top-level ``seed`` and ``device``, and ``default`` (a data
 #: set's recipe only: ``True`` makes it the run a command starts from when no data set is
-#: named).
+#: named) and ``losses`` (a data set's per-loss tuning, ``{loss_name: partial recipe}``, see
+#: :mod:`ebmcore.recipes`).
 RECIPE_KEYS: tuple[str, ...] = ("dataset", "model", "loss", "sampler", "energy", "train",
-                                "evaluate", "sample", "seed", "device", "default")
+                                "evaluate", "sample", "seed", "device", "default", "losses")
 
 
 def normalize_name(name: str) -> str:
@@ -128,4 +129,12 @@ def _check_recipe(name: str, recipe: Any) -> Mapping[str, Any]:
                              f"got {type(value).__name__}")
     if not isinstance(recipe.get("default", False), bool):
         raise ValueError(f"Component {name!r}: recipe['default'] must be True or False")
+    for loss, partial in (recipe.get("losses") or {}).items():
+        if not isinstance(loss, str) or not isinstance(partial, Mapping):
+            raise ValueError(f"Component {name!r}: recipe['losses'] must map loss names to "
+                             f"partial recipes, got {loss!r}: {partial!r}")
+        if {"default", "losses"} & set(partial):
+            raise ValueError(f"Component {name!r}: recipe['losses'][{loss!r}] may not hold "
+                             f"'default' or 'losses'")
+        _check_recipe(name, partial)
     return MappingProxyType(dict(recipe))

@@ -26,9 +26,11 @@ from ebmcore.component import normalize_name
 from ebmcore.errors import ConfigError
 from ebmcore.recipes import (
     DEFAULT_KEY,
+    LOSSES_KEY,
     default_dataset,
     image_recipes,
     loss_recipe_fits,
+    loss_tuning,
     recipe_for,
 )
 from ebmcore.registry import get_registry
@@ -87,7 +89,7 @@ def __getattr__(name: str) -> Any:
     if name == "IMAGE_DATASETS":
         return images
     first = next(iter(images.values()), {})
-    return {k: v for k, v in first.items() if k not in ("dataset", DEFAULT_KEY)}
+    return {k: v for k, v in first.items() if k not in ("dataset", DEFAULT_KEY, LOSSES_KEY)}
 
 
 def defaults_for(dataset: str | None, loss: str | None = None) -> dict[str, Any]:
@@ -96,7 +98,9 @@ def defaults_for(dataset: str | None, loss: str | None = None) -> dict[str, Any]
     :data:`RUN_SETTINGS`, then the data set's recipe (a data set without one, or no data set,
     takes the default data set's recipe: :func:`ebmcore.recipes.default_dataset`), then,
     when ``loss`` is named and differs from the recipe's, that loss with its own recipe
-    where the recipe fits the run's model (:func:`ebmcore.recipes.loss_recipe_fits`).
+    where the recipe fits the run's model (:func:`ebmcore.recipes.loss_recipe_fits`), then
+    the data set's own tuning for the run's loss (its recipe's ``"losses"`` section:
+    :func:`ebmcore.recipes.loss_tuning`), which wins over the loss's generic recipe.
     Recipes are read from the registry (:attr:`ebmcore.Component.recipe`).
     """
     key = normalize_name(dataset) if isinstance(dataset, str) else None
@@ -106,7 +110,8 @@ def defaults_for(dataset: str | None, loss: str | None = None) -> dict[str, Any]
         fallback = default_dataset()
         recipe = recipe_for("dataset", fallback) or {}
         key = key or fallback
-    config = merge(RUN_SETTINGS, recipe)
+    base = {k: v for k, v in recipe.items() if k != LOSSES_KEY}
+    config = merge(RUN_SETTINGS, base)
     if key is not None:
         config["dataset"] = {"name": key,
                              "params": dict((recipe.get("dataset") or {}).get("params", {}))}
@@ -117,6 +122,9 @@ def defaults_for(dataset: str | None, loss: str | None = None) -> dict[str, Any]
             # a component the recipe names instead of the run's starts from its own
             # parameters (a field model brought by its loss takes none of the energy's)
             config = merge_run(config, loss_recipe)
+    tuning = loss_tuning(recipe, (config.get("loss") or {}).get("name"))
+    if tuning:
+        config = merge_run(config, tuning)
     return config
 
 

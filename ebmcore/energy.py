@@ -158,8 +158,16 @@ class Energy(nn.Module):
 
 
 def as_energy(obj: Any) -> Energy:
-    """Return ``obj`` when it is an :class:`Energy`, else raise a TypeError saying what is."""
+    """Return ``obj`` when it is an :class:`Energy`, else raise a TypeError saying what is.
+
+    A field that is ``-∇E`` (:meth:`ebmcore.field.Field.energy`) gives its energy; a field
+    without one is refused with a message saying where fields go.
+    """
     if not isinstance(obj, Energy):
+        from ebmcore.field import Field, energy_of  # lazy: ebmcore.field imports this module
+
+        if isinstance(obj, Field):
+            return energy_of(obj)
         raise TypeError(
             f"energy must be an ebmcore.Energy, got {type(obj).__name__}; wrap a plain "
             f"callable with ebmcore.create('energy', 'callable', fn=...)"

@@ -145,3 +145,43 @@ def energy_of(obj: Any) -> Energy:
                         f"'mlp') for energy losses and MCMC samplers")
     raise TypeError(f"expected an ebmcore.Energy (or a Field that is -grad E), got "
                     f"{type(obj).__name__}")
+
+
+def check_sampler_fits(model: Any, sampler: Any, name: str) -> None:
+    """Refuse a sampler that cannot sample ``model``, before any work is done.
+
+    A field without an energy has no density for a Markov chain to sample: it is sampled by
+    integrating it (the ``flow`` sampler). An energy, or a field that is ``-∇E``, is sampled
+    by MCMC (an :class:`ebmcore.Sampler`); an integrator of fields carries noise along
+    ``-∇E``, which descends the energy rather than sampling ``exp(-E)``.
+
+    Args:
+        model: The model to sample (a field or an energy).
+        sampler: The sampler, an instance or the class (or factory) a name resolves to;
+            a factory that is not a class is not judged.
+        name: The sampler's name, for the message.
+
+    Raises:
+        TypeError: Naming the model, the sampler and what to use instead.
+    """
+    from ebmcore.sampler import Sampler
+
+    if isinstance(sampler, type):
+        mcmc = issubclass(sampler, Sampler)
+    elif isinstance(sampler, Sampler):
+        mcmc = True
+    elif callable(sampler):
+        return  # a factory function: what it builds is unknown until it is called
+    else:
+        mcmc = False  # a sampler object outside the MCMC contract (the flow sampler)
+    flow_model = isinstance(model, Field) and model.energy() is None
+    if flow_model and mcmc:
+        raise TypeError(f"{type(model).__name__} is a vector field v(x, t) with no energy, "
+                        f"which the MCMC sampler {name!r} cannot sample: sample it with the "
+                        f"'flow' sampler (it integrates the field from noise), or train an "
+                        f"energy model (such as 'mlp') to sample with {name!r}")
+    if not flow_model and not mcmc:
+        raise TypeError(f"{type(model).__name__} is an energy, sampled by MCMC, but sampler "
+                        f"{name!r} is not an MCMC sampler (an ebmcore.Sampler): it integrates "
+                        f"fields; name an MCMC sampler (such as 'langevin' or 'mala'), or "
+                        f"train a field model (such as 'mlp_field') to sample with {name!r}")

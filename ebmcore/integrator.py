@@ -52,7 +52,7 @@ class CountedField:
 
     Eagerly (the default) each value is checked as it comes, which costs a host
     synchronisation per evaluation. With ``defer=True`` each evaluation only records the
-    largest magnitude it returned (a 0-d tensor; NaN and inf propagate through it), and
+    smallest and largest entries it returned (0-d tensors; NaN and inf propagate), and
     :meth:`check` looks at them all at once, so a fixed-step run on a GPU synchronises once.
 
     Args:
@@ -81,7 +81,8 @@ class CountedField:
                 f"{float(t):.6g}; expected a tensor of the state's shape {tuple(x.shape)}",
                 integrator=self.integrator, time=float(t))
         if self.defer:
-            self._peaks.append(v.detach().abs().amax())
+            # the smallest and largest entries: one pass, no temporary; NaN propagates
+            self._peaks.extend(torch.aminmax(v.detach()))
             self._times.append(t)
         elif not bool(torch.isfinite(v).all()):
             self._raise(float(t))
@@ -92,7 +93,7 @@ class CountedField:
         deferred evaluation was not finite; forget the recorded evaluations."""
         if not self._peaks:
             return
-        finite = torch.isfinite(torch.stack(self._peaks))
+        finite = torch.isfinite(torch.stack(self._peaks)).reshape(-1, 2).all(1)
         times, self._peaks, self._times = self._times, [], []
         if not bool(finite.all()):
             self._raise(float(times[int((~finite).nonzero()[0])]))

@@ -4,18 +4,37 @@ A recipe (:attr:`ebmcore.Component.recipe`) is a partial run configuration. This
 reads them from the active registry; :func:`ebmcore.config.defaults_for` combines them with
 the core's settings. The core itself names no component here: which data set a run uses
 when none is named is the one whose recipe declares ``"default": True``.
+
+How recipes combine, lowest first (:func:`ebmcore.config.defaults_for`):
+
+1. the core's :data:`ebmcore.config.RUN_SETTINGS`;
+2. the data set's recipe (its base: model, loss, sampler and settings);
+3. the run's loss's own recipe, when the run names another loss than the data set's and the
+   recipe fits the run's model (:func:`loss_recipe_fits`);
+4. the data set's tuning for that loss: a data set's recipe may hold
+   ``"losses": {loss_name: partial_config}``; when the run's loss is ``loss_name`` (compared
+   by canonical name, so an alias such as ``fm`` finds ``flow_matching``), that partial
+   configuration is merged over the result (:func:`loss_tuning`). It was measured on this
+   data set with this loss, so it wins over the loss's generic recipe; a ``model`` section
+   naming another model than the one so far starts from its own parameters;
+5. the user's ``--config`` file and ``--set`` items, which win over all.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
-from ebmcore.errors import ConfigError, UnknownComponentError
+from ebmcore.component import normalize_name
+from ebmcore.errors import AmbiguousComponentError, ConfigError, UnknownComponentError
 from ebmcore.registry import get_registry
 
 #: The recipe key that marks the default data set (not a configuration section).
 DEFAULT_KEY = "default"
+#: The data-set recipe key holding per-loss tuning, ``{loss_name: partial_config}`` (not a
+#: configuration section; see :func:`loss_tuning`).
+LOSSES_KEY = "losses"
 
 
 def recipe_for(kind: str, name: str | None) -> dict[str, Any] | None:
@@ -31,6 +50,35 @@ def recipe_for(kind: str, name: str | None) -> dict[str, Any] | None:
     if recipe is not None:
         recipe.pop(DEFAULT_KEY, None)
     return recipe
+
+
+def canonical_name(kind: str, name: str) -> str:
+    """The name the plugin spells the component ``name`` of ``kind`` with (an alias gives its
+    component's name), normalised; ``name`` normalised when no single component answers."""
+    try:
+        return normalize_name(get_registry().provenance(kind, name)["name"])
+    except (UnknownComponentError, AmbiguousComponentError):
+        return normalize_name(name)
+
+
+def loss_tuning(dataset_recipe: Mapping[str, Any], loss: str | None) -> dict[str, Any] | None:
+    """The partial configuration a data set's recipe declares for runs with ``loss``.
+
+    ``dataset_recipe[LOSSES_KEY]`` maps loss names (or aliases) to partial configurations;
+    names on both sides are compared by :func:`canonical_name`. Returns a copy, or ``None``
+    when the recipe holds none for that loss (or ``loss`` is ``None``).
+
+    The section's shape is checked when the component is declared
+    (:class:`ebmcore.Component`).
+    """
+    tunings = dataset_recipe.get(LOSSES_KEY)
+    if loss is None or not tunings:
+        return None
+    wanted = canonical_name("loss", loss)
+    for name, partial in tunings.items():
+        if canonical_name("loss", name) == wanted:
+            return copy.deepcopy(dict(partial))
+    return None
 
 
 def default_dataset() -> str | None:

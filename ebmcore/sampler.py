@@ -9,8 +9,10 @@ cannot run after all, and builds the diagnostics from what the backend returns, 
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -75,6 +77,12 @@ class SampleResult:
             ``acceptance`` (per-chain mean acceptance probability over the kept steps,
             when the sampler reports one),
             ``divergences`` (per-chain count of divergent kept steps, when reported),
+            ``n_grad_warmup`` and ``n_grad_sampling`` (per-chain gradient evaluations
+            ``(B,)`` long during burn-in and the kept steps, for samplers that report
+            ``n_grad`` or declare ``grads_per_step``), ``tree_depth`` (per-chain mean
+            over the kept steps, when reported), ``stopped_early`` (``"time_limit"`` or
+            ``"should_stop"``, with ``n_steps_done`` and ``burn_in_done``, when the run
+            stopped early),
             ``energy_trace`` (mean energy at the kept steps listed in
             ``energy_trace_steps``: every kept step when the state carries energies, else
             a few evenly spaced ones, see ``Sampler.trace_spacing``),
@@ -111,7 +119,12 @@ class Sampler:
     trace_spacing: int = 50
     #: Diagnostics that hold one value per chain (their first dimension): sampling with
     #: ``distributed=True`` gathers them in chain order, and averages other tensors over ranks.
-    chain_diagnostics: tuple[str, ...] = ("acceptance", "divergences", "step_size")
+    chain_diagnostics: tuple[str, ...] = ("acceptance", "divergences", "step_size",
+                                          "n_grad_warmup", "n_grad_sampling", "tree_depth")
+    #: Gradient evaluations per step when fixed (HMC: ``n_leapfrog``), so that backends
+    #: that do not return step infos still report ``n_grad_warmup`` / ``n_grad_sampling``;
+    #: ``None`` when the sampler reports ``n_grad`` per step only (NUTS) or has no gradient.
+    grads_per_step: int | None = None
     #: Whether the sampler has a compiled step (``backend="compiled"``, what
     #: ``Trainer(compile=True)`` and :meth:`ebmcore.Loss.use_compiled` need).
     supports_compiled: ClassVar[bool] = False
@@ -161,7 +174,9 @@ class Sampler:
                thin: int = 1, generator: torch.Generator | None = None,
                return_trajectory: bool = False, trace_chains: int | None = None,
                on_keep: KeepHook | None = None, backend: str = "auto",
-               progress: bool = False, distributed: bool = False) -> SampleResult:
+               progress: bool = False, distributed: bool = False,
+               time_limit: float | None = None,
+               should_stop: Callable[[], bool] | None = None) -> SampleResult:
         """Run ``burn_in`` adaptation steps then ``n_steps`` kept steps from ``x0``.
 
         Args:
@@ -203,6 +218,16 @@ class Sampler:
                 (:func:`ebmcore.sharded_sampling.merge_diagnostics`), while ``state`` and the
                 ``on_keep`` hook see its own chains, listed in ``diagnostics["shards"]``.
                 Off by default: an initialised process group alone changes nothing.
+            time_limit: Seconds (a positive, finite number) after which the run stops
+                cleanly at the end of the current step, burn-in included, and returns what
+                it has: ``samples`` where the chains are, the trajectory cut to the kept
+                steps recorded, and diagnostics ``stopped_early="time_limit"``,
+                ``n_steps_done`` (kept-phase steps run) and ``burn_in_done``. Backends that
+                do not return to Python between steps cannot honour it: ``"auto"`` then
+                picks ``"torch"``, and naming such a backend raises.
+            should_stop: A callable with no argument, asked after every step; the run
+                stops as with ``time_limit`` (``stopped_early="should_stop"``) when it
+                returns true. For cancelling a run from another thread or a UI.
         """
         energy = as_energy(energy)
         check_int("n_steps", n_steps, minimum=1)
@@ -225,10 +250,18 @@ class Sampler:
         if on_keep is not None and not callable(on_keep):
             raise TypeError(f"on_keep must be a callable on_keep(k, x) or None, got "
                             f"{type(on_keep).__name__}")
+        check_time_limit(time_limit)
+        if should_stop is not None and not callable(should_stop):
+            raise TypeError(f"should_stop must be a callable with no argument or None, got "
+                            f"{type(should_stop).__name__}")
         stride = trace_stride(x0.shape[0], trace_chains)
         if not isinstance(distributed, bool):
             raise TypeError(f"distributed must be True or False, got {type(distributed).__name__}")
-        run_args = {"burn_in": burn_in, "thin": thin, "on_keep": on_keep, "backend": backend}
+        run_args = {"burn_in": burn_in, "thin": thin, "on_keep": on_keep, "backend": backend,
+                    "time_limit": time_limit, "should_stop": should_stop}
+        if distributed and (time_limit is not None or should_stop is not None):
+            raise ValueError("time_limit and should_stop cannot be used with "
+                             "distributed=True: ranks would stop after different steps")
         if distributed:
             from ebmcore.sharded_sampling import sample_sharded
 
@@ -242,14 +275,17 @@ class Sampler:
     def _sample(self, energy: Energy, x0: torch.Tensor, n_steps: int, *, burn_in: int,
                 thin: int, generator: torch.Generator | None, return_trajectory: bool,
                 stride: int, on_keep: KeepHook | None, backend: str,
-                progress: bool) -> SampleResult:
+                progress: bool, time_limit: float | None = None,
+                should_stop: Callable[[], bool] | None = None) -> SampleResult:
         """The loop of :meth:`sample` over checked arguments, on this process's chains."""
         if generator is None:
             # A private generator, so that sampling never advances torch's global RNG.
             generator = torch.Generator(device=x0.device)
             generator.seed()
         run = RunSpec(n_steps=n_steps, burn_in=burn_in, thin=thin, on_keep=on_keep,
-                      return_trajectory=return_trajectory, trace_stride=stride)
+                      return_trajectory=return_trajectory, trace_stride=stride,
+                      time_limit=None if time_limit is None else float(time_limit),
+                      should_stop=should_stop)
         torch_backend = TorchBackend(progress=progress)
         choice = self._choice(energy, x0, backend, run, torch_backend)
         started = time.perf_counter()
@@ -320,6 +356,7 @@ class Sampler:
             diagnostics["acceptance"] = raw.acceptance
         if raw.divergences is not None:
             diagnostics["divergences"] = raw.divergences
+        diagnostics.update(self._counts(raw, run))
         if raw.state is not None:
             diagnostics.update(self.final_diagnostics(raw.state))
         diagnostics.update(raw.extra)
@@ -332,9 +369,55 @@ class Sampler:
         return SampleResult(samples=raw.samples, trajectory=raw.trajectory,
                             diagnostics=diagnostics, state=raw.state)
 
+    def _counts(self, raw: RawRun, run: RunSpec) -> dict[str, Any]:
+        """Gradient counts, tree depth and the early stop, from a backend's raw run."""
+        out: dict[str, Any] = {}
+        done = run.n_total if raw.n_steps_done is None else raw.n_steps_done
+        burn_in_done = min(done, run.burn_in)
+        steps_done = done - burn_in_done
+        warm, kept = raw.n_grad_warmup, raw.n_grad_sampling
+        b = raw.samples.shape[0]
+        device = raw.samples.device
+        if self.grads_per_step is not None:
+            if warm is None:
+                warm = torch.full((b,), self.grads_per_step * burn_in_done, dtype=torch.long,
+                                  device=device)
+            if kept is None:
+                kept = torch.full((b,), self.grads_per_step * steps_done, dtype=torch.long,
+                                  device=device)
+        if warm is not None or kept is not None:
+            zeros = torch.zeros(b, dtype=torch.long, device=device)
+            out["n_grad_warmup"] = zeros if warm is None else warm
+            out["n_grad_sampling"] = zeros.clone() if kept is None else kept
+        if raw.tree_depth is not None:
+            out["tree_depth"] = raw.tree_depth
+        if raw.stopped_early is not None:
+            out["stopped_early"] = raw.stopped_early
+            out["n_steps_done"] = steps_done
+            out["burn_in_done"] = burn_in_done
+        return out
+
     def final_diagnostics(self, state: Any) -> dict[str, Any]:
         """Extra diagnostics from the final state (adapted step sizes, for instance)."""
         return {}
+
+
+def check_time_limit(time_limit: Any) -> float | None:
+    """Return ``time_limit`` as seconds after checking it is ``None`` or a positive, finite
+    number (``bool`` refused).
+
+    Args:
+        time_limit: The value passed as ``Sampler.sample(time_limit=...)``.
+    """
+    if time_limit is None:
+        return None
+    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)):
+        raise TypeError(f"time_limit must be a number of seconds or None, got "
+                        f"{type(time_limit).__name__}")
+    if not math.isfinite(time_limit) or time_limit <= 0:
+        raise ValueError(f"time_limit must be a positive, finite number of seconds, got "
+                         f"{time_limit!r}")
+    return float(time_limit)
 
 
 def trace_stride(n_chains: int, trace_chains: int | None) -> int:

@@ -21,8 +21,9 @@ def add_parser(subparsers: Any) -> None:
                    help="the plugin's name: letters, digits, '-' and '_' (components are "
                         "named NAME_<something>)")
     p.add_argument("--kinds", default=None, metavar="KINDS",
-                   help="comma-separated kinds to write (default: "
-                        "energy,sampler,loss,model,dataset)")
+                   help="comma-separated kinds to write (default: every kind with a "
+                        "template: energy,sampler,loss,model,dataset,interpolant,coupling,"
+                        "integrator)")
     p.add_argument("--dir", default=".", metavar="PATH", dest="directory",
                    help="where the project directory is created (default: here)")
     p.add_argument("--force", action="store_true",

@@ -114,6 +114,7 @@ def _sample(args: argparse.Namespace, config: dict[str, Any], out: Path, ranks: 
     energy = load_energy(config.get("energy"), args.checkpoint, torch.device(args.device))
     if is_flow_model(energy):
         return _sample_field(args, config, energy, out, ranks)
+    _check_sampler(energy, config["sampler"]["name"])
     note = _default_step_size(config["sampler"], args.burn_in)
     if note and not args.quiet:
         print(note, file=sys.stderr)
@@ -152,6 +153,7 @@ def _sample_field(args: argparse.Namespace, config: dict[str, Any], field: Any, 
                            f"flow sampler with --sampler")
     else:
         spec = config["sampler"]
+    _check_sampler(field, spec["name"])
     report = sample_field_run(field, spec, saved_flow_settings(run_config), args.chains, out,
                               seed=args.seed, overwrite=args.overwrite)
     print(f"{report['n_samples']} samples from the field by {spec['name']} "
@@ -160,6 +162,20 @@ def _sample_field(args: argparse.Namespace, config: dict[str, Any], field: Any, 
     print(f"samples: {out / 'samples.pt'} and {out / 'samples.npy'}")
     print(f"diagnostics: {out / 'diagnostics.json'}; plots: {', '.join(report['plots'])}")
     return 0
+
+
+def _check_sampler(model: Any, name: str) -> None:
+    """Refuse, before the sampler is built or anything written, a sampler that cannot sample
+    ``model`` (an MCMC sampler for a field without an energy, a flow sampler for an energy);
+    the message names both and what to use instead."""
+    import ebmcore
+    from ebmcore.errors import CommandError
+    from ebmcore.field import check_sampler_fits
+
+    try:
+        check_sampler_fits(model, ebmcore.get("sampler", name), name)
+    except TypeError as exc:
+        raise CommandError(f"--sampler: {exc}") from exc
 
 
 def _print_report(report: dict[str, Any], out: Path) -> None:

@@ -73,12 +73,36 @@ def run(args: argparse.Namespace) -> int:
         check_before_launch(config, args.nproc)
         prepare_output_dir(out, overwrite=args.overwrite)
         return launch(args, out)
+    fresh = not Path(out).exists()
     with joined(args, str(config.get("device", "cpu"))) as ranks:
-        metrics = train_run(config, out, progress=not args.quiet, log=stage_log(args),
-                            overwrite=args.overwrite, distributed=ranks.active)
+        try:
+            metrics = train_run(config, out, progress=not args.quiet, log=stage_log(args),
+                                overwrite=args.overwrite, distributed=ranks.active)
+        except Exception:
+            if fresh and ranks.is_main:
+                _remove_unstarted_run(Path(out))
+            raise
         if ranks.is_main:
             print_summary(Path(out), metrics)
         return exit_status(Path(out), metrics, say=ranks.is_main)
+
+
+def _remove_unstarted_run(out: Path) -> None:
+    """Remove the folder a run that failed before training anything created: one holding
+    nothing but its ``config.toml`` and empty folders (a component that does not fit another
+    fails at the first step), so no half-written run is left looking like a real one. A
+    folder with a checkpoint, a model or anything else is kept."""
+    try:
+        if not out.is_dir():
+            return  # never created (the folder itself was refused)
+        files = [p for p in out.rglob("*") if p.is_file()]
+        if any(p != out / "config.toml" for p in files):
+            return
+        for path in sorted(out.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        out.rmdir()
+    except OSError:
+        pass  # tidying up must never hide the error that stopped the run
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 - :func:`histogram_tv` (2-D data sets with a known density): the total variation between a
   histogram of model samples on a grid and the data's exact cell probabilities, beside the
   floor that as many exact data samples reach (a histogram of finitely many samples is never
-  exactly the density).
+  exactly the density); :func:`streamed_histogram_tv` does the same for a million samples
+  or more, drawn in batches, in bounded memory.
 - :func:`image_frechet` (image data sets): the Fréchet distance between Gaussians fitted to
   features of the model's samples and of the training images, in the hidden layer of the
   classifier the image report trains
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,7 +30,8 @@ from ebmcore.evaluation.images import ImageClassifier
 from ebmcore.validation import check_int, check_points
 
 __all__ = ["FrechetDistance", "HistogramTV", "classifier_features", "frechet_distance",
-           "gaussian_frechet_distance", "histogram_tv", "image_frechet"]
+           "gaussian_frechet_distance", "histogram_tv", "image_frechet",
+           "streamed_histogram_tv"]
 
 # Images pushed through the classifier at once; keeps memory flat for big sample sets.
 _FEATURE_CHUNK = 4096
@@ -78,9 +81,10 @@ def _cell_probabilities(dataset: Dataset, bounds: tuple[tuple[float, float], ...
                                     subdivisions).sum((1, 3)).reshape(-1)
 
 
-def _tv_of(samples: torch.Tensor, cells: torch.Tensor,
-           bounds: tuple[tuple[float, float], ...], resolution: int) -> tuple[float, float, int]:
-    """Return (TV, share outside, non-finite count) of ``samples`` against ``cells``."""
+def _cell_counts(samples: torch.Tensor, bounds: tuple[tuple[float, float], ...],
+                 resolution: int) -> tuple[torch.Tensor, int]:
+    """Return the samples' counts per cell ``(resolution**2,)`` (float64, in
+    :func:`make_grid`'s order) and how many of them have a non-finite coordinate."""
     x = samples.detach().to("cpu", torch.float64)
     finite = torch.isfinite(x).all(1)
     (x0, x1), (y0, y1) = bounds
@@ -89,12 +93,38 @@ def _tv_of(samples: torch.Tensor, cells: torch.Tensor,
     index = torch.floor((x[finite] - low) / width).long()
     inside = ((index >= 0) & (index < resolution)).all(1)
     flat = index[inside, 0] * resolution + index[inside, 1]  # make_grid's "ij" order
-    n = x.shape[0]
-    shares = torch.bincount(flat, minlength=resolution * resolution).double() / n
+    counts = torch.bincount(flat, minlength=resolution * resolution).double()
+    return counts, int(x.shape[0] - int(finite.sum()))
+
+
+def _tv_of_counts(counts: torch.Tensor, n: int, cells: torch.Tensor) -> tuple[float, float]:
+    """Return (TV, share outside) of ``n`` samples with ``counts`` per cell against the
+    cells' exact probabilities; the mass outside the box is one more cell."""
+    shares = counts / n
     outside = 1.0 - float(shares.sum())
     data_outside = max(0.0, 1.0 - float(cells.sum()))
     tv = 0.5 * (float((shares - cells).abs().sum()) + abs(outside - data_outside))
-    return tv, outside, int(n - int(finite.sum()))
+    return tv, outside
+
+
+def _tv_of(samples: torch.Tensor, cells: torch.Tensor,
+           bounds: tuple[tuple[float, float], ...], resolution: int) -> tuple[float, float, int]:
+    """Return (TV, share outside, non-finite count) of ``samples`` against ``cells``."""
+    counts, nonfinite = _cell_counts(samples, bounds, resolution)
+    tv, outside = _tv_of_counts(counts, samples.shape[0], cells)
+    return tv, outside, nonfinite
+
+
+def _check_tv_inputs(dataset: Any, resolution: Any, subdivisions: Any) -> None:
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be an ebmcore.Dataset, got {type(dataset).__name__}")
+    if tuple(dataset.event_shape) != (2,) or not dataset.has_log_prob:
+        raise ValueError(f"histogram_tv needs a 2-D data set with a closed-form log_prob; "
+                         f"{type(dataset).__name__} has event shape "
+                         f"{tuple(dataset.event_shape)} and "
+                         f"{'a' if dataset.has_log_prob else 'no'} log_prob")
+    check_int("resolution", resolution, minimum=2)
+    check_int("subdivisions", subdivisions, minimum=1)
 
 
 def histogram_tv(samples: torch.Tensor, dataset: Dataset, *, bounds: Any = None,
@@ -107,6 +137,7 @@ def histogram_tv(samples: torch.Tensor, dataset: Dataset, *, bounds: Any = None,
     the midpoint rule on ``subdivisions**2`` sub-cells. The floor draws as many samples from
     the data set (with ``generator``) and scores them the same way: a model whose ``tv`` is
     near ``floor`` is indistinguishable from the data at that resolution and sample size.
+    For a million samples or more, drawn in batches, see :func:`streamed_histogram_tv`.
 
     Args:
         samples: Model samples ``(N, 2)``; non-finite rows count as mass outside the box.
@@ -120,16 +151,8 @@ def histogram_tv(samples: torch.Tensor, dataset: Dataset, *, bounds: Any = None,
         ValueError: For samples that are not ``(N, 2)``, or a data set that is not 2-D or
             has no ``log_prob``.
     """
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be an ebmcore.Dataset, got {type(dataset).__name__}")
-    if tuple(dataset.event_shape) != (2,) or not dataset.has_log_prob:
-        raise ValueError(f"histogram_tv needs a 2-D data set with a closed-form log_prob; "
-                         f"{type(dataset).__name__} has event shape "
-                         f"{tuple(dataset.event_shape)} and "
-                         f"{'a' if dataset.has_log_prob else 'no'} log_prob")
+    _check_tv_inputs(dataset, resolution, subdivisions)
     check_points("samples", samples, (2,), finite=False)
-    check_int("resolution", resolution, minimum=2)
-    check_int("subdivisions", subdivisions, minimum=1)
     n = samples.shape[0]
     if generator is None:
         generator = torch.Generator().manual_seed(0)
@@ -138,6 +161,81 @@ def histogram_tv(samples: torch.Tensor, dataset: Dataset, *, bounds: Any = None,
     cells = _cell_probabilities(dataset, box, resolution, subdivisions)
     tv, outside, nonfinite = _tv_of(samples, cells, box, resolution)
     floor, _, _ = _tv_of(data, cells, box, resolution)
+    return HistogramTV(tv=tv, floor=floor, ratio=tv / floor if floor > 0 else math.inf,
+                       n_samples=n, n_nonfinite=nonfinite, outside=outside,
+                       data_outside=max(0.0, 1.0 - float(cells.sum())),
+                       resolution=resolution, bounds=box)
+
+
+def _streamed_counts(draw: Callable[[int], torch.Tensor], n: int, chunk: int,
+                     box: tuple[tuple[float, float], ...], resolution: int,
+                     label: str) -> tuple[torch.Tensor, int]:
+    """Counts per cell and non-finite count of ``n`` points drawn ``chunk`` at a time."""
+    counts = torch.zeros(resolution * resolution, dtype=torch.float64)
+    nonfinite, done = 0, 0
+    while done < n:
+        k = min(chunk, n - done)
+        points = draw(k)
+        if not isinstance(points, torch.Tensor) or tuple(points.shape) != (k, 2):
+            got = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points)
+            raise ValueError(f"{label} must return a tensor of shape ({k}, 2) when asked "
+                             f"for {k} points, got {got}")
+        part, bad = _cell_counts(points, box, resolution)
+        counts += part
+        nonfinite += bad
+        done += k
+    return counts, nonfinite
+
+
+def streamed_histogram_tv(draw: Callable[[int], torch.Tensor], dataset: Dataset, *,
+                          n: int = 1_000_000, chunk: int = 65_536, bounds: Any = None,
+                          resolution: int = 100, subdivisions: int = 4,
+                          generator: torch.Generator | None = None) -> HistogramTV:
+    """:func:`histogram_tv` of ``n`` samples (a million by default) drawn in batches.
+
+    ``draw(k)`` returns ``k`` model samples ``(k, 2)``; only the per-cell counts are kept,
+    so memory stays at one batch and one histogram whatever ``n`` is. The floor is the same
+    figure for ``n`` exact data samples, drawn in batches of ``chunk`` from ``generator``
+    (seeded 0 when ``None``). The box is ``bounds``, else the data set's
+    ``evaluation_box``, else the core's rule from the first batch of data samples.
+
+    Args:
+        draw: Returns ``k`` model samples ``(k, 2)``; non-finite rows count as outside.
+        dataset: A 2-D data set with a closed-form ``log_prob``.
+        n: How many model samples (and data samples for the floor).
+        chunk: Points per batch.
+        bounds: The box, ``(low, high)`` for both axes or one pair per axis.
+        resolution: Cells per axis.
+        subdivisions: Sub-cells per axis of each cell for the exact probabilities.
+        generator: Draws the floor's data samples.
+
+    Raises:
+        ValueError: For a data set that is not 2-D or has no ``log_prob``, or a ``draw``
+            that returns the wrong shape.
+    """
+    _check_tv_inputs(dataset, resolution, subdivisions)
+    if not callable(draw):
+        raise TypeError(f"draw must be a callable draw(k) -> (k, 2) samples, got "
+                        f"{type(draw).__name__}")
+    check_int("n", n, minimum=1)
+    check_int("chunk", chunk, minimum=1)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+
+    def data_draw(k: int) -> torch.Tensor:
+        return dataset.sample(k, generator).to(torch.float64)
+
+    first = data_draw(min(chunk, n))
+    box = check_box(evaluation_box(dataset, first, bounds), dim=2)
+    cells = _cell_probabilities(dataset, box, resolution, subdivisions)
+    data_counts, _ = _cell_counts(first, box, resolution)
+    if n > first.shape[0]:
+        more, _ = _streamed_counts(data_draw, n - first.shape[0], chunk, box, resolution,
+                                   "the data set's sample")
+        data_counts += more
+    floor, _ = _tv_of_counts(data_counts, n, cells)
+    counts, nonfinite = _streamed_counts(draw, n, chunk, box, resolution, "draw")
+    tv, outside = _tv_of_counts(counts, n, cells)
     return HistogramTV(tv=tv, floor=floor, ratio=tv / floor if floor > 0 else math.inf,
                        n_samples=n, n_nonfinite=nonfinite, outside=outside,
                        data_outside=max(0.0, 1.0 - float(cells.sum())),

@@ -20,6 +20,7 @@ import ebmcore
 from ebmcore.component import Component
 from ebmcore.config import check_train_config, resolved_params
 from ebmcore.dataset import Dataset, ImageDataset
+from ebmcore.field import check_sampler_fits
 from ebmcore.registry import get_registry
 
 
@@ -74,6 +75,7 @@ def build_training(config: dict[str, Any]) -> dict[str, Any]:
 
     sampler_cfg = component_block("sampler", config["sampler"])
     sampler = ebmcore.create("sampler", sampler_cfg["name"], **sampler_cfg["params"])
+    check_sampler_fits(model, sampler, sampler_cfg["name"])  # before any training
 
     loss_cfg = component_block("loss", config["loss"])
     loss_params = dict(loss_cfg["params"])

@@ -8,12 +8,15 @@ time), and scored by
 
 - the log-likelihood of held-out points under its probability-flow ODE
   (:func:`ebmcore.evaluation.likelihood.flow_log_likelihood`), integrated by the
-  integrator the run's ``evaluate.integrator`` names (a time-free field carries noise to
-  data along no path in unit time, so it gets no likelihood);
+  integrator the run's ``evaluate.integrator`` names (:func:`likelihood_integrator`; a
+  time-free field carries noise to data along no path in unit time, so it gets no
+  likelihood);
 - on 2-D data sets with an exact density, the total variation between a histogram of its
   samples and the data (:func:`ebmcore.evaluation.sample_metrics.histogram_tv`);
 - an MMD test of its samples against held-out data.
 
+On image data the images are judged instead (:mod:`ebmcore.runs.field_images`: class
+coverage, Fréchet distance, the likelihood in bits per dimension beside exact baselines).
 A field with an energy (:class:`ebmcore.field.EnergyField`) keeps the energy's path.
 """
 
@@ -73,19 +76,38 @@ def draw_flow(field: Field, sampler: Any, n: int, seed: int
     return samples, metrics
 
 
+def likelihood_integrator(spec: Any) -> Any:
+    """The integrator ``evaluate.integrator`` names: a registered name (``"rk4"``, with its
+    default steps) or a table ``{"name": ..., "params": {...}}`` (``steps = 20``).
+
+    Raises:
+        ValueError: When ``spec`` is neither.
+    """
+    if isinstance(spec, str):
+        return ebmcore.create("integrator", spec)
+    if isinstance(spec, dict):
+        block = component_block("evaluate.integrator", spec)
+        return ebmcore.create("integrator", block["name"], **block["params"])
+    raise ValueError(f"evaluate.integrator must be an integrator's name or a table "
+                     f"{{name = ..., params = {{...}}}}, got {spec!r}")
+
+
 def flow_likelihood(field: Field, test_x: torch.Tensor, settings: dict[str, Any],
-                    eval_cfg: dict[str, Any], t_data: float, seed: int) -> dict[str, Any]:
+                    eval_cfg: dict[str, Any], t_data: float, seed: int,
+                    bin_width: float | None = None) -> dict[str, Any]:
     """The held-out log-likelihood under ``field``'s probability-flow ODE, or a note saying
     why there is none (no ``evaluate.integrator`` set, or a time-free field).
 
     ``t_data`` is where the flow sampler's integration ended: just below 1 where the
     field's reading is singular at the data end (a noise prediction on ``vp``), so the
-    points are scored where the samples were drawn.
+    points are scored where the samples were drawn. ``bin_width`` (dequantised images: the
+    data's :attr:`~ebmcore.dataset.ImageDataset.bin_width`) makes the bits per dimension those
+    of the discrete images, as the image baselines report them.
     """
     from ebmcore.evaluation.likelihood import flow_log_likelihood
 
-    name = eval_cfg.get("integrator")
-    if name is None:
+    spec = eval_cfg.get("integrator")
+    if spec is None:
         return {"note": "no evaluate.integrator set: no likelihood computed"}
     if settings.get("time_invariant", False):
         return {"note": "a time-free field carries noise to data along no path in unit "
@@ -96,10 +118,10 @@ def flow_likelihood(field: Field, test_x: torch.Tensor, settings: dict[str, Any]
     parameter = next(field.parameters())
     n = min(int(eval_cfg.get("likelihood_points", test_x.shape[0])), test_x.shape[0])
     points = test_x[:n].to(parameter.device, parameter.dtype)
-    result = flow_log_likelihood(field, points, ebmcore.create("integrator", str(name)),
+    result = flow_log_likelihood(field, points, likelihood_integrator(spec),
                                  interpolant=interpolant,
                                  prediction=settings.get("prediction", "velocity"),
-                                 t_data=float(t_data),
+                                 t_data=float(t_data), bin_width=bin_width,
                                  generator=torch.Generator().manual_seed(seed))
     return result.to_dict()
 
@@ -123,11 +145,20 @@ def score_field(field: Field, dataset: Any, settings: dict[str, Any],
 
     Returns:
         The samples (on the CPU) and the figures: ``likelihood``, ``histogram_tv`` (2-D data
-        with an exact density) and ``flow_sampling`` (with ``mmd_to_test_data``).
+        with an exact density) and ``flow_sampling`` (with ``mmd_to_test_data``). On image
+        data (:class:`ebmcore.dataset.ImageDataset`) ``test_x`` and ``box`` are not used: the
+        images are judged on the data set's held-out split instead
+        (:func:`ebmcore.runs.field_images.score_field_images`).
     """
     from ebmcore.evaluate import mmd
     from ebmcore.evaluation.sample_metrics import histogram_tv
+    from ebmcore.runs.build import is_image_dataset
 
+    if is_image_dataset(dataset):
+        from ebmcore.runs.field_images import score_field_images
+
+        return score_field_images(field, dataset, settings, sampler_spec, eval_cfg, n_samples,
+                                  seed)
     sampler = flow_sampler(sampler_spec, settings)
     samples, sampling = draw_flow(field, sampler, n_samples, seed + 20_000)
     finite = finite_rows(samples)
@@ -150,7 +181,9 @@ def score_field(field: Field, dataset: Any, settings: dict[str, Any],
 def evaluate_and_sample_field(field: Field, dataset: Any, loss: Any, config: dict[str, Any],
                               seed: int, out: Path) -> dict[str, Any]:
     """Sample a trained field as a flow and score it (:func:`score_field`); write
-    ``samples.pt`` and, for 2-D data, ``samples.png`` into ``out``.
+    ``samples.pt`` and, for 2-D data, ``samples.png`` into ``out``. On image data
+    (:class:`ebmcore.dataset.ImageDataset`) the images are judged instead by
+    :func:`ebmcore.runs.field_images.evaluate_field_images`.
 
     Args:
         field: The trained field (in eval mode), without an energy.
@@ -165,8 +198,13 @@ def evaluate_and_sample_field(field: Field, dataset: Any, loss: Any, config: dic
         ``evaluate_seconds``.
     """
     from ebmcore import plot
+    from ebmcore.runs.build import is_image_dataset
     from ebmcore.runs.trained_model import run_box
 
+    if is_image_dataset(dataset):
+        from ebmcore.runs.field_images import evaluate_field_images
+
+        return evaluate_field_images(field, dataset, loss, config, seed, out)
     eval_cfg = config["evaluate"]
     started = time.perf_counter()
     test_x = dataset.sample(int(eval_cfg["n_test"]),

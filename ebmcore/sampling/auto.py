@@ -3,7 +3,8 @@
 ``auto`` considers torch and every backend whose ``supports`` says yes, then:
 
 1. a run with an ``on_keep`` hook runs on torch (the only backend that returns to Python at
-   every kept step whatever the run);
+   every kept step whatever the run), and so does a run with a ``time_limit`` or a
+   ``should_stop`` when no other backend that can run it honours them (``stops``);
 2. **rule**: the first backend (by ``rule_priority``) whose ``rule_picks`` says yes, else
    torch. A backend that cannot be timed cheaply (``measurable = False``: compiling costs
    seconds) is taken on the rule's word;
@@ -109,6 +110,11 @@ def choose(sampler: Sampler, energy: Energy, x: torch.Tensor, requested: str, ru
     if run.on_keep is not None:
         return Choice(torch_backend, "on_keep is given: torch returns to Python at every "
                                      "kept step")
+    if run.stoppable:
+        backends = {name: b for name, b in backends.items() if b.stops}
+        if not backends:
+            return Choice(torch_backend, "time_limit or should_stop is given: torch checks "
+                                         "them between steps")
     reasons = {name: b.supports(sampler, energy, x, run) for name, b in backends.items()}
     eligible = [backends[n] for n, r in reasons.items() if r is None]
     if not eligible:
@@ -144,6 +150,11 @@ def _requested(sampler: Sampler, energy: Energy, x: torch.Tensor, requested: str
             f"backend={requested!r} cannot call on_keep: its fused kernel runs the whole "
             f"chain loop in one call, with no Python between steps. Use backend='torch' "
             f"(or 'auto', which picks it when on_keep is given).")
+    if run.stoppable and not backend.stops:
+        raise BackendUnavailableError(
+            f"backend={requested!r} cannot honour time_limit or should_stop: it does not "
+            f"return to Python between steps. Use backend='torch' (or 'auto', which picks "
+            f"it when either is given).")
     reason = backend.supports(sampler, energy, x, run)
     if reason is not None:
         usable = ["torch", *(n for n, b in backends.items()

@@ -38,6 +38,10 @@ class RunSpec:
         on_keep: The hook to call at every kept step, or ``None``.
         return_trajectory: Whether to record the kept positions.
         trace_stride: Record chains ``0, s, 2s, ...`` only (``s = trace_stride``).
+        time_limit: Stop cleanly after the step during which this many seconds (from the
+            start of the run) have passed, or ``None``.
+        should_stop: Stop cleanly after the step at which ``should_stop()`` returns true, or
+            ``None``. Only backends with ``stops = True`` honour either.
     """
 
     n_steps: int
@@ -46,6 +50,13 @@ class RunSpec:
     on_keep: KeepHook | None = None
     return_trajectory: bool = False
     trace_stride: int = 1
+    time_limit: float | None = None
+    should_stop: Callable[[], bool] | None = None
+
+    @property
+    def stoppable(self) -> bool:
+        """Whether the run may stop early (a ``time_limit`` or a ``should_stop``)."""
+        return self.time_limit is not None or self.should_stop is not None
 
     @property
     def n_total(self) -> int:
@@ -73,6 +84,13 @@ class RawRun:
         nonfinite: ``(B,)`` mask of chains whose energy or position turned non-finite.
         acceptance: Per-chain mean acceptance probability over the kept steps, or ``None``.
         divergences: Per-chain count of divergent kept steps, or ``None``.
+        n_grad_warmup: Per-chain gradient evaluations ``(B,)`` (long) during burn-in, when
+            the backend counted them (``None``: the core derives them from the sampler's
+            ``grads_per_step``, where it declares one).
+        n_grad_sampling: The same over the kept-phase steps.
+        tree_depth: Per-chain mean tree depth over the kept steps, when reported.
+        n_steps_done: Steps run (burn-in included), when the run stopped early.
+        stopped_early: ``"time_limit"`` or ``"should_stop"`` when the run stopped early.
         extra: Backend-specific diagnostics (a kernel's seed, compile time...), added last.
     """
 
@@ -84,6 +102,11 @@ class RawRun:
     trajectory: torch.Tensor | None = None
     acceptance: torch.Tensor | None = None
     divergences: torch.Tensor | None = None
+    n_grad_warmup: torch.Tensor | None = None
+    n_grad_sampling: torch.Tensor | None = None
+    tree_depth: torch.Tensor | None = None
+    n_steps_done: int | None = None
+    stopped_early: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,6 +124,10 @@ class Backend(ABC):
     #: Whether the backend calls ``on_keep`` at kept steps (a fused kernel that runs the
     #: whole loop in one call cannot, and is refused when the run has a hook).
     streams: ClassVar[bool] = False
+    #: Whether the backend honours a run's ``time_limit`` and ``should_stop`` (checked
+    #: between steps); ``auto`` picks only such backends for a run that has either, and a
+    #: backend asked for by name without it is refused.
+    stops: ClassVar[bool] = False
     #: Whether ``auto`` may time a few steps of it on the actual case. A backend whose first
     #: run costs far more than its steps (compiling a graph for seconds) says ``False`` and
     #: takes part through :meth:`rule_picks` only.

@@ -3,14 +3,23 @@
 :class:`Recorder` decides which steps are kept (burn-in, thinning), fills the trajectory
 (with its chain stride), calls ``on_keep`` and gathers the energy trace; the torch loop and
 the compiled backend's blocks both feed it. Fused kernels, which run the whole loop in one
-call, record inside the kernel and return the same arrays.
+call, record inside the kernel and return the same arrays. :class:`Tallies` keeps the
+per-chain running sums of the step infos (acceptance, divergences, gradient counts, tree
+depth) and :class:`StopCheck` a run's ``time_limit`` and ``should_stop``.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+
 import torch
 
 from ebmcore.sampling.backend import RunSpec
+
+#: The per-step info keys every gradient sampler shares (see ``docs/sampling.md``).
+N_GRAD_KEY = "n_grad"
+TREE_DEPTH_KEY = "tree_depth"
 
 
 class Recorder:
@@ -88,3 +97,90 @@ def evenly_spaced(n: int, k: int) -> list[int]:
     if k >= n:
         return list(range(n))
     return sorted({round((j + 1) * n / k) - 1 for j in range(k)})
+
+
+class Tallies:
+    """Running per-chain sums of a run's step infos (memory ``O(B)``, whatever the length).
+
+    Burn-in steps add to the warm-up gradient count only; kept-phase steps add to the
+    acceptance, divergence, sampling gradient count and tree-depth sums.
+
+    Args:
+        acceptance_key: The info key of the acceptance probability, or ``None``.
+        divergence_key: The info key of the divergence flag, or ``None``.
+    """
+
+    def __init__(self, acceptance_key: str | None, divergence_key: str | None) -> None:
+        self.acceptance_key = acceptance_key
+        self.divergence_key = divergence_key
+        self.accept: torch.Tensor | None = None
+        self.divergent: torch.Tensor | None = None
+        self.n_grad_warmup: torch.Tensor | None = None
+        self.n_grad_sampling: torch.Tensor | None = None
+        self.tree_depth: torch.Tensor | None = None
+        self.burn_in_done = 0
+        self.steps_done = 0
+
+    @staticmethod
+    def _add(total: torch.Tensor | None, value: torch.Tensor,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+        if total is None:  # a copy: the sampler may hand the same tensor every step
+            return value.to(dtype or value.dtype, copy=True)
+        return total.add_(value)
+
+    def warmup(self, info: Mapping[str, torch.Tensor]) -> None:
+        """Count one burn-in step."""
+        self.burn_in_done += 1
+        n_grad = info.get(N_GRAD_KEY)
+        if n_grad is not None:
+            self.n_grad_warmup = self._add(self.n_grad_warmup, n_grad, torch.long)
+
+    def kept(self, info: Mapping[str, torch.Tensor]) -> None:
+        """Count one kept-phase step."""
+        self.steps_done += 1
+        key = self.acceptance_key
+        if key is not None and key in info:
+            self.accept = self._add(self.accept, info[key])
+        key = self.divergence_key
+        if key is not None and key in info:
+            self.divergent = self._add(self.divergent, info[key], torch.long)
+        n_grad = info.get(N_GRAD_KEY)
+        if n_grad is not None:
+            self.n_grad_sampling = self._add(self.n_grad_sampling, n_grad, torch.long)
+        depth = info.get(TREE_DEPTH_KEY)
+        if depth is not None:
+            self.tree_depth = self._add(self.tree_depth, depth, torch.float64)
+
+    def acceptance(self) -> torch.Tensor | None:
+        """Per-chain mean acceptance over the kept-phase steps run, or ``None``."""
+        if self.accept is None or self.steps_done == 0:
+            return None
+        return self.accept / self.steps_done
+
+    def mean_tree_depth(self) -> torch.Tensor | None:
+        """Per-chain mean tree depth over the kept-phase steps run, or ``None``."""
+        if self.tree_depth is None or self.steps_done == 0:
+            return None
+        return self.tree_depth / self.steps_done
+
+
+class StopCheck:
+    """A run's ``time_limit`` and ``should_stop``, asked after every step.
+
+    Args:
+        run: The run (its ``time_limit`` in seconds from now, and its ``should_stop``).
+    """
+
+    def __init__(self, run: RunSpec) -> None:
+        self.deadline = (None if run.time_limit is None
+                         else time.perf_counter() + run.time_limit)
+        self.should_stop = run.should_stop
+        self.reason: str | None = None
+
+    def __call__(self) -> bool:
+        """Whether to stop now; sets :attr:`reason` (``"time_limit"`` or ``"should_stop"``)."""
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            self.reason = "time_limit"
+        elif self.should_stop is not None and self.should_stop():
+            self.reason = "should_stop"
+        return self.reason is not None

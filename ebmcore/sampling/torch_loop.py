@@ -13,7 +13,13 @@ import torch
 
 from ebmcore.progress import ProgressBar
 from ebmcore.sampling.backend import Backend, RawRun, Reason, RunSpec
-from ebmcore.sampling.recording import Recorder, evenly_spaced, nonfinite_rows
+from ebmcore.sampling.recording import (
+    Recorder,
+    StopCheck,
+    Tallies,
+    evenly_spaced,
+    nonfinite_rows,
+)
 
 if TYPE_CHECKING:
     from ebmcore.energy import Energy
@@ -29,6 +35,7 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     streams: ClassVar[bool] = True
+    stops: ClassVar[bool] = True
 
     def __init__(self, progress: bool = False) -> None:
         self.progress = progress
@@ -40,17 +47,28 @@ class TorchBackend(Backend):
 
     def run(self, sampler: Sampler, energy: Energy, x0: torch.Tensor, run: RunSpec,
             generator: torch.Generator) -> RawRun:
-        """Burn in (adapting), then run the kept steps, feeding a :class:`Recorder`."""
+        """Burn in (adapting), then run the kept steps, feeding a :class:`Recorder`.
+
+        A run's ``time_limit`` and ``should_stop`` are asked after every step (burn-in
+        included); when either fires the run ends there with what it has.
+        """
         from ebmcore.sampler import SamplerState
 
+        stop = StopCheck(run) if run.stoppable else None
         state = sampler.init(energy, x0.detach().clone())
         # A state declared as SamplerState takes the hint of the steps whose energy is traced.
         hints = isinstance(state, SamplerState)
         bar = ProgressBar(run.n_total, enabled=self.progress, label=type(sampler).__name__)
+        tallies = Tallies(sampler.acceptance_key, sampler.divergence_key)
+        stopped = False
         for i in range(run.burn_in):
             state, info = sampler.step(energy, state, generator)
             state = sampler.adapt(state, info, i, run.burn_in)
+            tallies.warmup(info)
             bar.update()
+            if stop is not None and stop():
+                stopped = True
+                break
         recorder = Recorder(run, x0)
         # Samplers whose state carries no energy (ULA with a closed-form gradient) get it
         # evaluated at a few evenly spaced kept steps only, so the trace costs next to nothing.
@@ -60,9 +78,7 @@ class TorchBackend(Backend):
         # One fused op per step flags non-finite energies: 0 * inf and 0 * nan are nan, so
         # the accumulator turns nan for a chain once its energy was non-finite, and stays so.
         poison = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-        accept_key, divergence_key = sampler.acceptance_key, sampler.divergence_key
-        accept_sum = divergent_sum = None
-        for i in range(run.n_steps):
+        for i in range(0 if stopped else run.n_steps):
             keep = recorder.keeps(i)
             if hints:
                 state.need_energy = keep and recorder.kept in evaluate_at
@@ -70,12 +86,7 @@ class TorchBackend(Backend):
             e = state.energy
             if e is not None:
                 poison.add_(e, alpha=0.0)
-            if accept_key is not None and accept_key in info:
-                a = info[accept_key]
-                accept_sum = a.clone() if accept_sum is None else accept_sum.add_(a)
-            if divergence_key is not None and divergence_key in info:
-                d = info[divergence_key]
-                divergent_sum = d.long() if divergent_sum is None else divergent_sum.add_(d)
+            tallies.kept(info)
             if keep:
                 if e is None and recorder.kept in evaluate_at:
                     with torch.no_grad():
@@ -83,9 +94,12 @@ class TorchBackend(Backend):
                     poison.add_(e, alpha=0.0)
                 recorder.keep(i, state.x, energy_mean=None if e is None else e.mean())
             # reading the acceptance syncs with the device, so only when the bar redraws
-            extra = (f"acceptance {float(accept_sum.mean()) / (i + 1):.3f}"
-                     if accept_sum is not None and bar.due() else None)
+            extra = (f"acceptance {float(tallies.accept.mean()) / (i + 1):.3f}"
+                     if tallies.accept is not None and bar.due() else None)
             bar.update(extra=extra)
+            if stop is not None and stop():
+                stopped = True
+                break
         bar.close()
         # Non-finite positions are absorbing for the unadjusted kernels, so a final check
         # also catches chains that blew up between the recorded steps.
@@ -95,7 +109,15 @@ class TorchBackend(Backend):
         if not bool(torch.isfinite(poison.sum())):  # one cheap reduction in the common case
             nonfinite |= torch.isnan(poison)
         trace, trace_steps = recorder.trace()
-        return RawRun(samples=state.x.clone(), state=state, trajectory=recorder.trajectory,
+        trajectory = recorder.trajectory
+        if stopped and trajectory is not None:
+            trajectory = trajectory[:recorder.kept]
+        return RawRun(samples=state.x.clone(), state=state, trajectory=trajectory,
                       energy_trace=trace, energy_trace_steps=trace_steps, nonfinite=nonfinite,
-                      acceptance=None if accept_sum is None else accept_sum / run.n_steps,
-                      divergences=divergent_sum)
+                      acceptance=tallies.acceptance(), divergences=tallies.divergent,
+                      n_grad_warmup=tallies.n_grad_warmup,
+                      n_grad_sampling=tallies.n_grad_sampling,
+                      tree_depth=tallies.mean_tree_depth(),
+                      n_steps_done=(tallies.burn_in_done + tallies.steps_done) if stopped
+                      else None,
+                      stopped_early=stop.reason if stopped and stop is not None else None)

@@ -50,6 +50,12 @@ KIND_TEMPLATES: dict[str, KindTemplate] = {
                           "Small MLP energy inside a fixed quadratic wall."),
     "dataset": KindTemplate("ebmcore_datasets", "Banana", "banana",
                             "Banana-shaped 2-D density with exact log_prob and evaluation box."),
+    "interpolant": KindTemplate("ebmcore_interpolants", "PowerPath", "power",
+                                "Power path: alpha = t^p, sigma = 1 - t^p (linear for p = 1)."),
+    "coupling": KindTemplate("ebmcore_couplings", "GreedyCoupling", "greedy",
+                             "Greedy nearest-neighbour pairing, a cheap minibatch-OT stand-in."),
+    "integrator": KindTemplate("ebmcore_integrators", "Ralston", "ralston",
+                               "Ralston's second-order Runge-Kutta method, two evaluations."),
 }
 
 #: The kinds the scaffold can write, in :data:`ebmcore.KINDS` order.

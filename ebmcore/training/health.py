@@ -16,7 +16,6 @@ Three policies live here, each a small function or class the trainer's loop call
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +91,18 @@ class FiniteWatch:
                       zip(self.names, bad.tolist(), kept.tolist(), strict=True) if flag}
 
 
+def largest_magnitude(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The largest absolute entry of ``tensors`` (a 0-d tensor; NaN and inf propagate).
+
+    The same figure as ``torch.nn.utils.get_total_norm(tensors, inf)``, from each tensor's
+    ``aminmax``: on the CPU that norm costs about 2 ms for an MLP of 3 x 256 units (its
+    infinity norm is not vectorised), a tenth of a flow-matching step, against 0.2 ms here.
+    """
+    ends = [end for t in tensors if t.numel()  # aminmax refuses an empty tensor
+            for end in torch.aminmax(t.detach())]
+    return torch.stack(ends).abs().amax() if ends else torch.zeros(())
+
+
 def watch_step(watch: FiniteWatch, step: int, output: LossOutput,
                params: Sequence[torch.Tensor]) -> None:
     """Fold step ``step``'s finiteness into ``watch``: device operations only, no sync.
@@ -119,7 +130,7 @@ def watch_step(watch: FiniteWatch, step: int, output: LossOutput,
     if grads:
         # the largest |gradient| cannot overflow as a 2-norm can, and NaN propagates
         names.append("gradient")
-        values.append(torch.nn.utils.get_total_norm(grads, math.inf).to(loss.device, dtype))
+        values.append(largest_magnitude(grads).to(loss.device, dtype))
     stacked = torch.stack(values)
     ok = stacked.isfinite()
     if output.negatives is not None:

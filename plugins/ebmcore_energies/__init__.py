@@ -35,6 +35,12 @@ _COMPONENTS = [
     ("tempered", "composite:TemperedEnergy", "An energy divided by a temperature T > 0.", ()),
     ("callable", "composite:CallableEnergy",
      "An energy from any Python callable, with an autograd gradient.", ()),
+    ("posterior", "posterior:Posterior",
+     "A log density over named blocks with torch constraints, on the unconstrained space.",
+     ()),
+    ("pyro_model", "pyro_model:PyroPosterior",
+     "The posterior of a Pyro model's latent sites (optional extra ebmcore[pyro]).",
+     ("pyro",)),
 ]
 
 

@@ -78,18 +78,53 @@ def check_grad_output(energy: Energy, x: torch.Tensor, g: object) -> torch.Tenso
     return g
 
 
-def initial_energy_and_grad(energy: Energy, x: torch.Tensor
+def initial_energy_and_grad(energy: Energy, x: torch.Tensor, *, finite_start: bool = True
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check ``x``, copy it, and return ``(x_copy, energy, grad)`` with shapes validated.
 
     The copy means steps may update the state in place without touching the caller's tensor.
+    With ``finite_start`` (what every Metropolis sampler wants) a start where the energy or
+    its gradient is not finite is refused; unadjusted samplers pass ``False`` and report
+    such chains as non-finite instead.
+
+    Raises:
+        ValueError: With ``finite_start``, when the energy (or its gradient) is NaN or
+            infinite at some chains' starting points: a Metropolis step could never leave
+            them (the message names ``x0``, how many chains and which).
     """
     check_finite_points("x", x, energy.event_shape)
     x = x.detach().clone(memory_format=torch.contiguous_format)
     e, g = energy.energy_and_grad(x)
     check_energy_output(energy, x, e)
     check_grad_output(energy, x, g)
+    if finite_start:
+        check_finite_start(e, g)
     return x, e.detach(), g.detach()
+
+
+def check_finite_start(e: torch.Tensor, g: torch.Tensor | None = None) -> None:
+    """Raise naming ``x0`` when the energy ``(B,)`` or gradient is not finite at some chains.
+
+    Args:
+        e: Energies at the starting points ``(B,)``.
+        g: Their gradients ``(B, *event)``, or ``None``.
+    """
+    total = e.detach().sum() if g is None else e.detach().sum() + g.detach().sum()
+    if bool(torch.isfinite(total)):
+        return
+    bad = ~torch.isfinite(e.detach())
+    what = "energy (negative log density)"
+    if g is not None and not bool(bad.any()):
+        bad = ~torch.isfinite(g.detach().reshape(g.shape[0], -1)).all(1)
+        what = "energy gradient"
+    if not bool(bad.any()):
+        return  # a finite sum that overflowed: every term is finite
+    rows = torch.nonzero(bad).flatten().tolist()
+    shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    raise ValueError(
+        f"the {what} is NaN or infinite at x0 for {len(rows)} of {e.shape[0]} chains "
+        f"(rows {shown}); start every chain where the log density and its gradient are "
+        f"finite (inside the support)")
 
 
 def refresh_gradient(energy: Energy, state: SamplerState) -> None:

@@ -19,6 +19,12 @@ doubling), so each leapfrog step is one energy-and-gradient call for the whole b
 that stops inside a half keeps moving to the half's end and is ignored. An energy whose value
 depends on the row (a batch of tempered replicas) provides ``take_rows(index) -> Energy`` for
 the compacted batch.
+
+On the CPU (float32 and float64) :func:`transition` hands the per-leaf bookkeeping to the
+numba kernels of :mod:`ebmcore_samplers._nuts_numba`, which build the same trees from the
+same random numbers, compact the batch at every leaf (a chain whose tree stopped costs no
+more gradients) and leave only the energy call to torch; the torch version here runs on
+other devices and dtypes, and is the reference the numba one is tested against.
 """
 
 from __future__ import annotations
@@ -31,22 +37,16 @@ from typing import Any
 import torch
 
 from ebmcore.energy import Energy
-from ebmcore_samplers._common import flat, per_chain
+from ebmcore_samplers.metric import Metric
 
 _vecdot = torch.linalg.vecdot
 
 
-def kinetic(p: torch.Tensor, inv_mass: torch.Tensor | None) -> torch.Tensor:
-    """Kinetic energy ``p^T M^{-1} p / 2`` per chain for a diagonal inverse mass."""
-    v = p if inv_mass is None else p * inv_mass
-    return 0.5 * _vecdot(flat(v), flat(p))
-
-
-def draw_momentum(x: torch.Tensor, inv_mass: torch.Tensor | None,
-                  generator: torch.Generator) -> torch.Tensor:
-    """Draw ``p ~ N(0, M)`` with ``M = diag(1 / inv_mass)`` for every chain."""
-    p = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return p if inv_mass is None else p.mul_(inv_mass.rsqrt())
+def velocity(p: torch.Tensor, inv_mass: torch.Tensor | None) -> torch.Tensor:
+    """``M^-1 p`` for flat momenta ``(B, D)``: identity, diagonal ``(D,)`` or dense ``(D, D)``."""
+    if inv_mass is None:
+        return p
+    return p * inv_mass if inv_mass.ndim == 1 else p @ inv_mass
 
 
 def checkpoint_range(leaf: int) -> tuple[int, int]:
@@ -77,19 +77,20 @@ def checkpoint_range(leaf: int) -> tuple[int, int]:
 
 
 @functools.cache
-def _leaf_plan(depth: int) -> tuple[tuple[int, range], ...]:
-    """Per leaf of a ``2**depth``-leaf half: the checkpoint slot it fills (``-1``: none)
-    and the slots whose balanced sub-trees end at it (see ``checkpoint_range``)."""
+def leaf_plan(depth: int) -> tuple[tuple[int, int, int], ...]:
+    """Per leaf of a ``2**depth``-leaf half: ``(slot, lo, hi)``, the checkpoint slot it fills
+    (``-1``: none) and the slots ``lo..hi`` whose balanced sub-trees end at it (none when
+    ``lo > hi``; see ``checkpoint_range``)."""
     if depth == 0:
-        return ((-1, range(0)),)
+        return ((-1, 0, -1),)
     plan = []
     for leaf in range(2 ** depth):
         lo, hi = checkpoint_range(leaf)
-        plan.append((hi, range(0)) if leaf % 2 == 0 else (-1, range(lo, hi + 1)))
+        plan.append((hi, 0, -1) if leaf % 2 == 0 else (-1, lo, hi))
     return tuple(plan)
 
 
-def _flat_energy_and_grad(energy: Energy, event: torch.Size
+def flat_energy_and_grad(energy: Energy, event: torch.Size
                           ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """``energy.energy_and_grad`` on flat points ``(n, D)``, returning a flat gradient."""
     if len(event) == 1:
@@ -103,8 +104,9 @@ def _flat_energy_and_grad(energy: Energy, event: torch.Size
 
 
 def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor,
-               step_size: torch.Tensor, inv_mass: torch.Tensor | None, max_depth: int,
-               max_energy_error: float, generator: torch.Generator
+               step_size: torch.Tensor, metric: Metric, max_depth: int,
+               max_energy_error: float, generator: torch.Generator, *,
+               bookkeeping: str = "auto"
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Run one NUTS transition for every chain.
 
@@ -114,22 +116,45 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
         e: Energies ``(B,)`` at ``x``.
         g: Gradients at ``x``.
         step_size: Per-chain step sizes ``(B,)``.
-        inv_mass: Diagonal inverse mass with the event shape, or ``None`` for the identity.
+        metric: The mass matrix (identity, diagonal or dense) over the flat event.
         max_depth: Maximum number of doublings.
         max_energy_error: Energy error ``H - H0`` beyond which a leaf counts as divergent.
         generator: Source of randomness.
+        bookkeeping: ``"auto"`` (numba on the CPU for float32 and float64, else torch),
+            ``"numba"`` or ``"torch"``.
 
     Returns:
-        New positions, energies and gradients, and per-chain info: ``acceptance`` (mean
+        New positions, energies and gradients, and per-chain info: ``accept_prob`` (mean
         Metropolis acceptance over the tree's leaves, the statistic step-size adaptation
         uses), ``tree_depth``, ``n_grad`` (leapfrog steps, one gradient each) and
-        ``diverged``.
+        ``divergent``.
     """
-    b, shape, dev = x.shape[0], x.shape, x.device
-    im = None if inv_mass is None else inv_mass.reshape(-1)
-    p0 = draw_momentum(x, inv_mass, generator).reshape(b, -1)
+    from ebmcore_samplers import _nuts_numba
+
+    if bookkeeping not in ("auto", "numba", "torch"):
+        raise ValueError(f"bookkeeping must be 'auto', 'numba' or 'torch', got {bookkeeping!r}")
+    b, shape = x.shape[0], x.shape
     xf, gf = x.reshape(b, -1), g.reshape(b, -1)
-    h0 = _vecdot(p0 if im is None else p0 * im, p0).mul_(0.5).add_(e)
+    if bookkeeping == "numba" or (bookkeeping == "auto" and _nuts_numba.supports(x)):
+        out = _nuts_numba.transition(_nuts_numba.rows_evaluator(energy, shape[1:]), xf, e, gf,
+                                     step_size, metric, max_depth, max_energy_error, generator)
+    else:
+        p0 = metric.draw_(torch.empty_like(xf), generator)
+        out = _torch_transition(energy, xf, e, gf, step_size, p0, metric.inverse_mass(),
+                                shape, max_depth, max_energy_error, generator)
+    xn, en, gn, info = out
+    return xn.view(shape), en, gn.view(shape), info
+
+
+def _torch_transition(energy: Energy, xf: torch.Tensor, e: torch.Tensor, gf: torch.Tensor,
+                      step_size: torch.Tensor, p0: torch.Tensor, im: torch.Tensor | None,
+                      shape: torch.Size, max_depth: int, max_energy_error: float,
+                      generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                 dict[str, torch.Tensor]]:
+    """:func:`transition` with torch operations (any device); flat points in and out."""
+    b, dev = xf.shape[0], xf.device
+    h0 = _vecdot(velocity(p0, im), p0).mul_(0.5).add_(e)
     # Tree record of the chains in the batch: ends, summed momentum, log weight, proposal,
     # initial energy, step size. Tensors are only ever replaced, never written in place,
     # so entries may share storage.
@@ -138,7 +163,7 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
     nlf_t = torch.zeros(b, dtype=torch.long, device=dev)
     dep_t = torch.zeros(b, dtype=torch.long, device=dev)
     div_t = torch.zeros(b, dtype=torch.bool, device=dev)
-    evaluate = _flat_energy_and_grad(energy, shape[1:])
+    evaluate = flat_energy_and_grad(energy, shape[1:])
     neg_max = -max_energy_error
     idx: torch.Tensor | None = None  # full-batch rows of the batch once it is compacted
     out: list[torch.Tensor] = []  # full-size proposal (x, e, g) once it is compacted
@@ -167,13 +192,13 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
         ck_v: list[Any] = [None] * depth
         ck_rho: list[Any] = [None] * depth
         logw = rho = neg_delta  # placeholders: leaf 0 sets both
-        for leaf, (slot, checks) in enumerate(_leaf_plan(depth)):
+        for leaf, (slot, lo, hi) in enumerate(leaf_plan(depth)):
             # Leapfrog; chains that stopped inside this half keep moving, ignored.
             p = torch.addcmul(p, half, g, value=-1.0)
-            x = torch.addcmul(x, step, p if im is None else p * im)
+            x = torch.addcmul(x, step, velocity(p, im))
             e, g = evaluate(x)
             p = torch.addcmul(p, half, g, value=-1.0)
-            v = p if im is None else p * im
+            v = velocity(p, im)
             nd = torch.sub(h0, _vecdot(v, p).mul_(0.5).add_(e), out=d_rows[leaf])
             # An undefined energy (NaN) counts as an infinite energy error.
             nd.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
@@ -193,7 +218,7 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
             stop = nd < neg_max
             if slot >= 0:
                 ck_p[slot], ck_v[slot], ck_rho[slot] = p, v, rho
-            for i in checks:
+            for i in range(lo, hi + 1):
                 # Generalised U-turn on the balanced sub-tree from checkpoint i to here;
                 # fmin(a, b) <= 0 is exactly (a <= 0) | (b <= 0), NaN included.
                 span = (rho - ck_rho[i]).add_(ck_p[i])
@@ -217,7 +242,7 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
         pe = torch.where(take, se, pe)
         logw_t = torch.where(valid, torch.logaddexp(logw_t, logw), logw_t)
         rho_t = torch.where(valid.unsqueeze(1), rho_t + rho, rho_t)
-        vl, vr = (pl, pr) if im is None else (pl * im, pr * im)
+        vl, vr = velocity(pl, im), velocity(pr, im)
         still = valid & (torch.minimum(_vecdot(vl, rho_t), _vecdot(vr, rho_t)) > 0)
         if idx is None:
             acc_t += accept
@@ -251,7 +276,7 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
         # Energies that depend on the row (tempered replicas) follow the compaction.
         take_rows = getattr(energy, "take_rows", None)
         if take_rows is not None:
-            evaluate = _flat_energy_and_grad(take_rows(idx), shape[1:])
+            evaluate = flat_energy_and_grad(take_rows(idx), shape[1:])
     px, pe, pg = tree[8:11]
     if not out:
         out = [px, pe, pg]
@@ -259,55 +284,9 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
         for full, part in zip(out, (px, pe, pg), strict=True):
             full.index_copy_(0, idx, part)
     info = {
-        "acceptance": acc_t / nlf_t.clamp(min=1),
+        "accept_prob": acc_t / nlf_t.clamp(min=1),
         "tree_depth": dep_t,
         "n_grad": nlf_t,
-        "diverged": div_t,
+        "divergent": div_t,
     }
-    return out[0].view(shape), out[1], out[2].view(shape), info
-
-
-def find_reasonable_step_size(energy: Energy, x: torch.Tensor, e: torch.Tensor,
-                              g: torch.Tensor, step_size: torch.Tensor,
-                              inv_mass: torch.Tensor | None, generator: torch.Generator,
-                              *, target: float = 0.8, max_iter: int = 100) -> torch.Tensor:
-    """Per-chain step-size heuristic of Hoffman & Gelman (2014, Algorithm 4), as in Stan.
-
-    From ``step_size``, each chain doubles (or halves) its step until the acceptance
-    probability of one leapfrog step from a fresh momentum crosses ``target``.
-
-    Raises:
-        RuntimeError: When a chain's step size leaves ``[1e-12, 1e7]`` (a flat or improper
-            energy, or a gradient that is not finite) or does not settle in ``max_iter``.
-    """
-    log_target = math.log(target)
-    nd = x.ndim
-
-    def log_accept(eps: torch.Tensor) -> torch.Tensor:
-        p = draw_momentum(x, inv_mass, generator)
-        h0 = e + kinetic(p, inv_mass)
-        eb = per_chain(eps, nd)
-        p1 = torch.addcmul(p, eb, g, value=-0.5)
-        x1 = torch.addcmul(x, eb, p1 if inv_mass is None else p1 * inv_mass)
-        e1, g1 = energy.energy_and_grad(x1)
-        p1 = torch.addcmul(p1, eb, g1, value=-0.5)
-        d = h0 - e1 - kinetic(p1, inv_mass)
-        return torch.where(torch.isnan(d), -math.inf, d)
-
-    eps = step_size.clone()
-    up = log_accept(eps) > log_target
-    done = torch.zeros_like(up)
-    for _ in range(max_iter):
-        eps = torch.where(done, eps, torch.where(up, eps * 2.0, eps * 0.5))
-        d = log_accept(eps)
-        done = done | torch.where(up, ~(d > log_target), ~(d < log_target))
-        out = ~done & ((eps > 1e7) | (eps < 1e-12))
-        all_done, any_out = torch.stack([done.all(), out.any()]).tolist()
-        if all_done:
-            return eps
-        if any_out:
-            raise RuntimeError(
-                f"NUTS step-size search left [1e-12, 1e7] for {int(out.sum())} chain(s); the "
-                f"energy may be flat, improper or have a non-finite gradient. Pass step_size.")
-    raise RuntimeError(f"NUTS step-size search did not settle in {max_iter} iterations; "
-                       f"pass step_size explicitly")
+    return out[0], out[1], out[2], info

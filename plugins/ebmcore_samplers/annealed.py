@@ -104,6 +104,8 @@ class AnnealedLangevin(Sampler):
         step_size: ``eps``, the step size at the last (smallest) noise level.
     """
 
+    grads_per_step = 1
+
     def __init__(self, sigmas: Sequence[float], steps_per_sigma: int = 100,
                  step_size: float = 2e-5) -> None:
         self.sigmas = check_sigmas(sigmas)

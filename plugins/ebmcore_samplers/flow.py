@@ -31,10 +31,12 @@ from typing import Any
 
 import torch
 
+from ebmcore.errors import IntegrationError
 from ebmcore.field import Field, as_field
 from ebmcore.integrator import CountedField, FixedStepIntegrator, Integrator
 from ebmcore.interpolant import Interpolant, expand_like
 from ebmcore.validation import check_int, check_positive, same_device
+from ebmcore_samplers.flow_backend import CompiledFlow, resolve_backend
 
 __all__ = ["PREDICTIONS", "FlowResult", "FlowSampler"]
 
@@ -53,7 +55,9 @@ class FlowResult:
         trajectory: The states ``(steps + 1, n, *event_shape)`` at every step of a
             fixed-step integrator, the start included, when asked for; else ``None``.
         diagnostics: ``integrator`` (its repr, with the tolerances of an adaptive one),
-            ``t_span``, ``prediction``, ``sde``, ``time_invariant`` and ``seconds``.
+            ``t_span``, ``prediction``, ``sde``, ``time_invariant``, ``final_step`` (the
+            SDE's noise-free last step, or ``None``), ``backend`` (the one that ran:
+            ``torch`` or ``compiled``) and ``seconds``.
     """
 
     samples: torch.Tensor
@@ -105,6 +109,15 @@ class FlowSampler:
             undefined there (a score or noise conversion where ``alpha = 0``, a score where
             ``sigma = 0``, a non-finite path derivative as the VP path's at ``t = 1``).
         t_eps: How far a singular end moves in (default ``1e-3``).
+        final_step: With ``sde=True``, the width of a last, noise-free step (default
+            ``0.04``, as SiT and TorchEBM end): the SDE runs to ``t_span[1] - final_step``
+            and one Euler step of the probability-flow velocity (no noise, and no score
+            term, so the marginals stay those of the ODE) carries the points to the end.
+            ``None`` ends with the integrator's own noisy step. Ignored by the ODE.
+        backend: ``"torch"`` (eager), ``"compiled"`` (``torch.compile`` of each step of a
+            fixed-step ODE integrator, field included, or of the field for any other
+            integrator; see :mod:`ebmcore_samplers.flow_backend`) or ``"auto"`` (the
+            default: eager, since compiling costs seconds that one run seldom repays).
     """
 
     def __init__(self, integrator: str | Integrator | None = None, *, steps: int | None = None,
@@ -112,7 +125,8 @@ class FlowSampler:
                  prediction: str = "velocity", interpolant: str | Interpolant = "linear",
                  time_invariant: bool = False, sde: bool = False,
                  diffusion: float | Callable[[torch.Tensor], Any] = 1.0,
-                 t_span: tuple[float, float] | None = None, t_eps: float = 1e-3) -> None:
+                 t_span: tuple[float, float] | None = None, t_eps: float = 1e-3,
+                 final_step: float | None = 0.04, backend: str = "auto") -> None:
         for label, flag in (("time_invariant", time_invariant), ("sde", sde)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{label} must be True or False, got {flag!r}")
@@ -136,11 +150,24 @@ class FlowSampler:
         if not self.t_eps < 0.5:
             raise ValueError(f"t_eps must be below 0.5, got {t_eps!r}")
         self.t_span = self._default_span() if t_span is None else self._check_span(t_span)
+        self.final_step = None if final_step is None else check_positive("final_step",
+                                                                          final_step)
+        if sde and self.final_step is not None \
+                and not self.final_step < self.t_span[1] - self.t_span[0]:
+            raise ValueError(f"final_step={final_step!r} must be shorter than t_span "
+                             f"{self.t_span}")
+        self.backend = backend
+        self._backend = resolve_backend(backend)
+        self._compiled = CompiledFlow(self.integrator) if self._backend == "compiled" else None
 
     @staticmethod
     def _build_integrator(integrator: Any, steps: Any, rtol: Any, atol: Any,
                           sde: bool) -> Integrator:
-        """Create the integrator from a name and its settings, or check an instance."""
+        """Create the integrator from a name and its settings, or check an instance.
+
+        ``steps`` goes to a fixed-step integrator (default 100), ``rtol``/``atol`` to an
+        adaptive one; either given to the other kind is refused naming both.
+        """
         tolerances = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
         if tolerances and steps is not None:
             raise ValueError("give steps (a fixed-step integrator) or rtol/atol (an adaptive "
@@ -150,8 +177,19 @@ class FlowSampler:
         if not isinstance(integrator, str):
             return _resolve("integrator", integrator, Integrator,
                             **tolerances, **({} if steps is None else {"steps": steps}))
+        import ebmcore
+
+        target = ebmcore.get("integrator", integrator)
+        fixed = isinstance(target, type) and issubclass(target, FixedStepIntegrator)
         params: dict[str, Any] = dict(tolerances)
-        if not tolerances:
+        if fixed and tolerances:
+            raise ValueError(f"integrator {integrator!r} takes fixed steps: give steps=, not "
+                             f"{'/'.join(tolerances)} (those set an adaptive integrator such "
+                             f"as 'dopri5')")
+        if not fixed and steps is not None:
+            raise ValueError(f"integrator {integrator!r} is not a fixed-step integrator: give "
+                             f"rtol/atol, not steps (or name a fixed-step one such as 'heun')")
+        if fixed:
             params["steps"] = 100 if steps is None else check_int("steps", steps, minimum=1)
         return _resolve("integrator", integrator, Integrator, **params)
 
@@ -186,10 +224,13 @@ class FlowSampler:
         """The SDE's diffusion ``g(t)``: the constant, or the callable's value at ``t``."""
         return self.diffusion(t) if callable(self.diffusion) else self.diffusion
 
-    def drift(self, field: Field) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def drift(self, field: Field, *, sde: bool | None = None
+              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """Return ``f(x, t)``, what this sampler integrates for ``field``: the velocity
-        (converted from a score or noise), plus ``g^2 / 2`` times the score for the SDE."""
+        (converted from a score or noise), plus ``g^2 / 2`` times the score for the SDE
+        (``sde``, by default this sampler's own setting)."""
         path = self.interpolant
+        stochastic = self.sde if sde is None else sde
 
         def f(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             out = field(x, torch.zeros_like(t) if self.time_invariant else t)
@@ -199,7 +240,7 @@ class FlowSampler:
                 v = path.score_to_velocity(out, x, t)
             else:
                 v = path.noise_to_velocity(out, x, t)
-            if not self.sde:
+            if not stochastic:
                 return v
             if self.prediction == "score":
                 score = out
@@ -229,6 +270,12 @@ class FlowSampler:
 
         Returns:
             The samples with the field evaluations and steps spent.
+
+        Raises:
+            TypeError: When ``field`` is neither a field nor an energy.
+            ebmcore.errors.IntegrationError: When the field turns non-finite (naming the
+                field, the integrator and the time) or an adaptive integrator cannot meet
+                its tolerance.
         """
         field = as_field(field)
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -244,22 +291,61 @@ class FlowSampler:
                              f"integrator; {self.integrator.name!r} is not one")
         start, end = self.t_span
         diffusion = self.g if self.sde else None
+        last = self.final_step if self.sde else None
+        if last is not None:
+            end -= last
         drift = self.drift(field)
+        # a recorded trajectory runs the integrator's own steps eagerly
+        backend = "torch" if return_trajectory else self._backend
         began = time.perf_counter()
-        with torch.no_grad():
-            if return_trajectory:
-                samples, nfe, steps, trajectory = self._recorded(drift, x0, generator,
-                                                                 diffusion)
-            else:
-                result = self.integrator.integrate(drift, x0, start, end, generator=generator,
-                                                   diffusion=diffusion)
-                samples, nfe, steps, trajectory = result.x, result.nfe, result.steps, None
+        try:
+            with torch.no_grad():
+                if return_trajectory:
+                    samples, nfe, steps, trajectory = self._recorded(drift, x0, generator,
+                                                                     diffusion, (start, end))
+                else:
+                    result = (self._compiled.integrate(field, drift, x0, start, end,
+                                                       generator=generator,
+                                                       diffusion=diffusion)
+                              if backend == "compiled" and self._compiled is not None
+                              else self.integrator.integrate(drift, x0, start, end,
+                                                             generator=generator,
+                                                             diffusion=diffusion))
+                    samples, nfe, steps, trajectory = result.x, result.nfe, result.steps, None
+                if last is not None:
+                    samples = self._final_step(field, samples, end, last)
+                    nfe, steps = nfe + 1, steps + 1
+                    if trajectory is not None:
+                        trajectory = torch.cat([trajectory, samples[None]])
+        except IntegrationError as exc:
+            raise self._field_error(field, exc) from exc
         diagnostics = {"integrator": repr(self.integrator), "t_span": self.t_span,
                        "prediction": self.prediction, "sde": self.sde,
-                       "time_invariant": self.time_invariant,
-                       "seconds": time.perf_counter() - began}
+                       "time_invariant": self.time_invariant, "final_step": last,
+                       "backend": backend, "seconds": time.perf_counter() - began}
         return FlowResult(samples=samples, nfe=nfe, steps=steps, trajectory=trajectory,
                           diagnostics=diagnostics)
+
+    def _final_step(self, field: Field, x: torch.Tensor, t: float, width: float
+                    ) -> torch.Tensor:
+        """The SDE's last, noise-free step: ``x + width * v(x, t)`` with the probability-flow
+        velocity ``v``."""
+        counted = CountedField(self.drift(field, sde=False), "final_step")
+        t_ = torch.tensor(t, dtype=x.dtype, device=x.device)
+        return x + width * counted(x, t_)
+
+    def _field_error(self, field: Field, exc: IntegrationError) -> IntegrationError:
+        """``exc`` with the field named and what to do about it."""
+        if exc.time is None:  # a tolerance not met: the integrator says what to do
+            advice = ""
+        else:
+            advice = (" (the field, as this sampler reads it with prediction="
+                      f"{self.prediction!r}, is not finite there: check that the model was "
+                      f"trained without diverging, that it is sampled with the prediction "
+                      f"and interpolant its loss trained it with, and, for a score or noise "
+                      f"prediction, keep t_span away from the path's singular ends)")
+        return IntegrationError(f"flow sampler on field {type(field).__name__}: {exc}{advice}",
+                                integrator=exc.integrator, time=exc.time)
 
     @staticmethod
     def _device(field: Field, x0: Any) -> torch.device:
@@ -298,13 +384,13 @@ class FlowSampler:
         return start
 
     def _recorded(self, drift: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  x: torch.Tensor, generator: torch.Generator, diffusion: Any
-                  ) -> tuple[torch.Tensor, int, int, torch.Tensor]:
+                  x: torch.Tensor, generator: torch.Generator, diffusion: Any,
+                  span: tuple[float, float]) -> tuple[torch.Tensor, int, int, torch.Tensor]:
         """Run the fixed-step integrator's own steps over its grid, keeping every state."""
         integrator = self.integrator
         assert isinstance(integrator, FixedStepIntegrator)
         counted = CountedField(drift, integrator.name, defer=True)
-        grid = torch.linspace(*self.t_span, integrator.steps + 1, dtype=torch.float64)
+        grid = torch.linspace(*span, integrator.steps + 1, dtype=torch.float64)
         times = grid.to(dtype=x.dtype, device=x.device)
         widths = grid.diff().to(dtype=x.dtype, device=x.device)
         states = [x]
@@ -318,4 +404,4 @@ class FlowSampler:
     def __repr__(self) -> str:
         return (f"FlowSampler(integrator={self.integrator!r}, prediction={self.prediction!r}, "
                 f"interpolant={self.interpolant!r}, time_invariant={self.time_invariant}, "
-                f"sde={self.sde}, t_span={self.t_span})")
+                f"sde={self.sde}, t_span={self.t_span}, backend={self.backend!r})")

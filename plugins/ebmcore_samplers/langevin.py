@@ -77,6 +77,8 @@ class Langevin(CompiledSampler, Sampler):
             compiled backends).
     """
 
+    grads_per_step = 1
+
     def __init__(self, step_size: float | Schedule, noise_scale: float | Schedule = 1.0,
                  grad_clip: float | None = None,
                  clamp: tuple[float | None, float | None] | None = None,
@@ -91,7 +93,7 @@ class Langevin(CompiledSampler, Sampler):
     def init(self, energy: Energy, x: torch.Tensor) -> LangevinState:
         """Return chains at a copy of ``x`` with their energy and gradient cached."""
         scale_tril = _common.preconditioner(energy, x) if self.precondition else None
-        x, e, g = _common.initial_energy_and_grad(energy, x)
+        x, e, g = _common.initial_energy_and_grad(energy, x, finite_start=False)
         return LangevinState(x=x, energy=e, grad=g, noise=torch.empty_like(x), t=0,
                              scale_tril=scale_tril)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,8 +16,14 @@ from ebmcore_samplers._common import (
     initial_energy_and_grad,
     validate_target_accept,
 )
-from ebmcore_samplers._nuts_tree import find_reasonable_step_size, transition
-from ebmcore_samplers.adaptation import DualAveraging, Welford, mass_windows
+from ebmcore_samplers._nuts_tree import transition
+from ebmcore_samplers.adaptation import (
+    DualAveraging,
+    Welford,
+    find_reasonable_step_size,
+    windowed_covariance,
+)
+from ebmcore_samplers.metric import Metric, check_adapt_mass, check_mass
 
 
 @dataclass
@@ -29,17 +35,23 @@ class NUTSState(SamplerState):
         energy: Energies ``(B,)`` at ``x``.
         grad: Gradients at ``x``.
         step_size: Per-chain step sizes ``(B,)``.
-        inv_mass: Diagonal inverse mass with the event shape (``None``: the identity).
+        metric: The mass matrix in use (identity, diagonal or dense; adapted in burn-in).
         search_step_size: Run the step-size heuristic before the next transition.
         dual: Step-size adaptation in progress during burn-in, else ``None``.
-        welford: Variance accumulator of the mass adaptation in progress, else ``None``.
+        welford: Covariance accumulator of the mass adaptation in progress, else ``None``.
     """
 
     step_size: torch.Tensor | None = None
-    inv_mass: torch.Tensor | None = None
+    metric: Metric | None = None
     search_step_size: bool = False
     dual: DualAveraging | None = None
     welford: Welford | None = None
+
+    @property
+    def inverse_mass(self) -> torch.Tensor | None:
+        """The inverse mass in use: ``(D,)`` diagonal, ``(D, D)`` dense, ``None`` identity."""
+        return None if self.metric is None else self.metric.inverse_mass()
+
 
 
 class NUTS(Sampler):
@@ -47,16 +59,19 @@ class NUTS(Sampler):
 
     Each chain builds its own tree (Betancourt 2017, as in Stan and BlackJAX): random
     direction per doubling, the generalised U-turn criterion on every balanced sub-tree,
-    divergence when the energy error exceeds ``max_energy_error``. All chains step together;
-    a chain whose tree has terminated stops contributing, and every leapfrog step is one
-    batched energy-and-gradient call. Per-chain ``info``: ``acceptance`` (mean acceptance
-    statistic over the tree, what adaptation targets), ``tree_depth``, ``n_grad`` (gradient
-    evaluations), ``diverged`` and ``step_size``.
+    divergence when the energy error exceeds ``max_energy_error``. All chains step together
+    and every leapfrog step is one batched energy-and-gradient call over the chains still
+    growing: on the CPU a chain whose tree has stopped leaves the batch at once, so it costs
+    no further gradient (elsewhere at the end of the doubling). Per-chain ``info``:
+    ``accept_prob`` (mean acceptance statistic over the tree, what adaptation targets),
+    ``divergent``, ``n_grad`` (gradient evaluations, the step-size search's included),
+    ``tree_depth`` and ``step_size``.
 
     During burn-in (``sample(..., burn_in=n)``) the per-chain step size is tuned by dual
-    averaging toward ``target_accept``, and with ``adapt_mass`` a diagonal mass matrix is
-    estimated from the positions of all chains (Welford, regularised as in Stan) in two
-    windows; after each mass update the step size is searched for again.
+    averaging toward ``target_accept``, and with ``adapt_mass`` a diagonal or dense mass
+    matrix is estimated from the positions of all chains (Welford, regularised as in Stan)
+    in two windows; after each mass update the dual averaging starts over from its averaged
+    step size.
 
     Args:
         step_size: Initial leapfrog step size; ``None`` finds a reasonable one per chain
@@ -64,22 +79,34 @@ class NUTS(Sampler):
         max_tree_depth: Maximum number of trajectory doublings (at most
             ``2**max_tree_depth - 1`` gradient evaluations per transition).
         target_accept: Acceptance statistic that step-size adaptation aims for, in (0, 1).
-        adapt_mass: Estimate a diagonal mass matrix during burn-in.
+        mass: ``None`` (identity), a vector ``(D,)`` of diagonal masses or a symmetric
+            positive-definite matrix ``(D, D)``, ``D`` the flattened event size; the
+            starting mass when ``adapt_mass`` is set.
+        adapt_mass: ``"diag"`` or ``"dense"`` to estimate the mass during burn-in, ``None``
+            to keep ``mass``. ``True`` / ``False`` are deprecated spellings of ``"diag"`` /
+            ``None``.
         adapt_step_size: Tune the step size by dual averaging during burn-in.
+        jitter: Draw each transition's step size uniformly from
+            ``step_size * [1 - jitter, 1 + jitter]`` per chain (``0 <= jitter < 1``).
         max_energy_error: Energy error ``H - H0`` beyond which a trajectory is divergent.
     """
 
-    acceptance_key = "acceptance"
-    divergence_key = "diverged"
+    acceptance_key = "accept_prob"
+    divergence_key = "divergent"
 
     def __init__(self, step_size: float | None = None, max_tree_depth: int = 10,
-                 target_accept: float = 0.8, adapt_mass: bool = True,
-                 adapt_step_size: bool = True, max_energy_error: float = 1000.0) -> None:
+                 target_accept: float = 0.8, mass: Any = None,
+                 adapt_mass: str | None = "diag", adapt_step_size: bool = True,
+                 jitter: float = 0.0, max_energy_error: float = 1000.0) -> None:
         self.step_size = None if step_size is None else check_positive("step_size", step_size)
         self.max_tree_depth = check_int("max_tree_depth", max_tree_depth, minimum=1)
         self.target_accept = validate_target_accept(target_accept)
-        self.adapt_mass = check_flag("adapt_mass", adapt_mass)
+        self.mass = check_mass(mass)
+        self.adapt_mass = check_adapt_mass(adapt_mass)
         self.adapt_step_size = check_flag("adapt_step_size", adapt_step_size)
+        self.jitter = check_positive("jitter", jitter, allow_zero=True)
+        if self.jitter >= 1.0:
+            raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
         self.max_energy_error = check_positive("max_energy_error", max_energy_error)
 
     def init(self, energy: Energy, x: torch.Tensor) -> NUTSState:
@@ -89,14 +116,11 @@ class NUTS(Sampler):
             energy: The target energy.
             x: Initial positions ``(B, *event_shape)``.
         """
-        x, e, g = initial_energy_and_grad(energy, x)
-        bad = ~torch.isfinite(e)
-        if bool(bad.any()):
-            raise ValueError(f"x has non-finite energy in {int(bad.sum())} of {x.shape[0]} "
-                             f"chains; NUTS needs finite starting energies")
+        x, e, g = initial_energy_and_grad(energy, x)  # raises at non-finite energies
         eps = 1.0 if self.step_size is None else self.step_size
         return NUTSState(x=x, energy=e, grad=g,
                          step_size=torch.full_like(e, eps),
+                         metric=Metric(self.mass, x[0].numel(), x.dtype, x.device),
                          search_step_size=self.step_size is None)
 
     def step(self, energy: Energy, state: NUTSState,
@@ -109,22 +133,31 @@ class NUTS(Sampler):
             generator: Source of randomness.
         """
         gen = generator_for(generator, state.x)
+        searched = 0
         if state.search_step_size:
-            state.step_size = find_reasonable_step_size(
-                energy, state.x, state.energy, state.grad, state.step_size, state.inv_mass,
-                gen)
+            state.step_size, searched = find_reasonable_step_size(
+                energy, state.x, state.energy, state.grad, state.step_size, state.metric,
+                gen, with_count=True)
             state.search_step_size = False
             if state.dual is not None:
                 state.dual.restart(state.step_size)
-        x, e, g, info = transition(energy, state.x, state.energy, state.grad,
-                                   state.step_size, state.inv_mass, self.max_tree_depth,
-                                   self.max_energy_error, gen)
-        info["step_size"] = state.step_size
-        return replace(state, x=x, energy=e, grad=g), info
+        eps = state.step_size
+        if self.jitter > 0:
+            u = torch.rand(eps.shape, generator=gen, dtype=eps.dtype, device=eps.device)
+            eps = u.mul_(2.0 * self.jitter).add_(1.0 - self.jitter).mul_(eps)
+        x, e, g, info = transition(energy, state.x, state.energy, state.grad, eps,
+                                   state.metric, self.max_tree_depth, self.max_energy_error,
+                                   gen)
+        if searched:
+            info["n_grad"] += searched
+        info["step_size"] = eps
+        new = object.__new__(NUTSState)  # dataclasses.replace, without its per-call cost
+        new.__dict__.update(state.__dict__, x=x, energy=e, grad=g)
+        return new, info
 
     def adapt(self, state: NUTSState, info: dict[str, Any], iteration: int,
               n_adapt: int) -> NUTSState:
-        """Dual-average the step sizes and estimate the diagonal mass during burn-in.
+        """Dual-average the step sizes and estimate the mass during burn-in.
 
         Args:
             state: The state after burn-in step ``iteration``.
@@ -135,8 +168,8 @@ class NUTS(Sampler):
         if iteration == 0 and self.adapt_step_size:
             state.dual = DualAveraging(state.step_size, self.target_accept)
         if state.dual is not None:
-            state.step_size = state.dual.update(info["acceptance"]).to(state.x.dtype)
-        if self.adapt_mass:
+            state.step_size = state.dual.update(info["accept_prob"]).to(state.x.dtype)
+        if self.adapt_mass is not None:
             self._adapt_mass(state, iteration, n_adapt)
         if iteration == n_adapt - 1 and state.dual is not None:
             state.step_size = state.dual.final().to(state.x.dtype)
@@ -144,37 +177,37 @@ class NUTS(Sampler):
         return state
 
     def _adapt_mass(self, state: NUTSState, iteration: int, n_adapt: int) -> None:
-        for start, end in mass_windows(n_adapt):
-            if not start <= iteration < end:
-                continue
-            if state.welford is None:
-                state.welford = Welford(state.x[0].numel(), device=state.x.device)
-            state.welford.update(state.x)
-            if iteration == end - 1:
-                var = state.welford.covariance()
-                state.inv_mass = var.to(state.x.dtype).reshape(state.x.shape[1:])
-                state.welford = None
-                # The good step size changes with the mass: search again, then re-adapt.
-                state.search_step_size = self.adapt_step_size
+        x = state.x
+        cov = windowed_covariance(state, x, iteration, n_adapt, self.adapt_mass == "dense")
+        if cov is None:
             return
+        state.metric = Metric.from_covariance(cov, x.dtype, x.device)
+        # The good step size changes with the mass: dual averaging starts over from its
+        # averaged step (as BlackJAX does). A fresh heuristic search here (one momentum per
+        # chain) started the averaging from noisy steps and doubled the funnel's divergences.
+        if state.dual is not None:
+            state.step_size = state.dual.final().to(x.dtype)
+            state.dual.restart(state.step_size)
 
     def final_diagnostics(self, state: NUTSState) -> dict[str, Any]:
-        """Report the per-chain step sizes and the diagonal inverse mass in use at the end.
+        """Report the per-chain step sizes and the inverse mass in use at the end.
+
+        ``inverse_mass`` is ``(D,)`` (diagonal), ``(D, D)`` (dense) or ``None`` (identity).
 
         Args:
             state: The final state.
         """
-        out: dict[str, Any] = {"step_size": state.step_size.clone()}
-        if state.inv_mass is not None:
-            out["inv_mass"] = state.inv_mass.clone()
-        return out
+        inv = state.inverse_mass
+        return {"step_size": state.step_size.clone(),
+                "inverse_mass": None if inv is None else inv.clone()}
 
     def state_dict(self) -> dict[str, Any]:
         """Return the sampler's settings."""
         return {"step_size": self.step_size, "max_tree_depth": self.max_tree_depth,
-                "target_accept": self.target_accept, "adapt_mass": self.adapt_mass,
-                "adapt_step_size": self.adapt_step_size,
-                "max_energy_error": self.max_energy_error}
+                "target_accept": self.target_accept,
+                "mass": None if self.mass is None else self.mass.clone(),
+                "adapt_mass": self.adapt_mass, "adapt_step_size": self.adapt_step_size,
+                "jitter": self.jitter, "max_energy_error": self.max_energy_error}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore settings saved by :meth:`state_dict` (validated as in the constructor).

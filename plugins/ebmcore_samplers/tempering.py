@@ -179,9 +179,18 @@ class ParallelTempering(CompiledSampler, Sampler):
                             f"{type(base).__name__}")
         self.base = base
         self.temperatures = check_temperatures(temperatures)
+        if getattr(base, "step_size_groups", 0) >= 1:
+            # Replicas are temperature-major: each temperature adapts its own step size.
+            base.step_size_groups = len(self.temperatures)
         self.swap_every = check_int("swap_every", swap_every, minimum=1)
         self.acceptance_key = base.acceptance_key
         self.divergence_key = getattr(base, "divergence_key", None)
+
+    @property
+    def grads_per_step(self) -> int | None:  # type: ignore[override]
+        """Gradient evaluations per step and chain: the base's, once per replica."""
+        base = getattr(self.base, "grads_per_step", None)
+        return None if base is None else base * self.n_replicas
 
     @property
     def supports_compiled(self) -> bool:  # type: ignore[override]
@@ -308,6 +317,8 @@ class ParallelTempering(CompiledSampler, Sampler):
             prob, attempted = self._swap(energy, state, gen)
         info = {k: v[:b] for k, v in base_info.items()
                 if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == r * b}
+        if "n_grad" in base_info:  # every replica of a chain costs its gradients
+            info["n_grad"] = base_info["n_grad"].view(r, b).sum(0)
         info["swap_accept_prob"] = prob
         info["swap_attempted"] = attempted
         return self._expose(state), info

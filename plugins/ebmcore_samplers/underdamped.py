@@ -50,6 +50,8 @@ class UnderdampedLangevin(CompiledSampler, Sampler):
         mass: Scalar mass ``m``.
     """
 
+    grads_per_step = 1
+
     def __init__(self, step_size: float | Schedule, friction: float | Schedule = 1.0,
                  mass: float = 1.0) -> None:
         self.step_size = as_schedule("step_size", step_size)
@@ -58,7 +60,7 @@ class UnderdampedLangevin(CompiledSampler, Sampler):
 
     def init(self, energy: Energy, x: torch.Tensor) -> UnderdampedState:
         """Return chains at a copy of ``x`` with their energy and gradient cached."""
-        x, e, g = _common.initial_energy_and_grad(energy, x)
+        x, e, g = _common.initial_energy_and_grad(energy, x, finite_start=False)
         return UnderdampedState(x=x, energy=e, grad=g, momentum=None,
                                 noise=torch.empty_like(x), t=0)
 

@@ -67,7 +67,7 @@ def test_sample_many_chains_in_bounded_memory(device, tmp_path):
         torch.cuda.reset_peak_memory_stats()
     out = tmp_path / "s"
     assert main(["sample", "--energy", "double_well", "--device", device, "--chains",
-                 str(chains), "--steps", "50", "--burn-in", "20", "--out", str(out),
+                 str(chains), "--steps", "200", "--burn-in", "20", "--out", str(out),
                  "--quiet"]) == 0
     report = json.loads((out / "diagnostics.json").read_text())
     assert report["n_chains"] == chains

@@ -111,3 +111,27 @@ def test_expand_time_broadcasts_scalars_and_checks_shapes():
     field = _Rotation()
     torch.testing.assert_close(field(torch.ones(5, 2), 0.5), field(torch.ones(5, 2),
                                                                      torch.full((5,), 0.5)))
+
+
+def test_a_sampler_that_cannot_sample_the_model_is_refused_by_name():
+    import ebmcore
+    from ebmcore.energy import as_energy
+    from ebmcore.field import check_sampler_fits
+
+    langevin = ebmcore.create("sampler", "langevin", step_size=0.1)
+    flow = ebmcore.create("sampler", "flow")
+    energy = _Quartic()
+    check_sampler_fits(energy, langevin, "langevin")
+    check_sampler_fits(EnergyField(energy), type(langevin), "langevin")  # -grad E: MCMC
+    check_sampler_fits(_Rotation(), flow, "flow")
+    with pytest.raises(TypeError, match="_Rotation is a vector field.*MCMC sampler 'langevin' "
+                                        "cannot sample.*'flow' sampler"):
+        check_sampler_fits(_Rotation(), type(langevin), "langevin")
+    with pytest.raises(TypeError, match="_Quartic is an energy.*'flow' is not an MCMC sampler"
+                                        ".*'langevin'.*'mlp_field'"):
+        check_sampler_fits(energy, flow, "flow")
+    check_sampler_fits(energy, lambda: None, "factory")  # unknown until built: not judged
+    # a field where an energy is needed: its energy when it is -grad E, else a clear error
+    assert as_energy(EnergyField(energy)) is energy
+    with pytest.raises(TypeError, match="_Rotation is a vector field .* no energy.*'flow'"):
+        langevin.sample(_Rotation(), torch.zeros(3, 2), 2)

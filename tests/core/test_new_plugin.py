@@ -133,3 +133,30 @@ def test_generated_plugin_installs_passes_its_tests_and_trains(tmp_path):
                  "--out", str(out)], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (out / "metrics.json").is_file() and (out / "model.pt").is_file()
+
+
+def test_flow_kinds_are_written_and_pass_the_conformance_kit(tmp_path, ebmcore_registry,
+                                                             monkeypatch):
+    """The interpolant, coupling and integrator templates: registered by their hooks, found
+    by name, and each passing its kind's checks (what their generated tests run)."""
+    import importlib
+
+    import torch
+
+    import ebmcore
+    from ebmcore.testing import check_coupling, check_integrator, check_interpolant
+
+    project = write_plugin("flowkit", kinds="interpolant,coupling,integrator",
+                           directory=tmp_path)
+    monkeypatch.syspath_prepend(str(project / "src"))
+    package = importlib.import_module("ebmcore_flowkit")
+    ebmcore_registry.register(package, name="flowkit")
+    path = ebmcore.create("interpolant", "flowkit_power", power=3.0)
+    check_interpolant(path)
+    coupling = ebmcore.create("coupling", "flowkit:flowkit_greedy")
+    check_coupling(coupling)
+    integrator = ebmcore.create("integrator", "flowkit_ralston", steps=40)
+    check_integrator(integrator, order=2)
+    assert integrator.integrate(lambda x, t: -x, torch.ones(2), 0.0, 1.0).nfe == 80
+    tests = {p.name for p in (project / "tests").iterdir()}
+    assert {"test_interpolant.py", "test_coupling.py", "test_integrator.py"} <= tests

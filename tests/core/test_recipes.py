@@ -187,7 +187,52 @@ def test_a_field_recipe_leaves_a_run_that_already_trains_another_field(with_fiel
 
 def test_the_built_in_flow_matching_recipe_trains_an_mlp_field():
     config = defaults_for("eight_gaussians", "flow_matching")
-    assert config["model"] == {"name": "mlp_field", "params": {"hidden": [256, 256, 256]}}
+    assert config["model"]["name"] == "mlp_field"
+    assert config["model"]["params"]["hidden"] == [256, 256, 256]
     assert config["sampler"]["name"] == "flow" and config["evaluate"]["integrator"] == "rk4"
     # a loss without a recipe keeps the data set's energy model
     assert defaults_for("eight_gaussians", "nce")["model"]["name"] == "mlp"
+
+
+@pytest.fixture
+def with_tuning(with_fields):
+    """A data set whose recipe tunes the field loss (by alias) and its own base loss."""
+    plugin = make_plugin("tuned", datasets=[Component("pics", Thing, recipe={
+        "model": {"name": "tiny", "params": {"width": 4}},
+        "loss": {"name": "fancy", "params": {}}, "train": {"steps": 11, "lr": 0.5},
+        "losses": {"FlowIsh": {"model": {"params": {"depth": 5}}, "train": {"steps": 99}},
+                   "fancy": {"loss": {"params": {"k": 2}}},
+                   "flowish2": {"train": {"steps": 42}}}})],
+        losses=[Component("flowish2", Thing, aliases=("flowy_alias",))])
+    with_fields.register(plugin, "tuned")
+    return with_fields
+
+
+def test_a_data_set_tuning_for_a_loss_wins_over_the_loss_recipe(with_tuning):
+    config = defaults_for("pics", "flowish")
+    assert config["model"] == {"name": "tiny_field", "params": {"depth": 5}}
+    # tuning (steps) over the loss recipe (lr) over the data set's base recipe
+    assert config["train"]["steps"] == 99 and config["train"]["lr"] == 0.25
+    assert "losses" not in config
+
+
+def test_a_data_set_tuning_applies_to_its_own_base_loss_and_not_to_others(with_tuning):
+    assert defaults_for("pics")["loss"] == {"name": "fancy", "params": {"k": 2}}
+    other = defaults_for("pics", "sharp")
+    assert other["train"]["steps"] == 11 and "losses" not in other
+    # a loss named by an alias finds the tuning declared under its component's name
+    assert defaults_for("pics", "flowy_alias")["train"]["steps"] == 42
+
+
+def test_the_user_wins_over_a_data_set_tuning(with_tuning):
+    config = complete_run({"train": {"steps": 3}, "model": {"params": {"depth": 1}}},
+                          dataset="pics", loss="flowish")
+    assert config["train"]["steps"] == 3 and config["model"]["params"] == {"depth": 1}
+
+
+@pytest.mark.parametrize("losses, match", [
+    ({"fancy": 3}, "must map loss names"), ({"fancy": {"default": True}}, "may not hold"),
+    ({"fancy": {"trian": {}}}, "recipe key 'trian'")])
+def test_a_malformed_tuning_section_is_an_error_naming_it(losses, match):
+    with pytest.raises(ValueError, match=match):
+        Component("bent", Thing, recipe={"losses": losses})

@@ -18,7 +18,8 @@ from ebmcore.runs import chain_diagnostics
 from ebmcore.sampler import TrajectoryFile, trace_stride
 
 BACKENDS = ["torch", "numba"]
-SAMPLERS = {"langevin": {"step_size": 0.01}, "mala": {"step_size": 0.3}}
+SAMPLERS = {"langevin": {"step_size": 0.01}, "mala": {"step_size": 0.3, "adapt_mass": None,
+                                                       "adapt_step_size": False}}
 
 
 def _run(name: str, backend: str, **kw: object) -> ebmcore.SampleResult:
@@ -107,7 +108,8 @@ def test_trajectory_file_streams_the_full_trajectory(tmp_path) -> None:
 CUDASIM_CHECK = """
 import torch, ebmcore
 energy = ebmcore.create("energy", "double_well")
-for name, params in [("langevin", {"step_size": 0.01}), ("mala", {"step_size": 0.3})]:
+for name, params in [("langevin", {"step_size": 0.01}),
+                     ("mala", {"step_size": 0.3, "adapt_mass": None, "adapt_step_size": False})]:
     sampler = ebmcore.create("sampler", name, **params)
     x0 = torch.randn(9, 2, generator=torch.Generator().manual_seed(0))
     kw = dict(burn_in=2, thin=2, return_trajectory=True)

@@ -15,6 +15,7 @@ from ebmcore.energy import Energy
 from ebmcore.errors import BackendUnavailableError
 from ebmcore.sampler import Sampler
 from ebmcore.sampling import Backend, RawRun, Reason, Recorder, RunSpec, nonfinite_rows
+from ebmcore.sampling.recording import Tallies
 
 from .backend import (
     BLOCK_GRADS,
@@ -107,15 +108,25 @@ class CompiledBackend(Backend):
 
 
 def _compiled_setup(sampler: Any, energy: Energy, x0: torch.Tensor, burn_in: int,
-                    generator: torch.Generator) -> tuple[Any, CompiledPlan, Draws, int]:
-    """Initialise the chains, run an adapting burn-in eagerly, and build the plan."""
+                    generator: torch.Generator
+                    ) -> tuple[Any, CompiledPlan, Draws, int, Tallies, int]:
+    """Initialise the chains, run an adapting burn-in eagerly, and build the plan.
+
+    Returns ``(state, plan, draws, eager steps, their tallies, plan-time evaluations)``:
+    the last counts gradient evaluations building the plan made per chain (a step-size
+    search, where the eager steps did not run it).
+    """
     state = sampler.init(energy, x0)
     eager = burn_in if burn_in and sampler._compiled_adapts() else 0
+    tallies = Tallies(None, None)
     for i in range(eager):  # adaptation runs step by step on the torch backend
         state, info = sampler.step(energy, state, generator)
         state = sampler.adapt(state, info, i, burn_in)
+        tallies.warmup(info)
     draws = Draws(state.x, generator)
-    return state, sampler._compiled_plan(energy, state, draws), draws, eager
+    searched = getattr(state, "search_grads", 0)
+    plan = sampler._compiled_plan(energy, state, draws)
+    return state, plan, draws, eager, tallies, getattr(state, "search_grads", 0) - searched
 
 
 def state_carry(state: Any, extra: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
@@ -153,7 +164,8 @@ def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, run: RunSpec,
     if reason is not None:
         raise BackendUnavailableError(reason)
     burn_in, n_steps = run.burn_in, run.n_steps
-    state, plan, draws, eager = _compiled_setup(sampler, energy, x0, burn_in, generator)
+    state, plan, draws, eager, tallies, plan_grads = _compiled_setup(
+        sampler, energy, x0, burn_in, generator)
     carry = plan.carry if plan.carry is not None else state_carry(state, plan.extra)
     # Rows of the carry: ``reps`` per chain (composite samplers), chain-major.
     x, reps = carry[0], plan.replicas
@@ -223,8 +235,27 @@ def run_compiled(sampler: Any, energy: Energy, x0: torch.Tensor, run: RunSpec,
     if eager:
         extra["compiled_from_step"] = eager
     trace, trace_steps = recorder.trace()
+    warm, kept = _grad_counts(plan, tallies, b, burn_in, eager, n_steps, plan_grads,
+                              x.device)
     return RawRun(samples=state.x.clone(), state=state, trajectory=recorder.trajectory,
                   energy_trace=trace, energy_trace_steps=trace_steps, nonfinite=nonfinite,
                   acceptance=accept / n_steps if plan.acceptance else None,
                   divergences=divergent.round().long() if plan.divergence else None,
-                  extra=extra)
+                  n_grad_warmup=warm, n_grad_sampling=kept, extra=extra)
+
+
+def _grad_counts(plan: CompiledPlan, eager: Tallies, b: int, burn_in: int, n_eager: int,
+                 n_steps: int, plan_grads: int, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-chain gradient evaluations ``(warm-up, sampling)``: the eager steps' own counts,
+    then ``grads_per_step`` (times the rows per chain) per compiled step. A step-size search
+    run while building the plan counts where the torch backend's first step would put it."""
+    per_step = plan.grads_per_step * plan.replicas
+    warm = torch.full((b,), per_step * (burn_in - n_eager), dtype=torch.long, device=device)
+    if eager.n_grad_warmup is not None:
+        warm += eager.n_grad_warmup.to(device)
+    elif n_eager:
+        warm += per_step * n_eager
+    kept = torch.full((b,), per_step * n_steps, dtype=torch.long, device=device)
+    (warm if burn_in > 0 else kept).add_(plan_grads)
+    return warm, kept

@@ -34,12 +34,19 @@ def _drift_diffuse(x: torch.Tensor, g: torch.Tensor, eps: torch.Tensor, sd: torc
     """Return ``(y, w)`` with ``y = x + L w`` and ``w = sd xi - eps Lᵀ g`` (rows ``(B, D)``).
 
     Langevin's move and MALA's proposal: ``x - eps M g + sd L xi`` for ``M = L Lᵀ``
-    (``L = I`` when ``tril`` is None). ``eps`` and ``sd`` are 0-d or per chain ``(B, 1)``.
+    (``L = I`` when ``tril`` is None, ``diag(tril)`` when it is a vector). ``eps`` and
+    ``sd`` are 0-d or per chain ``(B, 1)``.
     """
-    gl = _rows(g) if tril is None else _rows(g) @ tril
-    w = sd * _rows(xi) - eps * gl
-    move = w if tril is None else w @ tril.T
+    w = sd * _rows(xi) - eps * _lt(g, tril)
+    move = w if tril is None else (w * tril if tril.ndim == 1 else w @ tril.T)
     return x + move.view_as(x), w
+
+
+def _lt(v: torch.Tensor, tril: torch.Tensor | None) -> torch.Tensor:
+    """Rows of ``v`` times ``L`` (``Lᵀ v`` per row): ``L`` a matrix, a diagonal or ``I``."""
+    if tril is None:
+        return _rows(v)
+    return _rows(v) * tril if tril.ndim == 1 else _rows(v) @ tril
 
 
 def _metropolis(current: Carry, proposal: Carry, log_alpha: torch.Tensor,
@@ -76,10 +83,11 @@ def langevin_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
 
 def mala_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
               inputs: tuple[torch.Tensor, ...], consts: tuple[Any, ...]
-              ) -> tuple[Carry, torch.Tensor, None]:
+              ) -> tuple[Carry, torch.Tensor, torch.Tensor]:
     """MALA as :meth:`ebmcore_samplers.mala.MALA.step` computes it (``L⁻¹`` never formed).
 
-    ``static = (precondition?,)``, ``consts = (L,)``, ``inputs = (eps (B,), xi, u (B,))``.
+    ``static = (precondition?,)``, ``consts = (L,)`` (a matrix, or a vector for a diagonal
+    mass), ``inputs = (eps (B,), xi, u (B,))``.
     """
     (has_tril,) = static
     tril = consts[0] if has_tril else None
@@ -89,10 +97,10 @@ def mala_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
     y, w = _drift_diffuse(x, g, eps_r, (2.0 * eps_r).sqrt(), xi, tril)
     e_y, g_y = eg(y)
     # The reverse move's residual L⁻¹ (x - y + eps M grad E(y)) is eps Lᵀ grad E(y) - w.
-    rev = eps_r * (_rows(g_y) if tril is None else _rows(g_y) @ tril) - w
+    rev = eps_r * _lt(g_y, tril) - w
     log_alpha = e - e_y + 0.5 * _sq(xi) - _sq(rev) / (4.0 * eps)
     new, accept_prob = _metropolis(carry, (y, e_y, g_y), log_alpha, u)
-    return new, accept_prob, None
+    return new, accept_prob, ~torch.isfinite(e_y)  # divergent: a non-finite proposal
 
 
 def hmc_step(static: tuple[Any, ...], eg: Callable, carry: Carry,

@@ -51,8 +51,9 @@ class FusedBackend(Backend):
             return refusal
         if run.on_keep is not None:
             return "its kernel runs the whole loop in one call and cannot call on_keep"
-        method, params = sampler._fused_params()
-        return fused_reasons(method, energy, x, params)[self.name]
+        method, params = _run_params(sampler, run)
+        return _pooling_reason(sampler, run, params) or fused_reasons(
+            method, energy, x, params)[self.name]
 
     def rule_picks(self, sampler: Sampler, energy: Energy, x: torch.Tensor,
                    run: RunSpec) -> bool:
@@ -82,7 +83,10 @@ class FusedBackend(Backend):
 
         if not isinstance(sampler, FusedKernelSampler):
             raise BackendUnavailableError(f"{type(sampler).__name__} has no fused kernel")
-        method, params = sampler._fused_params()
+        method, params = _run_params(sampler, run)
+        pooling = _pooling_reason(sampler, run, params)
+        if pooling is not None:
+            raise BackendUnavailableError(f"backend={self.name!r} cannot run here: {pooling}")
         face = check_backend(method, self.name, energy, x0, params)
         try:
             samples, trajectory, acceptance, extra = run_fused(
@@ -113,6 +117,31 @@ class FusedBackend(Backend):
                       energy_trace=extra["energy_trace"],
                       energy_trace_steps=extra["energy_trace_steps"], nonfinite=nonfinite,
                       acceptance=acceptance, divergences=extra.get("divergences"), extra=out)
+
+
+def _run_params(sampler: Any, run: RunSpec) -> tuple[str, dict[str, Any]]:
+    """The sampler's kernel settings for this run: mass adaptation acts during burn-in only,
+    so a run without burn-in drops it (and may run fused)."""
+    method, params = sampler._fused_params()
+    if run.burn_in == 0 and params.get("adapt_mass") is not None:
+        params = {**params, "adapt_mass": None}
+    return method, params
+
+
+def _pooling_reason(sampler: Any, run: RunSpec, params: dict[str, Any]) -> str | None:
+    """Why a burn-in that pools the chains' acceptances cannot run fused, or ``None``.
+
+    The built-in samplers adapt one step size per group of chains from their pooled
+    acceptance (``step_size_groups``), which a kernel that runs each chain's whole loop on
+    its own cannot do; its per-chain dual averaging would tune another step size.
+    """
+    if run.burn_in == 0 or not params.get("adapt_step_size"):
+        return None
+    if getattr(sampler, "step_size_groups", 0) < 1:
+        return None
+    return ("step-size adaptation pools the acceptance of all chains at every burn-in step, "
+            "which a per-chain fused kernel cannot do; pass adapt_step_size=False (or "
+            "burn_in=0) to use a fused backend")
 
 
 class NumbaBackend(FusedBackend):

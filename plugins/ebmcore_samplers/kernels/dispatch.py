@@ -30,7 +30,8 @@ DIVERGENCE_THRESHOLD = 1000.0
 
 _PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
     "langevin": {"step_size": None, "noise_scale": 1.0, "grad_clip": None, "clamp": None},
-    "mala": {"step_size": None, "adapt_step_size": False, "target_accept": 0.574},
+    "mala": {"step_size": None, "adapt_step_size": False, "target_accept": 0.574,
+             "adapt_mass": None},
     "hmc": {"step_size": None, "n_leapfrog": 10, "mass": None, "jitter": 0.0,
             "adapt_step_size": False, "adapt_mass": None, "target_accept": 0.8},
 }
@@ -137,15 +138,18 @@ def params_reason(method: str, params: dict[str, Any]) -> str | None:
         method: ``"langevin"``, ``"mala"`` or ``"hmc"``.
         params: The sampler's settings (see :func:`run_fused`).
     """
+    if method in ("mala", "hmc") and "step_size" in params and params["step_size"] is None:
+        return (f"{method} with step_size=None finds its step size by a search at the first "
+                f"step, which the fused kernels do not run; pass a step_size")
     if method == "hmc":
         mass = params.get("mass")
         if mass is not None and torch.as_tensor(mass).ndim != 1:
             return ("the fused HMC kernels support identity or diagonal mass only, not a "
                     "dense mass matrix")
-        if params.get("adapt_mass"):
-            return ("mass adaptation pools positions over all chains at every burn-in step, "
-                    "which a per-chain fused kernel cannot do; pass adapt_mass=False (or a "
-                    "fixed mass=...) to use a fused backend")
+    if method in ("mala", "hmc") and params.get("adapt_mass"):
+        return ("mass adaptation pools positions over all chains at every burn-in step, "
+                "which a per-chain fused kernel cannot do; pass adapt_mass=None (or a "
+                "fixed mass=...) to use a fused backend")
     return None
 
 
@@ -462,9 +466,10 @@ def run_fused(method: str, backend: str, face: NumbaFace, x0: torch.Tensor, *, n
         burn_in: Transitions run first (step sizes adapt there when asked).
         thin: Record every ``thin``-th kept transition.
         params: Sampler settings. Langevin: ``step_size``, ``noise_scale``, ``grad_clip``,
-            ``clamp``. MALA: ``step_size``, ``adapt_step_size``, ``target_accept``. HMC:
-            ``step_size``, ``n_leapfrog``, ``mass`` (``None`` or a vector), ``jitter``,
-            ``adapt_step_size``, ``adapt_mass`` (must be falsy), ``target_accept``. Step
+            ``clamp``. MALA: ``step_size``, ``adapt_step_size``, ``target_accept``,
+            ``adapt_mass`` (must be ``None``). HMC: ``step_size``, ``n_leapfrog``, ``mass``
+            (``None`` or a vector), ``jitter``, ``adapt_step_size``, ``adapt_mass`` (must be
+            ``None``), ``target_accept``. Step
             sizes and noise scales may be numbers or schedules (callables of the step).
         generator: Source of the run's seed (one 63-bit draw).
         return_trajectory: Also return the kept positions ``(n_steps // thin, B, ...)``.

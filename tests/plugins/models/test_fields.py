@@ -55,6 +55,22 @@ def test_fourier_features_are_fixed_by_the_state_dict():
     assert "time.freqs" in a.state_dict()
 
 
+def test_input_fourier_features_widen_the_first_layer_and_keep_gradients():
+    field = MLPField(2, (8,), input_features=5, input_scale=2.0)
+    assert field.net[0].in_features == 2 + 10 + field.time.size
+    assert field.input_freqs.shape == (2, 5) and "input_freqs" in field.state_dict()
+    torch.testing.assert_close(field.input_freqs, MLPField(2, (8,), input_features=5,
+                                                           input_scale=2.0).input_freqs)
+    # the features are sin and cos of x @ w: the output's gradient matches finite differences
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    field = field.double()
+    assert torch.autograd.gradcheck(lambda y: field(y, 0.3), (x,))
+    with pytest.raises(ValueError, match="input_scale must be a positive number"):
+        MLPField(2, input_features=4, input_scale=0.0)
+    with pytest.raises(ValueError, match="input_features"):
+        MLPField(2, input_features=-1)
+
+
 def test_bad_field_arguments_name_the_argument():
     with pytest.raises(ValueError, match="time_embedding must be one of"):
         MLPField(2, time_embedding="learned")

@@ -98,12 +98,15 @@ STEP_FOR_STEP = [
     ("langevin", {"step_size": 0.1, "grad_clip": 1.5, "clamp": (-2.0, None),
                   "precondition": True}),
     ("mala", {"step_size": 0.3, "precondition": True}),  # adapts in burn-in (eager)
+    # a dense mass adapted in burn-in, jitter, and the step-size search at the first step
+    ("mala", {"step_size": None, "adapt_mass": "dense", "jitter": 0.2}),
     ("hmc", {"step_size": 0.2, "n_leapfrog": 3, "jitter": 0.3, "adapt_mass": "diag"}),
     ("underdamped_langevin", {"step_size": 0.2, "friction": 1.0}),
 ]
 
 
-@pytest.mark.parametrize(("name", "params"), STEP_FOR_STEP, ids=[c[0] for c in STEP_FOR_STEP])
+@pytest.mark.parametrize(("name", "params"), STEP_FOR_STEP,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(STEP_FOR_STEP)])
 def test_blocks_of_one_step_reproduce_the_torch_backend(name, params, x64) -> None:
     # With one step per block the per-block draws are the eager step's draws, in the same
     # order, so the chains must agree to rounding: this checks each compiled step's

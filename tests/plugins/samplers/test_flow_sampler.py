@@ -139,7 +139,7 @@ def test_sde_keeps_the_marginals_and_is_reproducible() -> None:
     x0 = noise(20_000, seed=5)
     first = sampler.sample(GaussianField(), x0=x0, generator=torch.Generator().manual_seed(9))
     again = sampler.sample(GaussianField(), x0=x0, generator=torch.Generator().manual_seed(9))
-    assert torch.equal(first.samples, again.samples) and first.nfe == 200
+    assert torch.equal(first.samples, again.samples) and first.nfe == 201  # + final step
     sd = math.sqrt(end ** 2 * SCALE ** 2 + (1 - end) ** 2)
     assert_moments(first.samples, end * MEAN, sd)
     ode = FlowSampler(t_span=(0.0, end)).sample(GaussianField(), x0=x0).samples
@@ -247,3 +247,98 @@ def test_euler_on_a_time_free_field_is_gradient_descent() -> None:
                                descent.sample(energy, x0, 30).samples, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="t_span"):
         FlowSampler(t_span=(0.0, 3.0))  # a time-conditioned field lives on [0, 1]
+
+
+def test_integrators_by_name_take_their_own_settings() -> None:
+    adaptive = FlowSampler("dopri5")  # no steps handed to an adaptive integrator
+    assert adaptive.integrator.name == "dopri5"
+    with pytest.raises(ValueError, match="'dopri5' is not a fixed-step integrator.*rtol/atol"):
+        FlowSampler("dopri5", steps=10)
+    with pytest.raises(ValueError, match="'heun' takes fixed steps.*rtol"):
+        FlowSampler("heun", rtol=1e-3)
+
+
+def test_a_nan_field_is_named_with_what_to_do() -> None:
+    class Exploding(GaussianField):
+        def forward(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+            return super().forward(x, t) * float("inf")
+
+    with pytest.raises(IntegrationError, match=r"field Exploding.*'heun'.*t = 0\b.*trained "
+                                               r"without diverging") as err:
+        FlowSampler("heun", steps=4).sample(Exploding(), x0=noise(3))
+    assert err.value.time == 0.0 and err.value.integrator == "heun"
+
+
+def test_backend_is_checked_and_reported() -> None:
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, compiled.*'numba'"):
+        FlowSampler(backend="numba")
+    result = FlowSampler("euler", steps=2).sample(GaussianField(), x0=noise(3))
+    assert result.diagnostics["backend"] == "torch"  # auto runs eagerly
+
+
+class Relaxing(Field):
+    """``v = m - x``, times ``bad`` from ``t = 0.5`` on (1 until a test sets it to NaN)."""
+
+    event_shape = (2,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("bad", torch.ones((), dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        t = expand_time(t, x)[:, None]
+        return (MEAN - x) * torch.where(t >= 0.5, self.bad, torch.ones_like(t))
+
+
+def test_compiled_backend_matches_the_eager_one_and_reports_the_nan_step() -> None:
+    x0, field = noise(64), Relaxing()
+    eager = FlowSampler("heun", steps=8).sample(field, x0=x0)
+    sampler = FlowSampler("heun", steps=8, backend="compiled")
+    first = sampler.sample(field, x0=x0)
+    torch.testing.assert_close(first.samples, eager.samples, rtol=1e-12, atol=1e-12)
+    assert (first.nfe, first.steps, first.diagnostics["backend"]) == (16, 8, "compiled")
+    field.bad.fill_(float("nan"))  # the same compiled step sees the buffer's new value
+    with pytest.raises(IntegrationError, match=r"field Relaxing.*'heun'.*step from t = 0.375 "
+                                               r"to 0.5"):
+        sampler.sample(field, x0=x0)
+
+
+def test_the_sde_ends_with_a_noise_free_probability_flow_step() -> None:
+    x0, field, seed = noise(500, seed=3), GaussianField(), torch.Generator().manual_seed
+    sampler = FlowSampler(sde=True, steps=50)
+    start, end = sampler.t_span
+    result = sampler.sample(field, x0=x0, generator=seed(4), return_trajectory=True)
+    assert (result.nfe, result.steps, result.diagnostics["final_step"]) == (51, 51, 0.04)
+    noisy = FlowSampler(sde=True, steps=50, final_step=None, t_span=(start, end - 0.04))
+    before = noisy.sample(field, x0=x0, generator=seed(4)).samples
+    velocity = FlowSampler().drift(field)(before, torch.tensor(end - 0.04, dtype=x0.dtype))
+    torch.testing.assert_close(result.samples, before + 0.04 * velocity)
+    assert torch.equal(result.trajectory[-1], result.samples)
+    assert FlowSampler(sde=True, steps=5, final_step=None).sample(field, x0=x0).nfe == 5
+    with pytest.raises(ValueError, match="final_step"):
+        FlowSampler(sde=True, final_step=2.0)
+
+
+def test_a_tolerance_that_cannot_be_met_names_the_field_and_the_tolerances() -> None:
+    from ebmcore_flows.integrators import Dopri5
+
+    class BlowUp(GaussianField):
+        def forward(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+            return 50.0 * x * x  # x' = 50 x^2 leaves every bound before t = 1
+
+    sampler = FlowSampler(Dopri5(rtol=1e-9, atol=1e-9, max_steps=30))
+    with pytest.raises(IntegrationError, match=r"field BlowUp: integrator 'dopri5' could not "
+                                               r"meet rtol=1e-09, atol=1e-09.*loosen the "
+                                               r"tolerances, raise max_steps"):
+        sampler.sample(BlowUp(), x0=noise(4).abs() + 1)
+
+
+def test_compiled_backend_without_a_compiler_says_to_run_eagerly(monkeypatch) -> None:
+    import ebmcore_samplers.compiled.backend as compiled
+
+    from ebmcore.errors import BackendUnavailableError
+
+    monkeypatch.setattr(compiled, "compiler_reason", lambda x: "no compiler in this test")
+    with pytest.raises(BackendUnavailableError, match="no compiler in this test.*"
+                                                      "backend='torch'"):
+        FlowSampler(backend="compiled").sample(GaussianField(), x0=noise(2))

@@ -91,7 +91,7 @@ def test_check_sampler_image_events() -> None:
 
 
 def test_check_sampler_50d_ill_conditioned_with_diagonal_mass_adaptation() -> None:
-    r = check_sampler(HMC(0.05, n_leapfrog=10, adapt_mass=True), dim=50, scale_ratio=10.0,
+    r = check_sampler(HMC(0.05, n_leapfrog=10, adapt_mass="diag"), dim=50, scale_ratio=10.0,
                       n_chains=200, burn_in=300, n_steps=200, thin=2)
     inv_mass = r["result"].diagnostics["inverse_mass"]
     true_var = correlated_gaussian(50, scale_ratio=10.0).cov.diagonal()

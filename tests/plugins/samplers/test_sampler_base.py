@@ -22,7 +22,8 @@ FACTORIES: dict[str, Callable[[], Sampler]] = {
     "langevin": lambda: Langevin(0.05),
     "mala": lambda: MALA(0.3),
     "hmc": lambda: HMC(0.2, n_leapfrog=3, jitter=0.2),
-    "hmc_dense": lambda: HMC(0.2, n_leapfrog=3, mass=torch.eye(2) * 2.0, adapt_mass=True),
+    "hmc_dense": lambda: HMC(0.2, n_leapfrog=3, mass=torch.eye(2) * 2.0,
+                              adapt_mass="diag"),
     "underdamped": lambda: UnderdampedLangevin(0.2),
 }
 all_samplers = pytest.mark.parametrize("name", list(FACTORIES))

@@ -47,16 +47,21 @@ def langevin(draw: st.DrawFn, d: int) -> dict[str, Any]:
 
 @st.composite
 def mala(draw: st.DrawFn, d: int) -> dict[str, Any]:
-    return {"step_size": draw(step), "adapt_step_size": draw(st.booleans()),
-            "target_accept": draw(st.floats(0.2, 0.9))}
+    params: dict[str, Any] = {
+        "step_size": draw(st.none() | step), "adapt_step_size": draw(st.booleans()),
+        "target_accept": draw(st.floats(0.2, 0.9)), "jitter": draw(st.floats(0.0, 0.9)),
+        "adapt_mass": draw(st.sampled_from([None, "diag", "dense"]))}
+    if draw(st.booleans()):
+        params["mass"] = draw(st.lists(positive, min_size=d, max_size=d))
+    return params
 
 
 @st.composite
 def hmc(draw: st.DrawFn, d: int) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "step_size": draw(step), "n_leapfrog": draw(st.integers(1, 4)),
+        "step_size": draw(st.none() | step), "n_leapfrog": draw(st.integers(1, 4)),
         "jitter": draw(st.floats(0.0, 0.9)), "adapt_step_size": draw(st.booleans()),
-        "adapt_mass": draw(st.sampled_from([False, True, "diag", "dense"])),
+        "adapt_mass": draw(st.sampled_from([None, "diag", "dense"])),
         "target_accept": draw(st.floats(0.2, 0.95))}
     if draw(st.booleans()):
         params["mass"] = draw(st.lists(positive, min_size=d, max_size=d))

@@ -14,8 +14,18 @@ import ebmcore
 
 
 def fused(method: str, **kwargs: Any) -> Any:
-    """A built-in sampler of ``method``; the three fused methods carry the fused backends."""
+    """A built-in sampler of ``method``; the three fused methods carry the fused backends.
+
+    MALA and HMC get ``adapt_mass=None`` unless given and adapt each chain's step size on
+    its own acceptance (``step_size_groups = 0``): the kernels adapt no mass and do not
+    pool chains, and these tests compare the kernels with the torch backend on the same
+    settings.
+    """
+    if method in ("mala", "hmc"):
+        kwargs.setdefault("adapt_mass", None)
     sampler = {"langevin": Langevin, "mala": MALA, "hmc": HMC}[method](**kwargs)
+    if method in ("mala", "hmc"):
+        sampler.step_size_groups = 0
     assert isinstance(sampler, FusedKernelSampler)
     return sampler
 

@@ -48,9 +48,10 @@ X = torch.zeros(8, 2, dtype=torch.float64)
 
 
 def expect(sampler: object, energy: Energy, x: torch.Tensor, backend: str,
-           *fragments: str) -> None:
+           *fragments: str, burn_in: int = 0) -> None:
     with pytest.raises(BackendUnavailableError) as info:
-        sampler.sample(energy, x, 2, backend=backend, generator=torch.Generator())
+        sampler.sample(energy, x, 2, backend=backend, generator=torch.Generator(),
+                       burn_in=burn_in)
     msg = str(info.value)
     assert f"backend={backend!r} cannot run here" in msg
     assert "torch" in msg  # says what would work
@@ -128,8 +129,10 @@ def test_face_that_is_not_a_numbaface_and_face_that_raises() -> None:
 def test_hmc_dense_mass_and_mass_adaptation_are_refused() -> None:
     dense = fused("hmc", step_size=0.1, mass=[[2.0, 0.5], [0.5, 1.0]])
     expect(dense, gaussian2(), X, "numba", "diagonal mass only")
-    adapting = fused("hmc", step_size=0.1, adapt_mass=True)
-    expect(adapting, gaussian2(), X, "numba", "adapt_mass=False")
+    adapting = fused("hmc", step_size=0.1, adapt_mass="diag")
+    # mass adaptation acts during burn-in: refused with one, not without
+    expect(adapting, gaussian2(), X, "numba", "adapt_mass=None", burn_in=2)
+    assert adapting.sample(gaussian2(), X, 2, backend="numba").diagnostics["backend"] == "numba"
 
 
 def test_unknown_method_has_no_kernel() -> None:

@@ -1,0 +1,34 @@
+"""Smoke test of benchmarks/samplers_chees.py: it runs and prints one row per sampler."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "samplers_chees.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ebmcore_benchmark_chees", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_runs_and_prints_a_row_per_sampler(bench, capsys) -> None:
+    code = bench.main(["--chains", "8", "--warmup", "30", "--draws", "20",
+                       "--targets", "gaussian_100", "--samplers", "chees", "meads"])
+    assert code == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("gaussian_100")]
+    assert [row[1] for row in rows] == ["chees", "meads"]
+    for row in rows:
+        assert float(row[3]) > 0  # a finite, positive ESS
