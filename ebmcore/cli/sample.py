@@ -193,6 +193,8 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     print(f"{report['n_chains']} chains, backend {report['backend']}, "
           f"{report['seconds']:.2f} s; {figures} (on {used})"
           + ("" if acceptance is None else f"; acceptance {acceptance:.3f}"))
+    if chains.get("warning"):
+        print(f"WARNING: {chains['warning']}")
     if report["nonfinite_chains"]:
         print(f"non-finite: {report['nonfinite_chains']} of {report['n_chains']} chains "
               f"(listed by the sampler, not replaced)")

@@ -29,6 +29,8 @@ def print_summary(out: Path, metrics: dict[str, Any]) -> None:
                  else f"max R-hat {rhat['max']:.3f}")
         print(f"sampled {chains.get('total_chains', chains['n_chains'])} chains with backend "
               f"{sampling['backend']}: {shown} over {chains['n_chains']} traced chains")
+        if chains.get("warning"):
+            print(f"WARNING: {chains['warning']}")
     pictures = sorted(p.name for p in out.glob("*.png"))
     print(f"run folder: {out}")
     print(f"pictures:   {', '.join(str(out / p) for p in pictures)}")

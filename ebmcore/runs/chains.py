@@ -12,6 +12,9 @@ import torch
 #: this number times the kept steps, not with the number of chains sampled.
 DEFAULT_TRACE_CHAINS = 1000
 
+#: The largest R-hat of samples a run writes without a warning (Vehtari et al. 2021).
+RHAT_LIMIT = 1.05
+
 
 def _scalar_summary(values: torch.Tensor) -> dict[str, float]:
     values = values.double().flatten()
@@ -29,7 +32,9 @@ def chain_diagnostics(trajectory: torch.Tensor, *, total_chains: int | None = No
     of the ``traced_chains`` recorded, which were chains ``0, s, 2s, ...``
     (``s = chain_stride``) of the ``total_chains`` sampled. ``rhat``, ``ess_bulk`` and
     ``ess_tail`` are ``None`` (with a ``note``) when no chain is finite or a chain holds
-    fewer than 4 draws.
+    fewer than 4 draws. When the largest R-hat exceeds :data:`RHAT_LIMIT` the report has a
+    ``warning`` saying so and what to do: such chains have not mixed (a multimodal energy's
+    chains stuck in their modes, say), so the samples misweight the model's regions.
 
     Args:
         trajectory: Kept positions, steps first (``SampleResult.trajectory``).
@@ -57,6 +62,14 @@ def chain_diagnostics(trajectory: torch.Tensor, *, total_chains: int | None = No
         report.update(rhat=_scalar_summary(diagnostics.rhat(used)),
                       ess_bulk=_scalar_summary(diagnostics.ess_bulk(used)),
                       ess_tail=_scalar_summary(diagnostics.ess_tail(used)))
+        worst = report["rhat"]["max"]
+        if not worst <= RHAT_LIMIT:
+            report["warning"] = (
+                f"the chains have not mixed (max R-hat {worst:.3f} > {RHAT_LIMIT}): the "
+                f"samples may weight the model's modes wrongly. Sample longer (--steps, "
+                f"--burn-in) or use a sampler that moves between modes, e.g. --sampler "
+                f"parallel_tempering --set sampler.base=mala --set "
+                f"'sampler.temperatures=[1,2,4,8]'")
     return report
 
 
