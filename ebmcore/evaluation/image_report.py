@@ -25,8 +25,7 @@ from ebmcore.evaluation.images import (
     bits_per_dim,
     class_coverage,
     classifier_accuracy,
-    gaussian_baseline,
-    mixture_baseline,
+    fit_baselines,
     train_classifier,
 )
 from ebmcore.evaluation.reference import ReferenceGaussian
@@ -203,20 +202,10 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
     test, test_labels = dataset.held_out().tensor(
         dtype=torch.float64, return_labels=True,
         generator=torch.Generator().manual_seed(seed + 1))
-    notes: list[str] = []
-    baselines: dict[str, dict[str, float]] = {}
     dim = math.prod(test.shape[1:])
-    fits = [("gaussian", lambda: gaussian_baseline(train, test)),
-            (f"mixture({n_components})",
-             lambda: mixture_baseline(train, test, n_components, seed=seed))]
-    for name, fit in fits:
-        try:
-            result = fit()
-        except (ImportError, ValueError) as exc:
-            notes.append(f"baseline {name} left out: {exc}")
-            continue
-        baselines[name] = {**result.to_dict(), "bits_per_dim": bits_per_dim(
-            result.log_likelihood, dim, dataset.bin_width)}
+    baselines, failed = fit_baselines(train, test, dataset.bin_width,
+                                      n_components=n_components, seed=seed)
+    notes = [f"baseline {name} left out: {why}" for name, why in failed.items()]
 
     start = ais_start(model, train.to(device, dtype))
     generator = torch.Generator(device=device).manual_seed(seed + 2)

@@ -25,7 +25,6 @@ images).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -102,22 +101,11 @@ def likelihood_baselines(train: torch.Tensor, test: torch.Tensor, bin_width: flo
     """Exact held-out log-likelihoods of a full-covariance Gaussian and a Gaussian mixture
     fitted to ``train``, by name, each with its ``bits_per_dim``; a baseline that cannot be
     fitted (no scikit-learn for the mixture) is left out with a ``note``."""
-    from ebmcore.evaluation.images import bits_per_dim, gaussian_baseline, mixture_baseline
+    from ebmcore.evaluation.images import fit_baselines
 
-    dim = math.prod(test.shape[1:])
-    found: dict[str, Any] = {}
-    fits = [("gaussian", lambda: gaussian_baseline(train, test)),
-            (f"mixture({n_components})",
-             lambda: mixture_baseline(train, test, n_components, seed=seed))]
-    for name, fit in fits:
-        try:
-            result = fit()
-        except (ImportError, ValueError) as exc:
-            found[name] = {"note": f"left out: {exc}"}
-            continue
-        found[name] = {**result.to_dict(),
-                       "bits_per_dim": bits_per_dim(result.log_likelihood, dim, bin_width)}
-    return found
+    fitted, failed = fit_baselines(train, test, bin_width, n_components=n_components,
+                                   seed=seed)
+    return {**fitted, **{name: {"note": f"left out: {why}"} for name, why in failed.items()}}
 
 
 def image_sample_report(dataset: ImageDataset, samples: torch.Tensor, *, seed: int = 0
