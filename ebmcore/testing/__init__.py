@@ -7,6 +7,8 @@
   :func:`check_model` (and :func:`build_model`, which builds a model as the core does),
   :func:`check_dataset`, and for the simulation-free kinds :func:`check_interpolant`,
   :func:`check_coupling` and :func:`check_integrator`.
+- :func:`child_venv`: a throw-away venv that sees this interpreter's packages, to install a
+  plugin into and run it as a user would.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ _LAZY = {
     "check_interpolant": "ebmcore.testing.flow_checks",
     "check_coupling": "ebmcore.testing.flow_checks",
     "check_integrator": "ebmcore.testing.flow_checks",
+    "child_venv": "ebmcore.testing.venvs",
 }
 
 __all__ = ["isolated_registry", *_LAZY]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import ast
 import os
-import site
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
 from ebmcore.cli import main
 from ebmcore.scaffold import SCAFFOLD_KINDS, PluginNames, parse_kinds, render_plugin, write_plugin
+from ebmcore.testing import child_venv
 
 
 def test_names_are_derived_once():
@@ -76,30 +74,6 @@ def test_cli_writes_the_plugin_and_names_flags_in_errors(tmp_path, capsys):
 
 # -- the generated plugin, installed -------------------------------------------------------
 
-def _parent_site_dirs() -> list[str]:
-    dirs = [*site.getsitepackages(), sysconfig.get_paths()["purelib"],
-            sysconfig.get_paths()["platlib"]]
-    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
-        dirs.append(site.getusersitepackages())
-    return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
-
-
-def _venv(path: Path) -> Path:
-    """A throw-away venv that sees this process's packages (ebmcore, torch, pytest, pip).
-
-    A ``.pth`` file adds the parent's site directories rather than ``--system-site-packages``,
-    which under tox would expose the base interpreter instead of the tox environment.
-    """
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    python = path / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True).stdout.strip()
-    lines = [f"import site; site.addsitedir({d!r})" for d in _parent_site_dirs()]
-    Path(purelib, "_ebmcore_parent_env.pth").write_text("\n".join(lines) + "\n")
-    return python
-
-
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("EBMCORE_") and k not in ("PYTHONPATH", "PIP_CONSTRAINT")}
@@ -110,7 +84,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_generated_plugin_installs_passes_its_tests_and_trains(tmp_path):
     project = write_plugin("toy", directory=tmp_path)
-    python = _venv(tmp_path / "venv")
+    python = child_venv(tmp_path / "venv")
     done = _run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                  "--no-index", str(project)], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

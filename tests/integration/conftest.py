@@ -31,16 +31,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import site
 import subprocess
 import sys
-import sysconfig
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ebmcore.testing import child_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "ebmcore-example-plugin"
@@ -101,14 +101,6 @@ def _copy_ebmcore_source(dest: Path) -> Path:
     else:  # pyproject names a readme; its text is not what these tests are about
         (dest / "README.md").write_text("ebmcore\n")
     return dest
-
-
-def _parent_site_dirs() -> list[str]:
-    dirs = [*site.getsitepackages(), sysconfig.get_paths()["purelib"],
-            sysconfig.get_paths()["platlib"]]
-    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
-        dirs.append(site.getusersitepackages())
-    return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
 
 
 @dataclass
@@ -191,13 +183,7 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> PluginEnv:
         wheels[key] = found[0]
 
     venv = top / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True).stdout.strip()
-    lines = [f"import site; site.addsitedir({d!r})" for d in _parent_site_dirs()]
-    Path(purelib, "_ebmcore_test_parent_env.pth").write_text("\n".join(lines) + "\n")
+    python = child_venv(venv, pth_name="_ebmcore_test_parent_env.pth")
 
     # --ignore-installed: the parent's ebmcore (often an editable checkout) is visible to pip;
     # the venv must get its own copy without pip trying to uninstall the parent's.
