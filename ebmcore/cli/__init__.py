@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ebmcore.cli import demo, evaluate, info, listing, new_plugin, plugins, sample, train
 from ebmcore.cli.options import name_flags
@@ -26,7 +27,15 @@ __all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on standard error, exit status 2."""
+    """An argument parser whose usage errors are one line on standard error, exit status 2.
+
+    Abbreviated long options are refused (``allow_abbrev=False``): ``sample --n 100`` must
+    not be read as ``--nproc 100`` and start a hundred processes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

@@ -133,3 +133,12 @@ def test_a_reader_that_leaves_early_gets_no_error_message():
     finally:
         os.close(write_end)
     assert done.returncode == 141 and done.stderr == ""
+
+
+@pytest.mark.parametrize("command", [["sample", "--energy", "gaussian"], ["train"]])
+def test_abbreviated_options_are_refused(command, capsys):
+    # '--n' once matched '--nproc' by prefix and started a hundred processes
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--n", "100"])
+    assert exc.value.code == 2
+    assert "--n" in capsys.readouterr().err
