@@ -329,7 +329,9 @@ def gaussian(dtype: torch.dtype, ndims: int = 100) -> Target:
     eigenvalues, q = gaussian_eigen(ndims)
     precision_np = (q / eigenvalues) @ q.T
     precision = _const(precision_np, dtype)
-    log_norm = -0.5 * (np.log(eigenvalues).sum() + ndims * LOG_2PI)
+    # A Python float: torch.compile would take a numpy scalar for a tensor (from_numpy),
+    # whose guard fails under torch.func.grad (the compiled leapfrog of chees).
+    log_norm = float(-0.5 * (np.log(eigenvalues).sum() + ndims * LOG_2PI))
 
     def log_prob(x: torch.Tensor) -> torch.Tensor:
         return -0.5 * torch.linalg.vecdot(x @ precision, x) + log_norm

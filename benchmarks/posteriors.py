@@ -19,6 +19,21 @@ space, Stan's box):
   chains one after another (``posteriors_pyro.py``; ``--pyro-chains`` of them, 4 by default:
   ESS per second does not depend on the number of chains, and Pyro's are slow).
 
+Beside the issue's protocol (``--chains`` 16, 1,000 + 1,000, the columns above), three
+columns run at the chain count, warm-up and draws of ebmcore's recommended configuration for
+the target (``RECOMMENDED``, documented in docs/sampling.md, "Which sampler for which
+posterior"):
+
+- ``recommended``: that configuration itself (sampler, its settings, chains, warm-up,
+  draws). Where it compiles its leapfrog steps, ``seconds`` excludes the compile, as
+  BlackJAX's do; the note gives the compile's seconds;
+- ``blackjax_same``: BlackJAX's NUTS (as ``blackjax``) with the same chains, warm-up, draws;
+- ``blackjax_chees``: BlackJAX's ChEES-HMC (``chees_adaptation`` with its diagonal mass,
+  then ``dynamic_hmc``), the same chains, warm-up and draws.
+
+The starting points of the first ``--chains`` chains are the protocol's; the others come
+after them from the same generator.
+
 All statistics come from one estimator, ``ebmcore.diagnostics`` (ArviZ's), on the quantities
 whose reference moments are known (``Target.constrain``): the largest ``|z|`` of the posterior
 means, ``z = (mean - ref) / sqrt(MCSE^2 + SE_ref^2)`` with ``MCSE = sd / sqrt(ESS_mean)``
@@ -27,7 +42,8 @@ R-hat; the smallest bulk ESS, per second and per 1,000 gradient evaluations of t
 phase (all chains; from ``diagnostics["n_grad_sampling"]`` for ebmcore, the leapfrog steps
 for BlackJAX, the potential's calls for Pyro); divergences in the draws phase (all chains)
 and the mean acceptance statistic. Last, per target, ebmcore's ESS per second over
-BlackJAX's and Pyro's, measured back to back in one run.
+BlackJAX's (``blackjax``: the protocol's 16 chains; ``blackjax_same``: the recommended
+configuration's), BlackJAX ChEES's and Pyro's, measured back to back in one run.
 
 Run (every target and column: an estimated 1 to 1.5 hours on a free core, most of it Pyro and
 the 100-D Gaussian's deep trees; ``--samplers nuts,chees,blackjax`` about half an hour;
@@ -72,9 +88,47 @@ from posterior_targets import (  # noqa: E402  (beside this file, found through 
     make_target,
 )
 
-EBMCORE_SAMPLERS = ("nuts", "hmc", "mala", "chees", "meads")
-PEERS = {"blackjax": "posteriors_blackjax.py", "pyro": "posteriors_pyro.py"}
+EBMCORE_SAMPLERS = ("nuts", "hmc", "mala", "chees", "meads", "recommended")
+#: Peer columns: (script, algorithm, whether it runs at the recommended configuration's size).
+PEERS = {"blackjax": ("posteriors_blackjax.py", "nuts", False),
+         "pyro": ("posteriors_pyro.py", "nuts", False),
+         "blackjax_same": ("posteriors_blackjax.py", "nuts", True),
+         "blackjax_chees": ("posteriors_blackjax.py", "chees", True)}
 SAMPLERS = (*EBMCORE_SAMPLERS, *PEERS)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """ebmcore's recommended configuration for a target (docs/sampling.md)."""
+
+    sampler: str
+    kwargs: dict[str, Any]
+    chains: int
+    warmup: int
+    draws: int
+
+    def describe(self) -> str:
+        """``chees(compiled=True), 256 chains, 300 + 1000``."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"{self.sampler}({args}), {self.chains} chains, {self.warmup} + {self.draws}"
+
+
+#: Small models: many chains in lockstep cost hardly more per leapfrog step than 16, and
+#: the compiled leapfrog removes eager torch's fixed cost per step (docs/sampling.md).
+_SMALL = Recipe("chees", {"compiled": True}, 256, 300, 1000)
+_NUTS = Recipe("nuts", {}, 16, 1000, 1000)
+RECOMMENDED: dict[str, Recipe] = {
+    "eight_schools_nc": _SMALL,
+    "eight_schools_c": _SMALL,
+    "german_credit": _SMALL,
+    "gaussian_100": Recipe("chees", {"compiled": True, "adapt_mass": "dense"}, 256, 300, 1000),
+    "banana": _SMALL,
+    # Where ChEES's one trajectory length and harmonic-mean step size fail (its step size
+    # collapsed on the volatilities; the funnel's scales change from place to place): NUTS.
+    "sv_sp500_small": _NUTS,
+    "funnel": _NUTS,
+    "sv_sp500": _NUTS,
+}
 DEFAULT_TARGETS = tuple(t for t in TARGETS if t != "sv_sp500")
 QUICK_TARGETS = ("eight_schools_nc", "banana")
 THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -107,6 +161,8 @@ class Row:
     sampler: str
     title: str = ""
     chains: int = 0
+    warmup: int = 0
+    draws: int = 0
     max_z: float = math.nan
     max_rhat: float = math.nan
     min_ess: float = math.nan
@@ -171,18 +227,23 @@ def total(value: Any) -> float:
     return math.nan if value is None else float(torch.as_tensor(value).double().sum())
 
 
-def run_ebmcore(name: str, target: Target, x0: torch.Tensor, settings: Settings) -> Row:
-    """Sample ``target`` with ebmcore's sampler ``name`` (its defaults)."""
-    row = Row(target.name, name, target.title, chains=x0.shape[0])
+def run_ebmcore(name: str, target: Target, x0: torch.Tensor, settings: Settings,
+                recipe: Recipe | None = None) -> Row:
+    """Sample ``target`` with ebmcore's sampler ``name`` (its defaults), or with ``recipe``
+    (its sampler, settings, warm-up and draws; ``x0`` holds its chains)."""
+    warmup, draws = ((settings.warmup, settings.draws) if recipe is None
+                     else (recipe.warmup, recipe.draws))
+    row = Row(target.name, name, target.title, chains=x0.shape[0], warmup=warmup, draws=draws)
     try:
-        sampler = ebmcore.create("sampler", name)
+        sampler = (ebmcore.create("sampler", name) if recipe is None
+                   else ebmcore.create("sampler", recipe.sampler, **recipe.kwargs))
     except Exception as exc:  # noqa: BLE001 - an unknown or unbuildable sampler is reported
         return replace(row, error=error_text(exc))
     energy = PosteriorEnergy(target)
     generator = torch.Generator().manual_seed(settings.seed)
     start = time.perf_counter()
     try:
-        result = sampler.sample(energy, x0, n_steps=settings.draws, burn_in=settings.warmup,
+        result = sampler.sample(energy, x0, n_steps=draws, burn_in=warmup,
                                 generator=generator, return_trajectory=True)
     except Exception as exc:  # noqa: BLE001 - a failing run is a result too
         return replace(row, error=error_text(exc))
@@ -190,6 +251,16 @@ def run_ebmcore(name: str, target: Target, x0: torch.Tensor, settings: Settings)
     d = result.diagnostics
     acceptance = d.get("acceptance")
     notes = [f"backend {d.get('backend')}"]
+    if recipe is not None:
+        notes.insert(0, recipe.describe())
+    compile_seconds = float(d.get("compile_seconds") or 0.0)
+    if compile_seconds:
+        # As BlackJAX's: the compile is excluded (and reported).
+        notes.append(f"compile {compile_seconds:.0f} s excluded")
+        row.extra["seconds_with_compile"] = seconds
+        seconds -= compile_seconds
+    if d.get("compiled_refusal"):
+        notes.append(f"not compiled: {d['compiled_refusal'][:120]}")
     if d.get("tree_depth") is not None:
         notes.append(f"tree depth {float(torch.as_tensor(d['tree_depth']).double().mean()):.1f}")
     row = replace(row, seconds=seconds, grads_warmup=total(d.get("n_grad_warmup")),
@@ -211,16 +282,21 @@ def peer_env() -> dict[str, str]:
 
 
 def run_peer(name: str, target: Target, x0: np.ndarray, check_points: np.ndarray,
-             check_values: np.ndarray, settings: Settings) -> Row:
-    """Run the peer ``name`` (``PEERS``) in its own process on ``target`` from ``x0``."""
-    row = Row(target.name, name, target.title, chains=x0.shape[0])
-    spec = {"target": target.name, "warmup": settings.warmup, "draws": settings.draws,
-            "seed": settings.seed, "mode": settings.blackjax_mode}
+             check_values: np.ndarray, settings: Settings,
+             recipe: Recipe | None = None) -> Row:
+    """Run the peer ``name`` (``PEERS``) in its own process on ``target`` from ``x0``
+    (with ``recipe``'s warm-up and draws where given)."""
+    warmup, draws = ((settings.warmup, settings.draws) if recipe is None
+                     else (recipe.warmup, recipe.draws))
+    row = Row(target.name, name, target.title, chains=x0.shape[0], warmup=warmup, draws=draws)
+    script, algorithm, _ = PEERS[name]
+    spec = {"target": target.name, "warmup": warmup, "draws": draws,
+            "seed": settings.seed, "mode": settings.blackjax_mode, "algorithm": algorithm}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "spec.json").write_text(json.dumps(spec))
         np.savez(folder / "data.npz", x0=x0, check_points=check_points, **target.data)
-        cmd = [sys.executable, str(HERE / PEERS[name]), "--spec", str(folder / "spec.json"),
+        cmd = [sys.executable, str(HERE / script), "--spec", str(folder / "spec.json"),
                "--data", str(folder / "data.npz"), "--out", str(folder / "out.npz")]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=peer_env(),
@@ -234,7 +310,7 @@ def run_peer(name: str, target: Target, x0: np.ndarray, check_points: np.ndarray
         info = json.loads(lines[-1][len("POSTERIORS "):])
         with np.load(folder / "out.npz") as npz:
             out = {k: npz[k] for k in npz.files}
-    notes = [info["versions"]]
+    notes = [info["versions"]] + (["ChEES-HMC"] if algorithm == "chees" else [])
     if "compile_seconds" in info:
         notes.append(f"compile {info['compile_seconds']:.0f} s excluded")
     if "check" in out:  # the peer's own log density at the check points
@@ -268,17 +344,18 @@ def check_density(target: Target, points: np.ndarray, substrate: str) -> tuple[s
             f"{'' if held else ' -- MISMATCH'}"), held
 
 
-HEADER = (f"{'sampler':9s} {'chains':>6s} {'max|z|':>7s} {'R-hat':>6s} {'ESS':>7s} "
-          f"{'sd err':>6s} {'seconds':>8s} {'ESS/s':>8s} {'ESS/kgrad':>9s} {'div':>5s} "
+HEADER = (f"{'sampler':14s} {'chains':>6s} {'warm+draws':>10s} {'max|z|':>7s} {'R-hat':>6s} "
+          f"{'ESS':>7s} {'sd err':>6s} {'seconds':>8s} {'ESS/s':>8s} {'ESS/kgrad':>9s} {'div':>5s} "
           f"{'accept':>6s}  note")
 
 
 def format_row(row: Row) -> str:
     """One line of the text table."""
     if row.error:
-        return f"{row.sampler:9s} {row.chains:6d}  not run: {row.error}"
+        return f"{row.sampler:14s} {row.chains:6d}  not run: {row.error}"
     flag = "" if row.ok else "  ** means off the reference **"
-    return (f"{row.sampler:9s} {row.chains:6d} {row.max_z:7.2f} {row.max_rhat:6.3f} "
+    size = f"{row.warmup}+{row.draws}"
+    return (f"{row.sampler:14s} {row.chains:6d} {size:>10s} {row.max_z:7.2f} {row.max_rhat:6.3f} "
             f"{row.min_ess:7.0f} {row.max_sd_err:6.3f} {row.seconds:8.1f} "
             f"{row.ess_per_second:8.1f} {row.ess_per_kgrad:9.2f} {row.divergences:5.0f} "
             f"{row.acceptance:6.3f}  {row.note}{flag}")
@@ -287,7 +364,7 @@ def format_row(row: Row) -> str:
 def ratios(rows: list[Row]) -> list[tuple[str, str, str, float]]:
     """``(target, ebmcore sampler, peer, ESS/s ratio)`` for every pair that ran."""
     out = []
-    for peer in PEERS:
+    for peer in ("blackjax", "blackjax_same", "blackjax_chees", "pyro"):
         for row in rows:
             if row.sampler not in EBMCORE_SAMPLERS or row.error:
                 continue
@@ -312,25 +389,29 @@ def markdown(rows: list[Row], settings: Settings) -> str:
     An R-hat above ``RHAT_LIMIT`` is in bold (the chains did not mix: ESS and z say little),
     and so is a ``|z|`` above ``Z_LIMIT`` where R-hat is not.
     """
-    lines = [f"{settings.chains} chains ({settings.pyro_chains} for Pyro), {settings.warmup:,} "
-             f"warm-up and {settings.draws:,} draws, one CPU thread each.", "",
-             "| target | sampler | max \\|z\\| | max R-hat | min ESS | ESS/s | ESS/1k grads "
-             "| divergences | acceptance | ESS/s vs BlackJAX | vs Pyro |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    peers = ("blackjax", "blackjax_same", "blackjax_chees", "pyro")
+    lines = [f"Protocol rows: {settings.chains} chains ({settings.pyro_chains} for Pyro), "
+             f"{settings.warmup:,} warm-up and {settings.draws:,} draws; the others as their "
+             f"chains and warm-up + draws say; one CPU thread each.", "",
+             "| target | sampler | chains | warm-up + draws | max \\|z\\| | max R-hat | min ESS "
+             "| ESS/s | ESS/1k grads | divergences | acceptance | vs BlackJAX-16 "
+             "| vs BlackJAX same chains | vs BlackJAX ChEES | vs Pyro |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     per = {(t, s, p): r for t, s, p, r in ratios(rows)}
     for row in rows:
         title = row.title or row.target
         if row.error:
-            lines.append(f"| {title} | {row.sampler} | not run: {row.error} "
-                         "| | | | | | | | |")
+            lines.append(f"| {title} | {row.sampler} | {row.chains} | | not run: {row.error} "
+                         "| | | | | | | | | | |")
             continue
         mixed = row.max_rhat <= RHAT_LIMIT
         z = f"{row.max_z:.2f}" if row.max_z <= Z_LIMIT or not mixed else f"**{row.max_z:.2f}**"
         rhat = f"{row.max_rhat:.3f}" if mixed else f"**{row.max_rhat:.3f}**"
-        cells = [per.get((row.target, row.sampler, peer)) for peer in PEERS]
+        cells = [per.get((row.target, row.sampler, peer)) for peer in peers]
         cells_text = " | ".join("" if c is None else f"{figure(c)}x" for c in cells)
         lines.append(
-            f"| {title} | {row.sampler} | {z} | {rhat} | {row.min_ess:.0f} | "
+            f"| {title} | {row.sampler} | {row.chains} | {row.warmup:,} + {row.draws:,} "
+            f"| {z} | {rhat} | {row.min_ess:.0f} | "
             f"{figure(row.ess_per_second)} | {figure(row.ess_per_kgrad)} | "
             f"{row.divergences:.0f} | {row.acceptance:.2f} | {cells_text} |")
     return "\n".join(lines) + "\n"
@@ -361,16 +442,22 @@ def run(targets: list[str], samplers: list[str], settings: Settings,
         with torch.no_grad():
             check_values = make_target(name, torch.float64).log_prob(
                 torch.as_tensor(points)).numpy()
+        recipe = RECOMMENDED[name]
         rng = np.random.default_rng(settings.seed + index)
-        x0 = rng.uniform(-2.0, 2.0, size=(settings.chains, target.dim))
+        # The protocol's chains first, the recommended configuration's others after them.
+        x0 = rng.uniform(-2.0, 2.0, size=(max(settings.chains, recipe.chains), target.dim))
+        print(f"  recommended: {recipe.describe()}", file=out)
         print("  " + HEADER, file=out, flush=True)
         for sampler in samplers:
+            sized = sampler == "recommended" or (sampler in PEERS and PEERS[sampler][2])
+            n = (recipe.chains if sized else
+                 settings.pyro_chains if sampler == "pyro" else settings.chains)
             if sampler in PEERS:
-                n = settings.pyro_chains if sampler == "pyro" else settings.chains
-                row = run_peer(sampler, target, x0[:n], points, check_values, settings)
+                row = run_peer(sampler, target, x0[:n], points, check_values, settings,
+                               recipe if sized else None)
             else:
-                row = run_ebmcore(sampler, target,
-                                  torch.as_tensor(x0, dtype=torch.float32), settings)
+                row = run_ebmcore(sampler, target, torch.as_tensor(x0[:n], dtype=torch.float32),
+                                  settings, recipe if sized else None)
             rows.append(row)
             print("  " + format_row(row), file=out, flush=True)
     pairs = ratios(rows)
@@ -378,7 +465,7 @@ def run(targets: list[str], samplers: list[str], settings: Settings,
         print("\nESS per second of ebmcore's samplers over the peer's (same run, back to back):",
               file=out)
         for target_name, sampler, peer, ratio in pairs:
-            print(f"  {target_name:17s} {sampler:6s} / {peer:8s} {ratio:8.3g}", file=out)
+            print(f"  {target_name:17s} {sampler:11s} / {peer:14s} {ratio:8.3g}", file=out)
     return rows, failed
 
 

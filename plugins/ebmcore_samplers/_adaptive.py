@@ -10,7 +10,7 @@ The arguments (the same names and meanings in ``mala``, ``hmc``, ``nuts`` and ``
   during burn-in;
 - ``mass``: the user's mass matrix (a vector: diagonal; a matrix: dense);
 - ``adapt_mass``: ``"diag"``, ``"dense"`` or ``None``: the inverse mass estimated from the
-  positions pooled over chains in burn-in windows (:func:`~.adaptation.mass_windows`);
+  positions pooled over chains in Stan's burn-in windows (:func:`~.adaptation.mass_windows`);
 - ``jitter``: each step's step size drawn from ``step_size * [1 - jitter, 1 + jitter]``.
 """
 
@@ -181,7 +181,7 @@ class AdaptiveSampler:
         x = state.x
         if self.adapt_mass is not None:
             cov = windowed_covariance(state, x, iteration, n_adapt,
-                                      self.adapt_mass == "dense")
+                                      self.adapt_mass == "dense", "stan")
             if cov is not None:
                 state.metric = Metric.from_covariance(cov, x.dtype, x.device)
                 self._on_metric(state)

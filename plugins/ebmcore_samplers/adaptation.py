@@ -4,7 +4,9 @@
   probability (Hoffman & Gelman 2014, Algorithm 5), entirely with tensor operations.
 - :class:`Welford` accumulates a batched running mean and (diagonal or dense) covariance of
   positions pooled over chains, for the mass matrix (Stan's regularised estimate).
-- :func:`mass_windows` says at which burn-in iterations a mass estimate is taken.
+- :func:`mass_windows` says at which burn-in iterations a mass estimate is taken: Stan's
+  schedule (a fast window, slow windows of doubling length, a terminal fast window) or two
+  windows over 15-90 % of burn-in.
 - :func:`find_reasonable_step_size` is the Hoffman & Gelman starting step size, per chain,
   for any :class:`~ebmcore_samplers.metric.Metric` (identity, diagonal or dense mass).
 """
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
 
 #: The fewest burn-in iterations left after the last mass window to re-tune the step size.
 MIN_TERMINAL = 10
+
+#: Stan's windowed adaptation (and BlackJAX's ``window_adaptation``): an initial fast window
+#: that tunes only the step size, slow windows starting at ``BASE_WINDOW`` iterations and
+#: doubling, each ending with a mass estimate, and a terminal fast window.
+INIT_BUFFER, BASE_WINDOW, TERM_BUFFER = 75, 25, 50
 
 
 class DualAveraging:
@@ -160,24 +167,59 @@ class Welford:
         return cov + shrink
 
 
-def mass_windows(n_adapt: int) -> list[tuple[int, int]]:
+def mass_windows(n_adapt: int, schedule: str = "fractions") -> list[tuple[int, int]]:
     """Return the ``[start, end)`` burn-in iterations of each mass-estimation window.
 
-    The first 15 % of burn-in tunes only the step size (chains travel to the typical set),
-    then two windows of doubling length estimate the mass (the first one a rough estimate
-    that makes the second mix faster), and the rest, the last 10 % but at least
-    ``MIN_TERMINAL`` iterations, re-tunes the step size for the final mass (a short
-    burn-in's 10 % would leave a handful of steps: on a 2-D double well, 3 steps after 30
-    of burn-in left MALA accepting 0.28 against its target 0.574). Burn-ins shorter than 20
-    iterations get no window.
+    ``schedule="stan"`` is Stan's, as BlackJAX's ``window_adaptation`` also follows it: the
+    first ``INIT_BUFFER`` (75) iterations tune only the step size (the chains travel to the
+    typical set); then windows of 25, 50, 100, ... iterations each end with a mass estimate
+    from their own positions (the early, short ones give rough estimates that let the later
+    ones mix faster), the last window stretched to end where the next would not fit; the
+    last ``TERM_BUFFER`` (50) iterations re-tune the step size for the final mass. For 1,000
+    iterations: 75-100, 100-150, 150-250, 250-450, 450-950. ``nuts``, ``hmc`` and ``mala``
+    use it: on Neal's funnel it held NUTS's acceptance nearer its target with fewer
+    divergences than the fractions below (``benchmarks/samplers_nuts.py --funnel``). A
+    burn-in shorter than 150 iterations gets Stan's fallback: 15 % fast, one window, and the
+    last 10 %, but at least ``MIN_TERMINAL`` iterations, to re-tune the step size.
+
+    ``schedule="fractions"`` (the default, ``chees``'s): the first 15 % of burn-in tunes only
+    the step size, then two windows (the second twice the first) estimate the mass, and the
+    rest, the last 10 % but at least ``MIN_TERMINAL`` iterations, re-tunes the step size
+    (ChEES's trajectory-length adaptation needs that longer terminal phase: after Stan's 50
+    iterations its acceptance on a 10-D Gaussian ended at 0.79 against its target 0.651).
+
+    Either way a short burn-in keeps at least ``MIN_TERMINAL`` terminal iterations (10 % of
+    a short burn-in would leave a handful of steps: on a 2-D double well, 3 steps after 30
+    of burn-in left MALA accepting 0.28 against its target 0.574), and burn-ins shorter
+    than 20 iterations get no window.
+
+    Raises:
+        ValueError: When ``schedule`` is neither ``"stan"`` nor ``"fractions"``.
     """
+    if schedule not in ("stan", "fractions"):
+        raise ValueError(f"schedule must be 'stan' or 'fractions', got {schedule!r}")
     if n_adapt < 20:
         return []
-    start = int(0.15 * n_adapt)
-    end = min(int(0.9 * n_adapt), n_adapt - min(MIN_TERMINAL, n_adapt // 2))
-    middle = start + (end - start) // 3
-    return [(start, middle), (middle, end)]
-
+    if schedule == "fractions":
+        start = int(0.15 * n_adapt)
+        end = min(int(0.9 * n_adapt), n_adapt - min(MIN_TERMINAL, n_adapt // 2))
+        middle = start + (end - start) // 3
+        return [(start, middle), (middle, end)]
+    init, base, term = INIT_BUFFER, BASE_WINDOW, TERM_BUFFER
+    if init + base + term > n_adapt:
+        init = int(0.15 * n_adapt)
+        term = max(int(0.1 * n_adapt), min(MIN_TERMINAL, n_adapt // 2))
+        base = n_adapt - init - term
+    end = n_adapt - term
+    windows: list[tuple[int, int]] = []
+    start, size = init, base
+    while start < end:
+        stop = start + size
+        if stop + 2 * size > end:  # the next window would not fit: this one takes the rest
+            stop = end
+        windows.append((start, stop))
+        start, size = stop, 2 * size
+    return windows
 
 def find_reasonable_step_size(energy: Energy, x: torch.Tensor, e: torch.Tensor,
                               g: torch.Tensor, step_size: torch.Tensor | float, metric: Metric,
@@ -256,7 +298,7 @@ def find_reasonable_step_size(energy: Energy, x: torch.Tensor, e: torch.Tensor,
 
 
 def windowed_covariance(state: Any, x: torch.Tensor, iteration: int, n_adapt: int,
-                        dense: bool) -> torch.Tensor | None:
+                        dense: bool, schedule: str = "fractions") -> torch.Tensor | None:
     """Feed burn-in positions into the mass estimate of the window ``iteration`` falls in.
 
     ``state.welford`` holds the window's :class:`Welford` (``None`` between windows). At a
@@ -270,8 +312,9 @@ def windowed_covariance(state: Any, x: torch.Tensor, iteration: int, n_adapt: in
         iteration: Burn-in step index, from 0.
         n_adapt: Number of burn-in steps.
         dense: Estimate the full covariance rather than its diagonal.
+        schedule: The windows' schedule (:func:`mass_windows`).
     """
-    for start, end in mass_windows(n_adapt):
+    for start, end in mass_windows(n_adapt, schedule):
         if not start <= iteration < end:
             continue
         if state.welford is None:

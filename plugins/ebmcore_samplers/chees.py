@@ -20,25 +20,31 @@ During burn-in:
 - the mass matrix is estimated from the positions pooled over chains in the windows of
   :func:`~ebmcore_samplers.adaptation.mass_windows`; the criterion's norms are taken in that
   metric (``|c|_M^2 = c^T M c``), so it measures the chains in the whitened space the sampler
-  moves in (for the identity mass it is the paper's criterion). At each mass update the
-  step size is searched for again (Hoffman & Gelman's heuristic, median over chains) and
-  ``T`` is divided by ``sqrt(lambda_max)`` (:func:`slowest_speedup`: the slowest direction
-  keeps its phase), at least a quarter turn ``pi / 2`` of a unit-variance direction.
+  moves in (for the identity mass it is the paper's criterion). At each mass update ``T`` is
+  divided by ``sqrt(lambda_max)`` (:func:`slowest_speedup`: the slowest direction keeps its
+  phase), at least a quarter turn ``pi / 2`` of a unit-variance direction; the step size's
+  dual averaging goes on through the update (as in BlackJAX's ChEES), and only the average
+  that gives the final step size restarts there (:class:`StepAverage`).
 
-Work per iteration is uniform, so the sampler needs many chains for its criterion, not for
-its speed: 16 to 64 chains is the intended use. It runs on the ``torch`` backend (no
-compiled plan: the jittered number of leapfrog steps changes every iteration).
+Work per iteration is uniform, so every chain stays busy: on a small model the cost of a
+leapfrog step hardly grows with the number of chains, and 128 to 1,024 chains with a short
+warm-up are the intended use (see "Which sampler for which posterior" in docs/sampling.md).
+It runs on the ``torch`` backend; with ``compiled=True`` its leapfrog steps run as blocks
+traced by ``torch.compile`` (:mod:`ebmcore_samplers.compiled.leapfrog`: the jittered number
+of steps changes every iteration, so the block masks its spare steps).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ebmcore.energy import Energy
+from ebmcore.errors import BackendUnavailableError
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_int, check_positive
 from ebmcore_samplers import _common
@@ -48,6 +54,7 @@ from ebmcore_samplers.adaptation import (
     find_reasonable_step_size,
     windowed_covariance,
 )
+from ebmcore_samplers.compiled.leapfrog import CompiledLeapfrog
 from ebmcore_samplers.hmc import DIVERGENCE_THRESHOLD
 from ebmcore_samplers.metric import Metric, check_adapt_mass, check_mass
 
@@ -61,7 +68,7 @@ AVERAGING_DECAY = 0.5
 MIN_ACCEPT_WEIGHT = 1e-4
 #: After a mass update, T starts at least at a quarter turn of a unit-variance direction.
 MIN_WHITENED_LENGTH = 0.5 * math.pi
-#: Target of the step-size heuristic run before the first iteration and after a mass update.
+#: Target of the step-size heuristic run before the first iteration.
 HEURISTIC_TARGET = 0.8
 
 
@@ -229,6 +236,39 @@ def harmonic_mean_accept(accept_prob: torch.Tensor, divergent: torch.Tensor) -> 
     return value if math.isfinite(value) else 0.0
 
 
+class StepAverage:
+    """Iterate average of ``log eps`` with weights ``k ** -0.75`` (dual averaging's), restarted
+    at each mass update: the step size used after burn-in.
+
+    The dual averaging itself runs through the whole burn-in and is not restarted when the
+    mass changes (as in BlackJAX's ChEES): it finds the new step size within a few
+    iterations. Restarting it there, as Stan does between its windows, left the step size to
+    the few terminal iterations (30 of a 300-iteration burn-in); with many chains the
+    harmonic mean of their acceptance is nearly all or nothing from one iteration to the
+    next, and the restarted average ended with the harmonic mean at 0.76 to 0.86 against
+    its target 0.651 on a 10-D Gaussian with 256 chains (acceptance 0.99 on the banana).
+    Only the average restarts, so the final step size comes from the iterates under the
+    final mass.
+    """
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget the average."""
+        self.log_step, self.k = 0.0, 0
+
+    def update(self, step_size: float) -> None:
+        """Add the step size of one iteration."""
+        self.k += 1
+        w = self.k ** -0.75
+        self.log_step = (1.0 - w) * self.log_step + w * math.log(step_size)
+
+    def final(self, current: float) -> float:
+        """The averaged step size; ``current`` where no iteration was averaged."""
+        return math.exp(self.log_step) if self.k else current
+
+
 def leapfrog_(energy: Energy, metric: Metric, x: torch.Tensor, p: torch.Tensor,
               grad: torch.Tensor, step_size: float, n_steps: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,10 +304,14 @@ class ChEESState(SamplerState):
         search_step_size: Run the step-size heuristic before the next iteration.
         jitter: The Halton factor ``u`` of the last iteration.
         dual: Step-size dual averaging during burn-in (one entry), else ``None``.
+        step_average: Average of ``log eps`` since the last mass update (:class:`StepAverage`)
+            during burn-in, else ``None``.
         adam: Trajectory-length ascent during burn-in, else ``None``.
         welford: The running mass estimate inside a mass window, else ``None``.
         previous: Positions before the last iteration (buffer, swapped with ``x``).
         proposal, momentum, uniform: Buffers: the last proposal, its momentum, uniforms.
+        compiled: The compiled leapfrog blocks (``compiled=True``), else ``None``.
+        compiled_refusal: Why ``compiled=True`` fell back to eager steps, else ``None``.
     """
 
     t: int = 0
@@ -277,12 +321,15 @@ class ChEESState(SamplerState):
     search_step_size: bool = False
     jitter: float = 1.0
     dual: DualAveraging | None = None
+    step_average: StepAverage | None = None
     adam: TrajectoryAdam | None = None
     welford: Welford | None = None
     previous: torch.Tensor | None = None
     proposal: torch.Tensor | None = None
     momentum: torch.Tensor | None = None
     uniform: torch.Tensor | None = None
+    compiled: CompiledLeapfrog | None = None
+    compiled_refusal: str | None = None
 
 
 class ChEES(Sampler):
@@ -317,6 +364,14 @@ class ChEES(Sampler):
             ``max_leapfrog * eps``).
         initial_trajectory_length: Initial ``T``; ``None`` starts at one leapfrog step.
         learning_rate: Adam's learning rate for ``log T`` (0 keeps ``T`` fixed).
+        compiled: Run the leapfrog steps as blocks compiled by ``torch.compile`` (the energy
+            must trace as one graph). Compiling costs seconds once per process and energy
+            type (``diagnostics["compile_seconds"]``); it repays on small models, whose
+            eager steps are dominated by fixed per-operation costs. Where torch.compile
+            cannot run or fails on the energy, a warning says so and the steps run eagerly.
+        compile_block: Leapfrog steps per compiled call, ``K``. A trajectory of ``n`` steps
+            makes ``ceil(n / K)`` calls and ``K ceil(n / K)`` gradient evaluations (the
+            spare steps of the last call are masked; ``n_grad`` counts them).
     """
 
     acceptance_key = "accept_prob"
@@ -326,7 +381,8 @@ class ChEES(Sampler):
                  target_accept: float = 0.651, mass: Any = None,
                  adapt_mass: str | None = "diag", jitter: float = 1.0,
                  max_leapfrog: int = 1000, initial_trajectory_length: float | None = None,
-                 learning_rate: float = 0.025) -> None:
+                 learning_rate: float = 0.025, compiled: bool = False,
+                 compile_block: int = 4) -> None:
         self.step_size = None if step_size is None else check_positive("step_size", step_size)
         self.adapt_step_size = _common.check_flag("adapt_step_size", adapt_step_size)
         self.target_accept = _common.validate_target_accept(target_accept)
@@ -340,6 +396,8 @@ class ChEES(Sampler):
             None if initial_trajectory_length is None
             else check_positive("initial_trajectory_length", initial_trajectory_length))
         self.learning_rate = check_positive("learning_rate", learning_rate, allow_zero=True)
+        self.compiled = _common.check_flag("compiled", compiled)
+        self.compile_block = check_int("compile_block", compile_block, minimum=1)
 
     def init(self, energy: Energy, x: torch.Tensor) -> ChEESState:
         """Return chains at a copy of ``x`` with their energy and gradient cached.
@@ -362,7 +420,44 @@ class ChEES(Sampler):
                            uniform=torch.empty(b, dtype=x.dtype, device=x.device))
         if self.step_size is not None:
             state.trajectory_length = self.initial_trajectory_length or self.step_size
+        if self.compiled:
+            dense = self.adapt_mass == "dense" or (self.mass is not None and self.mass.ndim == 2)
+            try:
+                state.compiled = CompiledLeapfrog(energy, x, "dense" if dense else "diag",
+                                                  self.compile_block)
+            except BackendUnavailableError as exc:
+                self._fall_back(state, exc)
         return state
+
+    @staticmethod
+    def _fall_back(state: ChEESState, exc: BaseException) -> None:
+        state.compiled, state.compiled_refusal = None, str(exc)
+        warnings.warn(f"chees(compiled=True) runs its leapfrog steps eagerly: {exc}",
+                      RuntimeWarning, stacklevel=3)
+
+    def _trajectory(self, energy: Energy, state: ChEESState, p: torch.Tensor, eps: float,
+                    n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Run ``n`` leapfrog steps from the chains into ``state.proposal`` and ``p``;
+        return the end point's energies, gradients and the evaluations made."""
+        x1 = state.proposal.copy_(state.x)
+        if state.compiled is not None:
+            metric, d = state.metric, p.shape[1]
+            inv = metric.inverse_mass()
+            if state.compiled.kind == "dense" and (inv is None or inv.ndim == 1):
+                inv = (torch.eye(d, dtype=p.dtype, device=p.device) if inv is None
+                       else torch.diag(inv))
+            inv = state.compiled.inverse_mass(inv, d, p)
+            try:
+                x2, p2, e1, g1, evals = state.compiled(energy, state.x, p, state.energy,
+                                                       state.grad, eps, n, inv)
+            except BackendUnavailableError as exc:
+                self._fall_back(state, exc)
+            else:
+                x1.copy_(x2)
+                p.copy_(p2)
+                return e1, g1, evals
+        e1, g1 = leapfrog_(energy, state.metric, x1, p, state.grad, eps, n)
+        return e1, g1, n
 
     def _search_step_size(self, energy: Energy, state: ChEESState,
                           gen: torch.Generator) -> int:
@@ -399,8 +494,8 @@ class ChEES(Sampler):
         n, eps = self.n_leapfrog(state), state.step_size
         p = metric.draw_(state.momentum, gen)
         h0 = metric.kinetic(p).add_(state.energy)
-        x1 = state.proposal.copy_(x)
-        e1, g1 = leapfrog_(energy, metric, x1, p, state.grad, eps, n)
+        e1, g1, evals = self._trajectory(energy, state, p, eps, n)
+        x1 = state.proposal
         energy_error = metric.kinetic(p).add_(e1).sub_(h0)
         divergent = ~(energy_error <= DIVERGENCE_THRESHOLD)  # NaN counts as divergent
         accept_prob = energy_error.neg().clamp_max_(0.0).exp_().nan_to_num_(nan=0.0)
@@ -415,7 +510,7 @@ class ChEES(Sampler):
         b = x.shape[0]
         return state, {"accept_prob": accept_prob, "accepted": accepted,
                        "divergent": divergent, "energy_error": energy_error,
-                       "n_grad": torch.full((b,), n + extra, dtype=torch.long,
+                       "n_grad": torch.full((b,), evals + extra, dtype=torch.long,
                                             device=x.device),
                        "step_size": torch.full((b,), eps, dtype=x.dtype, device=x.device),
                        "n_leapfrog": torch.full((b,), n, dtype=torch.long, device=x.device)}
@@ -427,12 +522,14 @@ class ChEES(Sampler):
             if self.adapt_step_size:
                 state.dual = DualAveraging(
                     torch.tensor([state.step_size], dtype=torch.float64), self.target_accept)
+                state.step_average = StepAverage()
             if self.learning_rate > 0:
                 state.adam = TrajectoryAdam(state.trajectory_length, self.learning_rate)
         accept, divergent = info["accept_prob"], info["divergent"]
         if state.dual is not None:
             mean = torch.tensor([harmonic_mean_accept(accept, divergent)], dtype=torch.float64)
             state.step_size = float(state.dual.update(mean)[0])
+            state.step_average.update(state.step_size)
         if state.adam is not None:
             b = state.x.shape[0]
             gradient = chees_gradient(
@@ -453,19 +550,20 @@ class ChEES(Sampler):
         if cov is None:
             return
         # The metric changes the best step size and the time scale of the slowest direction:
-        # search the step size again, rescale T and restart the averages.
+        # the dual averaging goes on (see StepAverage); T is rescaled and the averages restart.
         state.trajectory_length = max(
             state.trajectory_length / math.sqrt(slowest_speedup(state.metric, cov)),
             MIN_WHITENED_LENGTH)
         state.metric = Metric.from_covariance(cov, x.dtype, x.device)
-        state.search_step_size = self.adapt_step_size
+        if state.step_average is not None:
+            state.step_average.restart()
         if state.adam is not None:
             state.adam.rescale(state.trajectory_length)
 
     def _finish_adaptation(self, state: ChEESState) -> None:
         if state.dual is not None:
-            state.step_size = float(state.dual.final()[0])
-            state.dual = None
+            state.step_size = state.step_average.final(state.step_size)
+            state.dual = state.step_average = None
         state.search_step_size = False
         if state.adam is not None:
             state.trajectory_length = state.adam.final()
@@ -475,11 +573,18 @@ class ChEES(Sampler):
         state.welford = None
 
     def final_diagnostics(self, state: ChEESState) -> dict[str, Any]:
-        """Report ``step_size`` ``(B,)``, ``inverse_mass`` and ``trajectory_length``."""
+        """Report ``step_size`` ``(B,)``, ``inverse_mass`` and ``trajectory_length``; with
+        ``compiled=True`` also ``compile_seconds`` (or ``compiled_refusal``)."""
         x = state.x
         eps = math.nan if state.step_size is None else state.step_size
         length = math.nan if state.trajectory_length is None else state.trajectory_length
-        return {"step_size": torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device),
+        extra: dict[str, Any] = {}
+        if state.compiled is not None:
+            extra["compile_seconds"] = state.compiled.compile_seconds
+        if state.compiled_refusal is not None:
+            extra["compiled_refusal"] = state.compiled_refusal
+        return {**extra,
+                "step_size": torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device),
                 "inverse_mass": state.metric.inverse_mass(),
                 "trajectory_length": torch.tensor(length, dtype=x.dtype, device=x.device)}
 
@@ -491,7 +596,8 @@ class ChEES(Sampler):
                 "adapt_mass": self.adapt_mass, "jitter": self.jitter,
                 "max_leapfrog": self.max_leapfrog,
                 "initial_trajectory_length": self.initial_trajectory_length,
-                "learning_rate": self.learning_rate}
+                "learning_rate": self.learning_rate, "compiled": self.compiled,
+                "compile_block": self.compile_block}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore settings saved by :meth:`state_dict` (validated as in the constructor)."""

@@ -48,7 +48,8 @@ class HMC(AdaptiveSampler, CompiledSampler, Sampler):
 
     During burn-in, ``adapt_step_size`` tunes each chain's step size by dual averaging and
     ``adapt_mass`` estimates the inverse mass as the (Welford, regularised) covariance of
-    the positions pooled over chains, in two windows between 15 % and 90 % of burn-in.
+    the positions pooled over chains, in Stan's windows
+    (:func:`~ebmcore_samplers.adaptation.mass_windows`).
 
     Args:
         step_size: Leapfrog step size: a positive number (the initial value when adapting),

@@ -64,13 +64,39 @@ def test_welford_flattens_events_and_checks_sizes() -> None:
         Welford(4).covariance()
 
 
-def test_mass_windows() -> None:
+def test_mass_windows_stan() -> None:
+    assert mass_windows(19, "stan") == []
+    # Stan's schedule: 75 fast, windows of 25, 50, 100, ..., the last stretched, 50 fast.
+    assert mass_windows(1000, "stan") == [(75, 100), (100, 150), (150, 250), (250, 450),
+                                          (450, 950)]
+    assert mass_windows(200, "stan") == [(75, 100), (100, 150)]
+    assert mass_windows(2000, "stan")[-2:] == [(450, 850), (850, 1950)]
+    for n in (20, 30, 100, 149, 150, 151, 200, 333, 1000, 5000):
+        windows = mass_windows(n, "stan")
+        assert windows, n
+        # the step size re-tunes over at least the last 10 iterations (50 once n >= 150)
+        assert n - windows[-1][1] >= (50 if n >= 150 else 10)
+        assert windows[0][0] == (75 if n >= 150 else int(0.15 * n))
+        assert all(windows[i][1] == windows[i + 1][0] for i in range(len(windows) - 1))
+        # each window is at least twice the one before (the last takes what is left)
+        sizes = [b - a for a, b in windows]
+        assert sizes[0] > 0
+        assert all(sizes[i + 1] >= 2 * sizes[i] for i in range(len(sizes) - 1)), sizes
+
+
+def test_mass_windows_fractions() -> None:
     assert mass_windows(19) == []
     for n in (20, 30, 100, 1000):
         windows = mass_windows(n)
+        assert windows == mass_windows(n, "fractions")
         # the step size re-tunes over the last 10 %, and at least 10 iterations
         end = min(int(0.9 * n), n - 10)
         assert windows[0][0] == int(0.15 * n) and windows[-1][1] == end
         assert n - windows[-1][1] >= 10
         assert all(a < b for a, b in windows)
         assert all(windows[i][1] == windows[i + 1][0] for i in range(len(windows) - 1))
+
+
+def test_mass_windows_names_a_bad_schedule() -> None:
+    with pytest.raises(ValueError, match="schedule must be 'stan' or 'fractions'"):
+        mass_windows(100, "stn")

@@ -3,39 +3,23 @@ log densities are the Inference Gym's (where tfp-nightly is installed) and Black
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[3] / "benchmarks"
-
-
-def load(name: str):
-    """Import ``benchmarks/<name>.py`` (its folder on the path, as when run as a script)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"ebmcore_benchmark_{name}",
-                                                  BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from benchmark_modules import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load("posteriors")
+    return load_benchmark("posteriors")
 
 
 @pytest.fixture(scope="module")
 def targets():
-    return load("posterior_targets")
+    return load_benchmark("posterior_targets")
 
 
 def buildable(targets, name: str):
@@ -97,7 +81,7 @@ def test_bad_arguments_are_refused(bench) -> None:
     with pytest.raises(SystemExit, match="--chains"):
         bench.main(["--chains", "0"])
     with pytest.raises(ValueError, match="target must be one of"):
-        load("posterior_targets").make_target("nope")
+        load_benchmark("posterior_targets").make_target("nope")
 
 
 @pytest.mark.parametrize("name", ["eight_schools_nc", "eight_schools_c", "german_credit",
@@ -121,7 +105,7 @@ def test_log_density_is_the_gyms(targets, name: str) -> None:
 def test_blackjax_mirror_is_the_torch_density(targets, name: str) -> None:
     jax = pytest.importorskip("jax")
     target = buildable(targets, name)
-    peer = load("posteriors_blackjax")
+    peer = load_benchmark("posteriors_blackjax")
     points = target.check_points(4, seed=5)
     with torch.no_grad():
         ours = target.log_prob(torch.as_tensor(points)).numpy()

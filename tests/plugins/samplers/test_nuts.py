@@ -392,3 +392,27 @@ def test_funnel_adapted_acceptance_reaches_the_target() -> None:
     est, mcse = float(per_chain.mean()), float(per_chain.std()) / 64 ** 0.5
     assert mcse < 0.03, mcse  # else 0.05 could not tell 0.8 from the old 0.64
     assert abs(est - 0.8) < 0.05, (est, mcse)
+
+
+def test_step_size_search_reruns_after_each_mass_window() -> None:
+    # Stan's windows for 200 burn-in steps end at iterations 100 and 150; after each mass
+    # update the heuristic searches again (its evaluations count in that step's n_grad)
+    # and dual averaging starts over from what it found.
+    energy = CountingGaussian(torch.diag(torch.tensor([0.01, 1.0, 100.0], dtype=torch.float64)))
+    gen = torch.Generator().manual_seed(3)
+    sampler = NUTS(max_tree_depth=6)
+    state = sampler.init(energy, torch.randn(8, 3, dtype=torch.float64, generator=gen))
+    searched, restarted = [], []
+    for i in range(200):
+        flagged = state.search_step_size
+        state, info = sampler.step(energy, state, gen)
+        if flagged:
+            searched.append(i)
+            # The search's evaluations (at least two leapfrog steps) come on top of the tree.
+            assert (info["n_grad"] >= info["tree_depth"].clamp_min(1) + 2).all()
+        state = sampler.adapt(state, info, i, 200)
+        if state.dual is not None and state.dual.t == 1:
+            restarted.append(i)
+    assert searched == [0, 100, 150]
+    assert restarted == [0, 100, 150]
+    assert state.dual is None and state.inverse_mass is not None
