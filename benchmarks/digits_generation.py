@@ -26,17 +26,23 @@ Usage::
 
     python benchmarks/digits_generation.py                    # every method, recipe steps
     python benchmarks/digits_generation.py --methods fm,torchebm_fm --steps 2000
+    python benchmarks/digits_generation.py --out runs/digits --methods fm,eqm
+    python benchmarks/digits_generation.py --picture runs/digits/flow_matching \\
+        docs/images/digits-flow-samples.png "flow matching samples (ebmcore recipe)"
 
-It prints a markdown table. Runtime: per method, its training (4 to 8 minutes on the
-shared 2-core CPU) plus 1 to 2 minutes of evaluation (flow matching's likelihood takes most);
-on 7 December 2026, with eight jobs sharing the two cores, the four default methods took 30
-minutes and the flow-matching pair alone 12.
+It prints a markdown table, with the machine's one-minute load at the start and end of each
+row. Runtime: per method, its training (the recipes' 20,000 steps take about 300 s of one
+unloaded core, 15 ms a step; on 7 December 2026, with the two cores shared by about twenty
+processes, each took 43 minutes of wall clock) plus 1 to 2 minutes of evaluation (flow
+matching's likelihood takes most). The TorchEBM rows follow the recipe's network, steps,
+batch, rate and EMA, with TorchEBM's own (uniform) training times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -134,12 +140,40 @@ def cells(label: str, row: dict[str, Any]) -> str:
     judge = report.get("logistic_coverage", {})
     frechet = report.get("frechet", {})
     bits = row.get("bits_per_dim")
+    load = "—" if "load" not in row else f"{row['load'][0]:.1f} to {row['load'][1]:.1f}"
     return (f"| {label} | {100 * judge.get('confident_share', float('nan')):.0f} % | "
             f"{judge.get('classes_covered', '—')} | "
             f"{100 * judge.get('max_share', float('nan')):.0f} % | "
             f"{frechet.get('ratio', float('nan')):.2f}x | "
             f"{'—' if bits is None else f'{bits:.2f}'} | {row['steps']} | "
-            f"{row['train_seconds']:.0f} |")
+            f"{row['train_seconds']:.0f} | {load} |")
+
+
+def picture(run: Path, out: Path, title: str, seed: int = 0) -> None:
+    """Write ``out``: 64 of the samples a run folder holds (``samples.pt``) beside 64
+    held-out digits, both on the data's ``[0, 1]`` scale (values outside clipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    digits = ebmcore.create("dataset", "digits")
+    samples = torch.load(run / "samples.pt")[:64].reshape(-1, 8, 8)
+    held_out = digits.held_out().sample(64, torch.Generator().manual_seed(seed + 50_000))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    for ax, images, label in ((axes[0], samples, title), (axes[1], held_out, "held-out digits")):
+        tiles = images.reshape(8, 8, 8, 8).clamp(0, 1)
+        # an 8 x 8 mosaic with a one-pixel white gap between the images
+        mosaic = torch.zeros(8 * 9, 8 * 9)
+        for i in range(8):
+            for j in range(8):
+                mosaic[9 * i:9 * i + 8, 9 * j:9 * j + 8] = tiles[i, j]
+        ax.imshow(mosaic.numpy(), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(label, fontsize=11)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,30 +185,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--out", type=Path, default=None,
                         help="keep ebmcore's run folders here (default: a temporary folder)")
+    parser.add_argument("--picture", nargs=3, metavar=("RUN", "PNG", "TITLE"), default=None,
+                        help="only draw a run folder's samples beside held-out digits")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.picture is not None:
+        run, png, title = args.picture
+        picture(Path(run), Path(png), title)
+        return
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) if args.out is None else args.out
         for method in args.methods.split(","):
             method = method.strip()
+            load = os.getloadavg()[0]
             if method in EBMCORE:
                 rows[method] = ebmcore_row(EBMCORE[method], args.steps, folder)
             elif method in TORCHEBM:
                 rows[method] = torchebm_row(method, args.steps)
             else:
                 raise SystemExit(f"unknown method {method!r}")
+            # the machine's one-minute load at the start and end of the row: wall-clock
+            # seconds on a shared machine mean little without it
+            rows[method]["load"] = (load, os.getloadavg()[0])
             print(cells(method, rows[method]), flush=True)
     labels = {"fm": "ebmcore flow matching", "eqm": "ebmcore equilibrium matching",
               "em": "ebmcore energy matching", "torchebm_fm": "TorchEBM flow matching",
               "torchebm_eqm": "TorchEBM equilibrium matching"}
     first = next(iter(rows.values()))["report"]
     print("\n| run | confident | classes | largest class | Fréchet ratio | bits/dim | steps "
-          "| train s |\n|---|---|---|---|---|---|---|---|")
+          "| train s | load |\n|---|---|---|---|---|---|---|---|---|")
     data = first.get("logistic_data_coverage", {})
     print(f"| real held-out digits | {100 * data.get('confident_share', 0):.0f} % | "
           f"{data.get('classes_covered')} | {100 * data.get('max_share', 0):.0f} % | 1 "
-          f"(reference) | — | — | — |")
+          f"(reference) | — | — | — | — |")
     for method, row in rows.items():
         print(cells(labels[method], row))
     if args.json is not None:

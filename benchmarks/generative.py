@@ -21,7 +21,8 @@ and judges every model the same way:
   :func:`ebmcore.evaluation.likelihood.flow_log_likelihood`) minus the data set's own NLL on
   the same points; with ``--check-convergence`` the first points again with twice the RK4
   steps (the difference is printed). An energy (energy matching) gets the whole-plane NLL of
-  ``exp(-E)`` by quadrature (:func:`ebmcore.evaluate.grid_evaluation`, as
+  its density (``exp(-E)`` of ebmcore's, ``exp(-V / eps_max)`` of TorchEBM's potential) by
+  quadrature (:func:`ebmcore.evaluate.grid_evaluation`, as
   ``benchmarks/training_quality.py``). Equilibrium matching's field is time-free and has no
   flow likelihood ("—").
 - **TV / floor**: the total variation between a histogram (100 x 100 cells over the data
@@ -271,18 +272,22 @@ def _Scaled(energy: Any, temperature: float) -> Any:  # noqa: N802 - a factory
     return Scaled()
 
 
-def judge_energy(model: Any, built: dict[str, Any], args: argparse.Namespace
+def judge_energy(model: Any, built: dict[str, Any], library: str, args: argparse.Namespace
                  ) -> dict[str, Any]:
-    """Whole-plane NLL gap of ``exp(-E)`` by quadrature, as training_quality.py reports."""
+    """Whole-plane NLL gap of the model's density by quadrature, as training_quality.py
+    reports: ``exp(-E)`` of ebmcore's energy (its ``energy_matching`` trains ``E = V /
+    eps_max``, so the density is the model's own), ``exp(-V / eps_max)`` of the potential
+    ``V`` TorchEBM's ``EnergyMatchingLoss`` trains."""
     import torch
 
     from ebmcore.evaluate import grid_evaluation
     from ebmcore.field import energy_of
 
     energy = energy_of(model)
-    temperature = float(getattr(built["loss"], "epsilon_max", 1.0) or 1.0)
-    if temperature != 1.0:
-        # energy matching's Langevin negatives sample exp(-V / epsilon_max): that is its density
+    temperature = 1.0
+    if library == "torchebm":
+        # TorchEBM's Langevin negatives sample exp(-V / epsilon_max): that is its density
+        temperature = float(built["loss"].epsilon_max)
         energy = _Scaled(energy, temperature)
     dataset = built["dataset"]
     test = dataset.sample(20_000, generator=torch.Generator().manual_seed(10_000))
@@ -302,7 +307,7 @@ def run_one(library: str, method: str, dataset: str, args: argparse.Namespace
         model, seconds = train_torchebm(built, method)
     started = time.perf_counter()
     if method == "energy_matching":
-        scores = judge_energy(model, built, args)
+        scores = judge_energy(model, built, library, args)
     else:
         scores = judge_flow(model, built, method, args)
     train = built["config"]["train"]

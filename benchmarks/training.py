@@ -3,9 +3,11 @@
 Both sides train their own copy of the same model with the same loss, data draws and Adam
 optimiser; they run in one process, interleaved in blocks, after warm-up, with torch on one
 thread. The figure is the ratio of per-step times (goal: at most 1.10), reported as the
-median and range over blocks.
+median and range over blocks. The Trainer's default Adam is torch's fused one; the bare loop
+uses torch's default Adam (what a user writes), or the fused one with ``--fused-adam`` (the
+same optimiser kernel on both sides: the Trainer's own overhead).
 
-Run:  python benchmarks/training.py [--blocks 15] [--block-steps 40]
+Run:  python benchmarks/training.py [--blocks 15] [--block-steps 40] [--fused-adam]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def bare_loop(model, loss, dataset, optimizer, data_gen, steps: int, batch_size:
 
 
 def measure(loss_name: str, loss_params: dict, blocks: int, block_steps: int,
-            batch_size: int) -> dict:
+            batch_size: int, fused_adam: bool = False) -> dict:
     dataset = ebmcore.create("dataset", "eight_gaussians")
     model_t, loss_t = build(loss_name, loss_params, 0)
     trainer = Trainer(model_t, loss_t, data=dataset, steps=block_steps, batch_size=batch_size,
@@ -46,7 +48,8 @@ def measure(loss_name: str, loss_params: dict, blocks: int, block_steps: int,
     model_b, loss_b = build(loss_name, loss_params, 0)
     if hasattr(loss_b, "set_generator"):
         loss_b.set_generator(torch.Generator().manual_seed(1))
-    opt_b = torch.optim.Adam([*model_b.parameters(), *loss_b.parameters()], lr=trainer.lr)
+    opt_b = torch.optim.Adam([*model_b.parameters(), *loss_b.parameters()], lr=trainer.lr,
+                             fused=True if fused_adam else None)
     data_gen = torch.Generator().manual_seed(0)
 
     def run_trainer() -> float:
@@ -84,17 +87,21 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=15)
     parser.add_argument("--block-steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--fused-adam", action="store_true",
+                        help="the bare loop uses fused Adam too (the Trainer's default)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     assert torch.get_num_threads() == 1
     cases = [("denoising_score_matching", {"sigmas": 0.1}),
              ("pcd", {"k": 10})]
     print(f"torch {torch.__version__}, 1 thread, {args.blocks} blocks x {args.block_steps} "
-          f"steps, batch {args.batch_size}, mlp(2, hidden=(128, 128))")
+          f"steps, batch {args.batch_size}, mlp(2, hidden=(128, 128)), bare loop Adam "
+          f"{'fused' if args.fused_adam else 'default'}")
     print("| loss | bare ms/step | trainer ms/step | ratio median | ratio range |")
     print("|---|---|---|---|---|")
     for name, params in cases:
-        r = measure(name, params, args.blocks, args.block_steps, args.batch_size)
+        r = measure(name, params, args.blocks, args.block_steps, args.batch_size,
+                    args.fused_adam)
         print(f"| {r['loss']} | {r['bare_ms']:.2f} | {r['trainer_ms']:.2f} | "
               f"{r['ratio_median']:.3f} | {r['ratio_min']:.3f}-{r['ratio_max']:.3f} |",
               flush=True)

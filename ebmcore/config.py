@@ -200,6 +200,12 @@ def merge_run(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str
         name = block.get("name") if isinstance(block, Mapping) else None
         if name is not None and name != (base.get(section) or {}).get("name"):
             base[section] = {"name": name, "params": {}}
+    # the sampler that writes the samples (sample.sampler) is a component too
+    block = (given.get("sample") or {}).get("sampler")
+    name = block.get("name") if isinstance(block, Mapping) else None
+    old = (base.get("sample") or {}).get("sampler")
+    if name is not None and name != (old.get("name") if isinstance(old, Mapping) else old):
+        base.setdefault("sample", {})["sampler"] = {"name": name, "params": {}}
     return merge(base, given)
 
 
@@ -333,7 +339,7 @@ def check_train_config(config: Mapping[str, Any]) -> None:
     allowed = {"train": [*trainer_keys, "picture_every"],
                "evaluate": ["n_test", "bounds", "resolution", "ais_chains", "ais_temps",
                             "integrator", "likelihood_points"],
-               "sample": [*RUN_SETTINGS["sample"]]}
+               "sample": [*RUN_SETTINGS["sample"], "sampler"]}
     for section, keys in allowed.items():
         block = config.get(section, {})
         if not isinstance(block, Mapping):
@@ -347,6 +353,7 @@ def check_train_config(config: Mapping[str, Any]) -> None:
                                       or value < minimum):
                 raise ConfigError(f"{section}.{key} must be an integer of at least {minimum}, "
                                   f"got {value!r}")
+    sample_sampler(config.get("sample", {}))
     bounds = config.get("evaluate", {}).get("bounds")
     if bounds is not None:
         try:
@@ -355,3 +362,41 @@ def check_train_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"evaluate.bounds must be [low, high], got {bounds!r}") from None
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ConfigError(f"evaluate.bounds must be finite with low < high, got {bounds!r}")
+
+
+def sample_sampler(section: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The sampler a training run writes its samples with (``sample.sampler``), as a
+    component block ``{"name": ..., "params": {...}}``; ``None`` when ``section`` names none,
+    and the run's own ``[sampler]`` (the one training used) writes them. A bare name stands
+    for the sampler with its own defaults.
+
+    Args:
+        section: The run's ``[sample]`` section.
+
+    Raises:
+        ConfigError: When ``sample.sampler`` is neither a name nor a table of ``name`` and
+            ``params``, or names no registered sampler (with a "did you mean").
+    """
+    block = section.get("sampler")
+    if block is None:
+        return None
+    if isinstance(block, str):
+        block = {"name": block}
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"sample.sampler must be a sampler name or a table with name and "
+                          f"params, e.g. {{name = \"parallel_tempering\", params = {{...}}}}, "
+                          f"got {block!r}")
+    for key in block:
+        if key not in ("name", "params"):
+            raise _unknown("sample.sampler", key, ("name", "params"))
+    name, params = block.get("name"), block.get("params", {})
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"sample.sampler.name must name a sampler, got {name!r}")
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"sample.sampler.params must be a table of the sampler's "
+                          f"parameters, got {params!r}")
+    try:
+        get_registry().component("sampler", name)
+    except LookupError as exc:
+        raise ConfigError(f"sample.sampler: {exc}") from None
+    return {"name": name, "params": dict(params)}

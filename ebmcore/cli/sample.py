@@ -43,10 +43,13 @@ def add_parser(subparsers: Any) -> None:
                     "trained model (--checkpoint run/model.pt) with any sampler and backend.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--energy", help="energy component name")
-    source.add_argument("--checkpoint", type=Path, help="model.pt written by ebmcore train")
+    source.add_argument("--checkpoint", type=Path,
+                        help="model.pt written by ebmcore train, or one of its run's "
+                             "checkpoints/step-*.pt")
     p.add_argument("--sampler", default=None,
-                   help="sampler name (default: mala; for a trained field without an energy, "
-                        "the run's own flow sampler)")
+                   help="sampler name (default: for a trained model, the sampler its run wrote "
+                        "its samples with (sample.sampler), else mala; for a trained field "
+                        "without an energy, the run's own flow sampler)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="energy.* or sampler.* parameters")
     p.add_argument("--chains", type=positive_int, default=1000, help="number of chains")
@@ -111,9 +114,19 @@ def _sample(args: argparse.Namespace, config: dict[str, Any], out: Path, ranks: 
 
     from ebmcore.runs import is_flow_model, load_energy, sample_run
 
-    energy = load_energy(config.get("energy"), args.checkpoint, torch.device(args.device))
+    device = torch.device(args.device)
+    from_run = None if args.checkpoint is None else _training_checkpoint(args.checkpoint)
+    if from_run is not None:
+        energy, run_config = from_run
+        energy = energy.to(device)
+    else:
+        energy = load_energy(config.get("energy"), args.checkpoint, device)
+        run_config = None
     if is_flow_model(energy):
-        return _sample_field(args, config, energy, out, ranks)
+        return _sample_field(args, config, energy, out, ranks, run_config)
+    if args.sampler is None and args.checkpoint is not None:
+        config["sampler"] = _run_writing_sampler(args.checkpoint, run_config,
+                                                 config["sampler"])
     _check_sampler(energy, config["sampler"]["name"])
     note = _default_step_size(config["sampler"], args.burn_in)
     if note and not args.quiet:
@@ -131,19 +144,75 @@ def _sample(args: argparse.Namespace, config: dict[str, Any], out: Path, ranks: 
     return 0
 
 
+def _run_writing_sampler(checkpoint: Path, run_config: dict[str, Any] | None,
+                         default: dict[str, Any]) -> dict[str, Any]:
+    """The sampler ``ebmcore sample --checkpoint`` uses when ``--sampler`` names none: the one
+    the run wrote its samples with (its ``sample.sampler``, e.g. parallel tempering on the 2-D
+    data sets, whose energies are multimodal), with ``--set sampler.*`` over its parameters;
+    ``default`` (MALA) for a run that names none or a file without its run's configuration.
+    """
+    from ebmcore.checkpoint import load_checkpoint_with_meta
+    from ebmcore.config import sample_sampler
+    from ebmcore.errors import CommandError, ConfigError
+    from ebmcore.runs.fields import saved_run_config
+
+    if run_config is None:
+        run_config = saved_run_config(load_checkpoint_with_meta(checkpoint)[1])
+    try:
+        block = sample_sampler(run_config.get("sample") or {})
+    except ConfigError as exc:
+        raise CommandError(f"{checkpoint}: its run's {exc}; name a sampler with --sampler") \
+            from exc
+    if block is None:
+        return default
+    return {"name": block["name"], "params": {**block["params"], **default["params"]}}
+
+
+def _training_checkpoint(path: Path) -> tuple[Any, dict[str, Any]] | None:
+    """The model of a training checkpoint (``RUN/checkpoints/step-*.pt``) and its run's
+    configuration, or ``None`` for any other file (a ``model.pt`` is loaded as it is).
+
+    The model is rebuilt from the run folder's ``config.toml`` and takes the checkpoint's
+    averaged weights where the run kept an EMA (the weights its run samples), else its
+    weights.
+
+    Raises:
+        CommandError: When the run folder's ``config.toml`` is not beside ``checkpoints/``.
+    """
+    from ebmcore.checkpoint import load_checkpoint
+    from ebmcore.config import complete_run, load_toml
+    from ebmcore.errors import CommandError
+    from ebmcore.runs.build import build_training
+
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+        return None
+    saved = Path(path).resolve().parent.parent / "config.toml"
+    if not saved.is_file():
+        raise CommandError(f"{path} is a training checkpoint (step {state['step']}), but its "
+                           f"run's config.toml is not at {saved}: sample the run's model.pt, "
+                           f"or keep the checkpoint in its run folder's checkpoints/")
+    config = complete_run(load_toml(saved))
+    model = build_training(config)["model"]
+    model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+    return model.eval(), config
+
+
 def _sample_field(args: argparse.Namespace, config: dict[str, Any], field: Any, out: Path,
-                  ranks: Any) -> int:
+                  ranks: Any, run_config: dict[str, Any] | None = None) -> int:
     """Sample a trained field without an energy as a flow: the run's own sampler (unless
     ``--sampler`` names one), read as the run's loss says, with ``--set sampler.*`` over its
     parameters; ``--chains`` samples. The MCMC options (steps, burn-in, thinning, backend)
-    do not apply."""
+    do not apply. ``run_config`` is the run's configuration (``None``: the one the model
+    file carries)."""
     from ebmcore.checkpoint import load_checkpoint_with_meta
     from ebmcore.errors import CommandError
     from ebmcore.runs.fields import sample_field_run, saved_flow_settings, saved_run_config
 
     if ranks.active:
         raise CommandError("a field is sampled in one process; drop --nproc")
-    run_config = saved_run_config(load_checkpoint_with_meta(args.checkpoint)[1])
+    if run_config is None:
+        run_config = saved_run_config(load_checkpoint_with_meta(args.checkpoint)[1])
     saved = run_config.get("sampler")
     if args.sampler is None and isinstance(saved, dict) and saved.get("name"):
         spec = {"name": saved["name"],
@@ -155,13 +224,34 @@ def _sample_field(args: argparse.Namespace, config: dict[str, Any], field: Any, 
         spec = config["sampler"]
     _check_sampler(field, spec["name"])
     report = sample_field_run(field, spec, saved_flow_settings(run_config), args.chains, out,
-                              seed=args.seed, overwrite=args.overwrite)
+                              seed=args.seed, overwrite=args.overwrite,
+                              dataset=_run_dataset(run_config))
     print(f"{report['n_samples']} samples from the field by {spec['name']} "
           f"({report['integrator']}), {report['nfe']} field evaluations, "
           f"{report['seconds']:.2f} s")
+    judged = report.get("image_samples")
+    if judged is not None:
+        coverage, frechet = judged["logistic_coverage"], judged["frechet"]
+        print(f"images: {coverage['confident_share']:.0%} confident (logistic judge, "
+              f"{coverage['classes_covered']} classes, largest {coverage['max_share']:.0%}); "
+              f"Fréchet distance {frechet['ratio']:.2f}x the held-out split's")
     print(f"samples: {out / 'samples.pt'} and {out / 'samples.npy'}")
     print(f"diagnostics: {out / 'diagnostics.json'}; plots: {', '.join(report['plots'])}")
     return 0
+
+
+def _run_dataset(run_config: dict[str, Any]) -> Any:
+    """The data set of the run that saved a model (its config's ``[dataset]``), so that image
+    samples are drawn and judged as the run judged its own; ``None`` when the config names
+    none."""
+    import ebmcore
+    from ebmcore.runs.build import component_block
+
+    block = run_config.get("dataset")
+    if not isinstance(block, dict) or not block.get("name"):
+        return None
+    block = component_block("dataset", block)
+    return ebmcore.create("dataset", block["name"], **block["params"])
 
 
 def _check_sampler(model: Any, name: str) -> None:

@@ -59,6 +59,8 @@ def build_training(config: dict[str, Any]) -> dict[str, Any]:
         ConfigError: When a key or setting of ``config`` is malformed.
         ValueError: When ``device`` names a CUDA device torch cannot see.
     """
+    from ebmcore.runs.sampling import writing_sampler  # (sampling imports this module)
+
     check_train_config(config)
     resolved = dict(config)
     device = torch.device(config.get("device", "cpu"))
@@ -76,6 +78,7 @@ def build_training(config: dict[str, Any]) -> dict[str, Any]:
     sampler_cfg = component_block("sampler", config["sampler"])
     sampler = ebmcore.create("sampler", sampler_cfg["name"], **sampler_cfg["params"])
     check_sampler_fits(model, sampler, sampler_cfg["name"])  # before any training
+    writing_sampler(model, sampler, config.get("sample", {}))  # sample.sampler, checked too
 
     loss_cfg = component_block("loss", config["loss"])
     loss_params = dict(loss_cfg["params"])

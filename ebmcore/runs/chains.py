@@ -15,6 +15,20 @@ DEFAULT_TRACE_CHAINS = 1000
 #: The largest R-hat of samples a run writes without a warning (Vehtari et al. 2021).
 RHAT_LIMIT = 1.05
 
+#: What the warning of unmixed chains tells ``ebmcore sample`` to do.
+SAMPLE_FIX = ("Sample longer (--steps, --burn-in) or use a sampler that moves between modes, "
+              "e.g. --sampler parallel_tempering --set sampler.base=mala --set "
+              "'sampler.temperatures=[1,2,4,8]'")
+
+#: What it tells a training run to do: its samples come from ``sample.sampler`` (the 2-D
+#: recipe's parallel tempering at temperatures up to 8), else from the sampler training used.
+#: The ladder named reaches 32: on ``rings`` the recipe's stopped at max R-hat 1.115 (1.080
+#: with twice the steps), this one at 1.035 (docs/training-results.md#samples-that-mix).
+RUN_FIX = ("Sample longer (--set sample.n_steps=N, sample.burn_in=N) or write the samples "
+           "with a sampler that moves between modes, or with a hotter ladder, e.g. --set "
+           "'sample.sampler={name = \"parallel_tempering\", params = {base = \"mala\", "
+           "temperatures = [1, 2, 4, 8, 16, 32]}}'")
+
 
 def _scalar_summary(values: torch.Tensor) -> dict[str, float]:
     values = values.double().flatten()
@@ -23,7 +37,7 @@ def _scalar_summary(values: torch.Tensor) -> dict[str, float]:
 
 
 def chain_diagnostics(trajectory: torch.Tensor, *, total_chains: int | None = None,
-                      stride: int = 1) -> dict[str, Any]:
+                      stride: int = 1, fix: str = SAMPLE_FIX) -> dict[str, Any]:
     """R-hat, bulk and tail ESS per coordinate of a trajectory ``(T, C, *event)``.
 
     Chains with a non-finite draw are left out (the sampler reports them, never replaces
@@ -33,13 +47,15 @@ def chain_diagnostics(trajectory: torch.Tensor, *, total_chains: int | None = No
     (``s = chain_stride``) of the ``total_chains`` sampled. ``rhat``, ``ess_bulk`` and
     ``ess_tail`` are ``None`` (with a ``note``) when no chain is finite or a chain holds
     fewer than 4 draws. When the largest R-hat exceeds :data:`RHAT_LIMIT` the report has a
-    ``warning`` saying so and what to do: such chains have not mixed (a multimodal energy's
-    chains stuck in their modes, say), so the samples misweight the model's regions.
+    ``warning`` saying so and what to do (``fix``): such chains have not mixed (a multimodal
+    energy's chains stuck in their modes, say), so the samples misweight the model's regions.
 
     Args:
         trajectory: Kept positions, steps first (``SampleResult.trajectory``).
         total_chains: Chains sampled, when the trajectory records a subset of them.
         stride: The subset's stride (``SampleResult.diagnostics["trajectory_stride"]``).
+        fix: What the warning says to do: :data:`SAMPLE_FIX` (``ebmcore sample``'s options)
+            or :data:`RUN_FIX` (a training run's ``[sample]`` settings).
     """
     from ebmcore import diagnostics
 
@@ -66,10 +82,7 @@ def chain_diagnostics(trajectory: torch.Tensor, *, total_chains: int | None = No
         if not worst <= RHAT_LIMIT:
             report["warning"] = (
                 f"the chains have not mixed (max R-hat {worst:.3f} > {RHAT_LIMIT}): the "
-                f"samples may weight the model's modes wrongly. Sample longer (--steps, "
-                f"--burn-in) or use a sampler that moves between modes, e.g. --sampler "
-                f"parallel_tempering --set sampler.base=mala --set "
-                f"'sampler.temperatures=[1,2,4,8]'")
+                f"samples may weight the model's modes wrongly. {fix}")
     return report
 
 

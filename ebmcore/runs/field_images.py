@@ -20,7 +20,9 @@ The field's own **likelihood** is its probability-flow ODE's
 (:func:`ebmcore.runs.fields.flow_likelihood`), on the held-out images dequantised exactly as
 the baselines' are, with the data's bin width, so the bits per dimension of all three compare.
 The run writes ``samples.png`` (the samples, on ``[0, 1]``) beside ``data.png`` (held-out
-images).
+images) (:func:`draw_image_samples`); ``ebmcore sample --checkpoint`` on the run's model
+writes the same two pictures and :func:`image_sample_report`'s figures
+(:func:`ebmcore.runs.fields.sample_field_run`).
 """
 
 from __future__ import annotations
@@ -208,16 +210,28 @@ def evaluate_field_images(field: Field, dataset: ImageDataset, loss: Any,
         The metrics to merge into ``metrics.json``: :func:`score_field_images`'s figures and
         ``evaluate_seconds``.
     """
-    from ebmcore import plot
-    from ebmcore.runs.chains import finite_rows
-
     started = time.perf_counter()
     samples, result = score_field_images(field, dataset, loss.flow_settings(),
                                          config["sampler"], config["evaluate"],
                                          int(config["sample"]["n_chains"]), seed)
     torch.save(samples, out / "samples.pt")
-    save_figure(plot.image_grid(finite_rows(samples), value_range=_SHOWN), out / "samples.png")
-    held_out = dataset.held_out().sample(64, torch.Generator().manual_seed(seed + 50_000))
-    save_figure(plot.image_grid(held_out, value_range=_SHOWN), out / "data.png")
+    draw_image_samples(samples, dataset, seed, out)
     result["evaluate_seconds"] = time.perf_counter() - started
     return result
+
+
+def draw_image_samples(samples: torch.Tensor, dataset: ImageDataset, seed: int,
+                       out: Path) -> list[Path]:
+    """Write ``samples.png`` (a grid of the finite samples on the data's ``[0, 1]`` scale)
+    and ``data.png`` (64 held-out images, drawn with ``seed``) into ``out``; return both
+    paths. A field run and ``ebmcore sample --checkpoint`` on its model draw the same."""
+    from ebmcore import plot
+    from ebmcore.runs.chains import finite_rows
+
+    shown = samples.reshape(-1, *dataset.event_shape)
+    pictures = [save_figure(plot.image_grid(finite_rows(shown), value_range=_SHOWN),
+                            Path(out) / "samples.png")]
+    held_out = dataset.held_out().sample(64, torch.Generator().manual_seed(seed + 50_000))
+    pictures.append(save_figure(plot.image_grid(held_out, value_range=_SHOWN),
+                                Path(out) / "data.png"))
+    return pictures

@@ -251,10 +251,13 @@ def saved_flow_settings(run_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def sample_field_run(field: Field, sampler_spec: dict[str, Any], settings: dict[str, Any],
-                     n: int, out: str | Path, *, seed: int = 0,
-                     overwrite: bool = False) -> dict[str, Any]:
+                     n: int, out: str | Path, *, seed: int = 0, overwrite: bool = False,
+                     dataset: Any = None) -> dict[str, Any]:
     """Sample ``field`` as a flow and write ``samples.pt``, ``samples.npy``,
-    ``diagnostics.json`` and, for 2-D points, ``samples.png``.
+    ``diagnostics.json`` and a picture: ``samples.png``, a scatter for 2-D points; on image
+    data the grid of samples beside ``data.png`` (held-out images) that the training run
+    draws, with the image judges' figures (class coverage, Fréchet distance:
+    :func:`ebmcore.runs.field_images.image_sample_report`) under ``image_samples``.
 
     Args:
         field: A field without an energy.
@@ -263,8 +266,12 @@ def sample_field_run(field: Field, sampler_spec: dict[str, Any], settings: dict[
             that trained it); they go over ``sampler_spec``'s parameters.
         n: How many samples.
         out: The output folder (created; must be empty unless ``overwrite``).
-        seed: Seeds the starting noise.
+        seed: Seeds the starting noise (and, on image data, the judges and the held-out
+            picture).
         overwrite: Allow writing into a non-empty folder.
+        dataset: The data set the field was trained on (``None``: unknown); an image data
+            set (:class:`ebmcore.dataset.ImageDataset`) shapes the samples as its images and
+            has them judged on its held-out split.
 
     Returns:
         The report written to ``diagnostics.json``.
@@ -272,19 +279,28 @@ def sample_field_run(field: Field, sampler_spec: dict[str, Any], settings: dict[
     import numpy as np
 
     from ebmcore import plot
+    from ebmcore.runs.build import is_image_dataset
     from ebmcore.runs.folder import prepare_output_dir, versions, write_json
 
+    images = dataset is not None and is_image_dataset(dataset)
     sampler = flow_sampler(sampler_spec, settings)
     prepare_output_dir(out, overwrite=overwrite)
     out = Path(out)
     samples, report = draw_flow(field, sampler, n, seed)
+    if images:
+        samples = samples.reshape(-1, *dataset.event_shape)
     report.update(sampler=component_block("sampler", sampler_spec), seed=seed,
                   event_shape=list(samples.shape[1:]), versions=versions())
     torch.save(samples, out / "samples.pt")
     np.save(out / "samples.npy", samples.numpy())
     plots = []
     finite = finite_rows(samples)
-    if tuple(samples.shape[1:]) == (2,) and finite.numel():
+    if images:
+        from ebmcore.runs.field_images import draw_image_samples, image_sample_report
+
+        plots += [str(path) for path in draw_image_samples(samples, dataset, seed, out)]
+        report["image_samples"] = image_sample_report(dataset, samples, seed=seed)
+    elif tuple(samples.shape[1:]) == (2,) and finite.numel():
         bound = max(1.0, 1.2 * float(finite.abs().quantile(0.99)))
         plots.append(str(save_figure(plot.sample_scatter(finite, bounds=(-bound, bound)),
                                      out / "samples.png")))

@@ -179,6 +179,40 @@ def _trajectory_writer(path: Path, n_kept: int, x0: torch.Tensor, trace_chains: 
                                      create=False)
 
 
+def writing_sampler(model: Any, sampler: Any, sample_cfg: dict[str, Any]) -> Any:
+    """The sampler a training run writes its samples with: the one ``sample.sampler`` names
+    (:func:`ebmcore.config.sample_sampler`), else ``sampler``, the run's own (the one that
+    drew training's negatives). A field without an energy is sampled by its flow sampler,
+    the run's ``[sampler]``: it gets ``sampler`` back whatever ``sample.sampler`` says.
+
+    The 2-D recipe names parallel tempering here: its trained energies are multimodal, and
+    the Langevin chains that train them stay in the mode where they start.
+
+    Args:
+        model: The trained model.
+        sampler: The run's sampler.
+        sample_cfg: The run's ``[sample]`` section.
+
+    Raises:
+        ConfigError: When ``sample.sampler`` is malformed, names no sampler, or its
+            parameters do not build it.
+        TypeError: When the sampler cannot sample ``model``.
+    """
+    from ebmcore.config import sample_sampler
+    from ebmcore.errors import ConfigError
+    from ebmcore.field import Field, check_sampler_fits
+
+    block = sample_sampler(sample_cfg)
+    if block is None or (isinstance(model, Field) and model.energy() is None):
+        return sampler
+    try:
+        chosen = ebmcore.create("sampler", block["name"], **block["params"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sample.sampler {block['name']!r}: {exc}") from exc
+    check_sampler_fits(model, chosen, f"sample.sampler {block['name']}")
+    return chosen
+
+
 def _plot_chains(trajectory: torch.Tensor, samples: torch.Tensor, energy: Any,
                  out: Path) -> list[str]:
     """Trace, rank and autocorrelation plots of the traced chains (the finite ones), and a

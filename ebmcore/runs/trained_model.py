@@ -18,7 +18,13 @@ import torch
 
 from ebmcore.dataset import Box, Dataset
 from ebmcore.runs.build import is_image_dataset
-from ebmcore.runs.chains import DEFAULT_TRACE_CHAINS, chain_diagnostics, finite_chains, finite_rows
+from ebmcore.runs.chains import (
+    DEFAULT_TRACE_CHAINS,
+    RUN_FIX,
+    chain_diagnostics,
+    finite_chains,
+    finite_rows,
+)
 from ebmcore.runs.folder import save_figure
 
 
@@ -110,13 +116,16 @@ def uniform_points(n: int, event_shape: tuple[int, ...], box: Any,
 def draw_samples(model: Any, sampler: Any, x0: torch.Tensor, sample_cfg: dict[str, Any],
                  seed: int, out: Path, progress: bool
                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Sample the trained model from ``x0`` as ``[sample]`` says; save ``samples.pt``.
+    """Sample the trained model from ``x0`` as ``[sample]`` says (with ``sample.sampler``
+    where it names one, else ``sampler``); save ``samples.pt``.
 
     Returns the finite samples, the traced chains' trajectory (on the CPU) and the
     sampling metrics (backend, time, non-finite chains, R-hat and ESS).
     """
+    from ebmcore.runs.sampling import writing_sampler
     from ebmcore.validation import check_int
 
+    sampler = writing_sampler(model, sampler, sample_cfg)
     device = x0.device
     generator = torch.Generator(device=device).manual_seed(seed + 20_000)
     trace_chains = check_int("sample.trace_chains",
@@ -136,6 +145,6 @@ def draw_samples(model: Any, sampler: Any, x0: torch.Tensor, sample_cfg: dict[st
         if "nonfinite_chains" in sampled.diagnostics else None,
         "chains": chain_diagnostics(
             trajectory, total_chains=int(samples.shape[0]),
-            stride=int(sampled.diagnostics.get("trajectory_stride", 1))),
+            stride=int(sampled.diagnostics.get("trajectory_stride", 1)), fix=RUN_FIX),
     }
     return finite_rows(samples), trajectory, metrics

@@ -83,7 +83,8 @@ class DatasetBatches:
 
     def next(self) -> torch.Tensor:
         """Draw the next batch (this rank's rows of it)."""
-        return self.dataset.sample(self.batch_size, generator=self.generator)[self.rows]
+        batch = self.dataset.sample(self.batch_size, generator=self.generator)
+        return batch if self.rows == slice(None) else batch[self.rows]
 
     def state_dict(self) -> dict[str, Any]:
         """Nothing: the position lives in the data generator, which the trainer saves."""

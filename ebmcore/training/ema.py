@@ -19,14 +19,16 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).requires_grad_(False)
-        self._src = [p for p in model.parameters()]
-        self._dst = [p for p in self.model.parameters()]
+        # the parameters themselves: the update runs under no_grad, so it needs no detached
+        # copies of the lists per step (one in-place lerp over the lists)
+        self._src = list(model.parameters())
+        self._dst = list(self.model.parameters())
         self._src_buffers = list(model.buffers())
         self._dst_buffers = list(self.model.buffers())
 
     @torch.no_grad()
     def update(self) -> None:
         """Move the average towards the model's current weights."""
-        torch._foreach_lerp_(self._dst, [p.detach() for p in self._src], 1.0 - self.decay)
-        for dst, src in zip(self._dst_buffers, self._src_buffers, strict=True):
-            dst.copy_(src)
+        torch._foreach_lerp_(self._dst, self._src, 1.0 - self.decay)
+        if self._dst_buffers:
+            torch._foreach_copy_(self._dst_buffers, self._src_buffers)

@@ -52,35 +52,94 @@ class FiniteWatch:
     """Remembers, on the device, the first step at which a watched quantity was non-finite.
 
     Reading a value on the host forces a synchronisation, which would stall a GPU pipeline if
-    done every step. So each step only folds a handful of tiny device operations into a
-    running record (the first bad step, which quantities were bad then and their values); the
-    trainer reads the record on its log cadence, before every checkpoint and when a step
+    done every step; and each small tensor operation costs a few microseconds of dispatch on
+    any device. So a step only writes its raw values (the loss, the metrics, the count of
+    non-finite negatives, each gradient's smallest and largest entry) into one row of a small
+    device buffer (:meth:`push`: one ``stack`` and one ``fill_``). Every :data:`ROWS` steps,
+    and whenever the record is read, the buffered rows are folded on the device into the
+    running record (the first bad step, which quantities were bad then and their values).
+    The trainer reads the record on its log cadence, before every checkpoint and when a step
     raises (a divergence often surfaces first as some other error downstream).
     """
+
+    #: Steps buffered before they are folded into the record.
+    ROWS = 64
 
     def __init__(self) -> None:
         self.names: tuple[str, ...] = ()
         # (first bad step, 0 while all was finite; bad flags then; values then)
         self.record: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # the buffered rows' layout: the quantities' names and how many raw gradient
+        # extremes follow the other values (the "gradient" quantity is their largest |.|)
+        self._layout: tuple[tuple[str, ...], int] | None = None
+        self._rows: torch.Tensor | None = None
+        self._steps: torch.Tensor | None = None
+        self._count = 0
+
+    def push(self, step: int, names: tuple[str, ...], values: Sequence[torch.Tensor],
+             n_extremes: int = 0) -> None:
+        """Buffer step ``step``'s values: one 0-d tensor per name in ``names`` except a last
+        ``"gradient"``, whose value is the largest magnitude of the ``n_extremes`` tensors
+        that end ``values`` (each gradient's smallest and largest entries). All of one dtype
+        and device; a ``"negatives"`` value counts non-finite rows (0 is healthy)."""
+        layout = (names, n_extremes)
+        if layout != self._layout or self._count == self.ROWS:
+            self.fold()
+            if layout != self._layout:
+                self._layout = layout
+                self._rows = values[0].new_empty((self.ROWS, len(values)))
+                self._steps = torch.zeros(self.ROWS, dtype=torch.int64,
+                                          device=values[0].device)
+        assert self._rows is not None and self._steps is not None
+        torch.stack(tuple(values), out=self._rows[self._count])
+        self._steps[self._count].fill_(step)
+        self._count += 1
 
     def update(self, step: int, names: tuple[str, ...], values: torch.Tensor,
                ok: torch.Tensor) -> None:
-        """Record ``values`` (named ``names``) of ``step`` if it is the first with a bad one."""
+        """Record ``values`` (named ``names``, finite where ``ok``) of ``step`` if it is the
+        first with a bad one (device operations; a host read only when the names change
+        after steps were recorded under others)."""
+        steps = torch.full((1,), step, dtype=torch.int64, device=values.device)
+        self._merge(names, steps, values[None], ok[None])
+
+    def _merge(self, names: tuple[str, ...], steps: torch.Tensor, values: torch.Tensor,
+               ok: torch.Tensor) -> None:
+        """Fold rows of ``values`` ``(k, len(names))`` at ``steps`` ``(k,)`` into the record."""
         if self.record is None or names != self.names:
             if self.first() is not None:
                 return  # the first bad step is already recorded (a rare sync: names changed)
             self.names = names
             self.record = (torch.zeros((), dtype=torch.int64, device=values.device),
                            torch.zeros(len(names), dtype=torch.bool, device=values.device),
-                           torch.zeros_like(values))
+                           torch.zeros_like(values[0]))
         first_step, bad, kept = self.record
-        newly = ok.all().logical_not_().logical_and_(first_step == 0)
-        first_step.masked_fill_(newly, step)
-        self.record = (first_step, torch.where(newly, ok.logical_not(), bad),
-                       torch.where(newly, values, kept))
+        row_bad = ok.all(1).logical_not_()
+        row = row_bad.to(torch.uint8).argmax()  # the first bad row (0 when none is)
+        newly = row_bad[row].logical_and_(first_step == 0)
+        self.record = (torch.where(newly, steps[row], first_step),
+                       torch.where(newly, ok[row].logical_not(), bad),
+                       torch.where(newly, values[row], kept))
+
+    def fold(self) -> None:
+        """Fold the buffered rows into the record (device operations only)."""
+        if not self._count:
+            return
+        assert self._layout is not None and self._rows is not None
+        names, n_extremes = self._layout
+        rows, steps = self._rows[:self._count], self._steps[:self._count]
+        self._count = 0
+        if n_extremes:
+            extremes = rows[:, rows.shape[1] - n_extremes:].abs().amax(1, keepdim=True)
+            rows = torch.cat([rows[:, :rows.shape[1] - n_extremes], extremes], 1)
+        ok = rows.isfinite()
+        if names and names[0] == "negatives":
+            ok[:, 0] = rows[:, 0] == 0
+        self._merge(names, steps, rows, ok)
 
     def first(self) -> Found | None:
         """Return the first bad step and its non-finite quantities, or ``None`` (synchronises)."""
+        self.fold()
         if self.record is None:
             return None
         first_step, bad, kept = self.record
@@ -98,14 +157,20 @@ def largest_magnitude(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     ``aminmax``: on the CPU that norm costs about 2 ms for an MLP of 3 x 256 units (its
     infinity norm is not vectorised), a tenth of a flow-matching step, against 0.2 ms here.
     """
-    ends = [end for t in tensors if t.numel()  # aminmax refuses an empty tensor
-            for end in torch.aminmax(t.detach())]
+    ends = extremes(tensors)
     return torch.stack(ends).abs().amax() if ends else torch.zeros(())
+
+
+def extremes(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's smallest and largest entry, 0-d tensors in that order (empty tensors
+    left out; NaN propagates)."""
+    return [end for t in tensors if t.numel()  # aminmax refuses an empty tensor
+            for end in torch.aminmax(t.detach())]
 
 
 def watch_step(watch: FiniteWatch, step: int, output: LossOutput,
                params: Sequence[torch.Tensor]) -> None:
-    """Fold step ``step``'s finiteness into ``watch``: device operations only, no sync.
+    """Buffer step ``step``'s finiteness in ``watch``: device operations only, no sync.
 
     Watched, in the order of the computation: the negatives (the count of non-finite rows),
     each metric, the loss and the largest absolute parameter gradient.
@@ -126,16 +191,13 @@ def watch_step(watch: FiniteWatch, step: int, output: LossOutput,
         values.append(torch.as_tensor(value).detach().to(loss.device, dtype).reshape(()))
     names.append("loss")
     values.append(loss.to(dtype).reshape(()))
-    grads = [p.grad for p in params if p.grad is not None]
-    if grads:
+    ends = extremes([p.grad for p in params if p.grad is not None])
+    if ends:
         # the largest |gradient| cannot overflow as a 2-norm can, and NaN propagates
         names.append("gradient")
-        values.append(largest_magnitude(grads).to(loss.device, dtype))
-    stacked = torch.stack(values)
-    ok = stacked.isfinite()
-    if output.negatives is not None:
-        ok[0] = stacked[0] == 0
-    watch.update(step, tuple(names), stacked, ok)
+        same = ends[0].dtype == dtype and ends[0].device == loss.device
+        values += ends if same else [end.to(loss.device, dtype) for end in ends]
+    watch.push(step, tuple(names), values, len(ends))
 
 
 def all_finite(output: LossOutput, params: Sequence[torch.Tensor], ranks: RankGroup) -> bool:

@@ -53,9 +53,10 @@ class Trainer:
         model: The model to train: an ``ebmcore.Energy``, or an ``ebmcore.field.Field`` for the
             simulation-free losses (flow matching, diffusion, equilibrium matching).
         loss: An ``ebmcore.Loss`` instance or a registered loss name.
-        optimizer: ``None`` for Adam over the model's and the loss's parameters at ``lr``; a
-            ``torch.optim.Optimizer``; or a callable that takes the parameter list and returns
-            one.
+        optimizer: ``None`` for Adam over the model's and the loss's parameters at ``lr``
+            (torch's fused Adam where the parameters allow it:
+            :func:`ebmcore.training.setup.fused_adam_fits`); a ``torch.optim.Optimizer``; or
+            a callable that takes the parameter list and returns one.
         data: A data tensor ``(N, *event_shape)`` (shuffled each epoch), an
             ``ebmcore.Dataset`` (instance or registered name; fresh draws each step), or a
             ``torch.utils.data.DataLoader`` (its batches as they come).

@@ -17,11 +17,31 @@ _TOY_FIELD: dict[str, Any] = {
     "model": {"name": "mlp_field", "params": {"hidden": [256, 256, 256], "input_features": 64,
                                               "input_scale": 4.0}},
 }
+#: Equilibrium matching's time-free field is ``ct_multiplier`` (4) times a velocity far from
+#: the data, so a descent of length 1/4 carries noise as far as the flow would in unit time;
+#: a longer one collapses the 2-D data onto the field's few attractors (TV / floor on
+#: ``eight_gaussians`` 2.31 at span 0.25, 5.08 at 0.5; docs/training-results.md).
+_TOY_EQUILIBRIUM: dict[str, Any] = {
+    **_TOY_FIELD, "sampler": {"name": "flow", "params": {"t_span": [0.0, 0.25]}},
+}
+#: Energy matching trains ``E = V / eps_max`` (its density ``exp(-E)``; eps_max = 0.15),
+#: whose network is as steep as the transport potential ``V`` over ``eps_max``: the mlp's
+#: wall narrows by ``sqrt(eps_max)`` (0.25 -> 0.1) to stay as steep beside it. With the
+#: default wall, 76 % of the mass of ``exp(-E)`` sat outside ``[-5, 5]²`` after 1,000 flow
+#: steps on ``eight_gaussians`` (docs/training-results.md).
+_TOY_ENERGY_MATCHING: dict[str, Any] = {"model": {"params": {"wall_width": 0.1}}}
 TOY_RECIPE: dict[str, Any] = {
     "model": {"name": "mlp", "params": {}},
     "loss": {"name": "pcd", "params": {}},
     "sampler": {"name": "langevin", "params": {"step_size": 0.01}},
     "evaluate": {"bounds": [-TOY_HALF_WIDTH, TOY_HALF_WIDTH]},
-    "losses": {name: _TOY_FIELD for name in ("flow_matching", "equilibrium_matching",
-                                            "diffusion")},
+    # the samples a run writes come from parallel tempering, not from training's Langevin:
+    # the trained energies are multimodal and Langevin's chains stay in their modes (max
+    # R-hat 3.2 on the demo); measured in docs/training-results.md#samples-that-mix
+    "sample": {"sampler": {"name": "parallel_tempering",
+                           "params": {"base": "mala", "temperatures": [1, 2, 4, 8]}},
+               "burn_in": 300, "n_steps": 500},
+    "losses": {"flow_matching": _TOY_FIELD, "diffusion": _TOY_FIELD,
+               "equilibrium_matching": _TOY_EQUILIBRIUM,
+               "energy_matching": _TOY_ENERGY_MATCHING},
 }

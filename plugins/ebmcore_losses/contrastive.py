@@ -30,6 +30,20 @@ from ebmcore_losses._common import (
 _INITS = ("data", "noise", "base")
 
 
+def fixed_energy(model: Energy, x: torch.Tensor) -> torch.Tensor | None:
+    """The part of ``model``'s energy at ``x`` that training does not learn, or ``None``.
+
+    That is the Gaussian base (``model.base_energy()``) or, failing one, the confining wall
+    a built-in neural energy carries as ``model.confinement`` (fitted to the data before the
+    first step, then fixed). The energy-magnitude penalty leaves it out.
+    """
+    base = model.base_energy()
+    if base is not None:
+        return base(x)
+    wall = getattr(model, "confinement", None)
+    return wall(x) if isinstance(wall, torch.nn.Module) else None
+
+
 def contrastive_output(model: Energy, x: torch.Tensor, negatives: torch.Tensor,
                        alpha: float) -> LossOutput:
     """Return the contrastive loss of ``model`` with positives ``x`` and fixed negatives.
@@ -50,8 +64,8 @@ def contrastive_output(model: Energy, x: torch.Tensor, negatives: torch.Tensor,
     mean_pos, mean_neg = e_pos.mean(), e_neg.mean()
     loss = mean_pos - mean_neg
     if alpha > 0:
-        base = model.base_energy()
-        learned = e if base is None else e - base(both).detach().to(e.dtype)
+        fixed = fixed_energy(model, both)
+        learned = e if fixed is None else e - fixed.detach().to(e.dtype)
         loss = loss + alpha * (learned[:n].pow(2).mean() + learned[n:].pow(2).mean())
     metrics = {"energy_pos": mean_pos.detach(), "energy_neg": mean_neg.detach()}
     return LossOutput(loss=loss, metrics=metrics, negatives=negatives.detach())
@@ -74,16 +88,20 @@ class ContrastiveDivergence(StochasticLoss):
             0.1, as for pcd: with 0 the energies ran away on rings (data energies of 2.8e7
             after 2,000 steps; docs/training-results.md).
         noise_bounds: ``(low, high)`` of the uniform start noise in every dimension; ``None``
-            uses the first batch's per-dimension range widened by a quarter on each side.
+            uses the first batch's per-dimension range widened by ``noise_margin`` of that
+            range on each side.
         generator: Source of randomness (the trainer sets its own with ``set_generator``).
         backend: The sampler backend the chains run on (see :meth:`ebmcore.Sampler.sample`);
             ``Trainer(compile=True)`` sets ``"compiled"``.
+        noise_margin: How far the start noise's box reaches past the first batch's range, as
+            a fraction of it, when ``noise_bounds`` is ``None``.
     """
 
     def __init__(self, sampler: Any = "langevin", k: int = 20, init: str = "data",
                  sampler_params: dict[str, Any] | None = None, alpha: float = 0.1,
                  noise_bounds: tuple[float, float] | None = None,
-                 generator: torch.Generator | None = None, backend: str = "auto") -> None:
+                 generator: torch.Generator | None = None, backend: str = "auto",
+                 noise_margin: float = 0.25) -> None:
         super().__init__(generator)
         self.sampler = resolve_sampler(sampler, sampler_params)
         if backend not in BACKENDS:
@@ -96,6 +114,7 @@ class ContrastiveDivergence(StochasticLoss):
         self.init = init
         self.alpha = check_positive("alpha", alpha, allow_zero=True)
         self.noise_bounds = check_bounds(noise_bounds)
+        self.noise_margin = check_positive("noise_margin", noise_margin, allow_zero=True)
         # The noise box is fixed by the first batch and saved, so a resumed run draws alike.
         self.register_buffer("noise_low", torch.empty(0))
         self.register_buffer("noise_high", torch.empty(0))
@@ -136,7 +155,7 @@ class ContrastiveDivergence(StochasticLoss):
 
     def _noise(self, n: int, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.noise_low.numel() == 0:
-            low, high = noise_box(x, self.noise_bounds)
+            low, high = noise_box(x, self.noise_bounds, self.noise_margin)
             self.noise_low, self.noise_high = low, high
         elif self.noise_low.shape != x.shape[1:]:
             raise ValueError(f"x has event shape {tuple(x.shape[1:])} but the loss's noise box "
@@ -199,11 +218,16 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
             size 0.01 and noise scale 1 (tuned on the 2-D toy data sets).
         alpha: Weight of the energy-magnitude penalty ``E(x+)^2 + E(x-)^2``.
         noise_bounds: ``(low, high)`` of the uniform noise in every dimension; ``None`` uses
-            the first batch's per-dimension range widened by a quarter on each side.
+            the first batch's per-dimension range widened by ``noise_margin`` of it on each
+            side.
         n_negatives: Chains advanced per step; ``None`` uses the batch size.
         generator: Source of randomness (the trainer sets its own with ``set_generator``).
         backend: The sampler backend the chains run on (``Trainer(compile=True)`` sets
             ``"compiled"``).
+        noise_margin: 0 by default: restarts fall within the data's range, where the model's
+            wall is zero. Past it the wall already holds the density down, and chains
+            restarted there settle at the data's edge and push its energy up (checkerboard
+            gap 0.32 and 0.44 with a margin of a quarter; docs/training-results.md).
     """
 
     # the replay buffer's rows are chains: each rank of a distributed run keeps its share
@@ -215,10 +239,11 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                  sampler_params: dict[str, Any] | None = None, alpha: float = 0.1,
                  noise_bounds: tuple[float, float] | None = None,
                  n_negatives: int | None = None,
-                 generator: torch.Generator | None = None, backend: str = "auto") -> None:
+                 generator: torch.Generator | None = None, backend: str = "auto",
+                 noise_margin: float = 0.0) -> None:
         super().__init__(backend=backend, sampler=sampler, k=k, init=init,
-                         sampler_params=sampler_params,
-                         alpha=alpha, noise_bounds=noise_bounds, generator=generator)
+                         sampler_params=sampler_params, alpha=alpha, noise_bounds=noise_bounds,
+                         generator=generator, noise_margin=noise_margin)
         self.buffer_size = check_int("buffer_size", buffer_size, minimum=1)
         self.reinit_prob = check_positive("reinit_prob", reinit_prob, allow_zero=True)
         if self.reinit_prob > 1:

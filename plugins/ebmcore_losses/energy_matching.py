@@ -1,6 +1,7 @@
 """Energy matching (Balcerak et al. 2025, arXiv:2504.10612): one scalar potential whose
 ``-∇V`` is an optimal-transport flow far from the data and whose ``exp(-V / eps_max)`` is
-sharpened by contrastive divergence near it."""
+sharpened by contrastive divergence near it. The model is the energy ``E = V / eps_max``,
+so the trained model's own ``exp(-E)`` is that density."""
 
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ def _fraction(name: str, value: Any, *, upper_open: bool = False) -> float:
 
 class EnergyMatching(PathLoss):
     """Energy matching: a scalar potential ``V`` trained in two phases.
+
+    **The model is the energy at temperature one.** The paper's potential ``V`` carries
+    noise to data along ``-∇V`` and its density is the Boltzmann density at the plateau
+    temperature, ``exp(-V / eps_max)``. This loss trains the model ``E`` as that density's
+    energy and reads the potential as ``V = eps_max * E`` wherever the paper uses ``V`` (the
+    flow term's ``-∇V``, the Langevin negatives, the contrastive term's values). So the
+    trained energy says its own temperature: every reader of an ebmcore energy (the run's
+    grid evaluation and AIS, MCMC samplers, ``ebmcore sample``) sees ``exp(-E)``, the
+    density the contrastive phase shaped, with no temperature to pass along. (TorchEBM's
+    ``EnergyMatchingLoss`` trains ``V`` itself; its density is ``exp(-V / eps_max)``.)
 
     **Phase 1** (steps before ``switch_step``) is optimal-transport flow matching on the
     field ``-∇V``: noise and data are paired by the coupling (exact minibatch OT by
@@ -57,7 +68,8 @@ class EnergyMatching(PathLoss):
         sigma: Standard deviation of the smoothing noise added to path points.
         flow_weight_cutoff: Where the flow term's gate starts to fall; ``>= 1`` disables it.
         lambda_cd: Weight of the contrastive term.
-        epsilon_max: The plateau temperature ``eps_max``.
+        epsilon_max: The plateau temperature ``eps_max``, positive: the potential is
+            ``V = epsilon_max * E`` of the model ``E``.
         tau_star: Where the noise chains' temperature starts to rise, in ``[0, 1)``.
         n_langevin_steps: Langevin steps per negative chain.
         langevin_dt: Langevin step size ``dt``.
@@ -80,7 +92,7 @@ class EnergyMatching(PathLoss):
         self.flow_weight_cutoff = check_positive("flow_weight_cutoff", flow_weight_cutoff,
                                                  allow_zero=True)
         self.lambda_cd = check_positive("lambda_cd", lambda_cd, allow_zero=True)
-        self.epsilon_max = check_positive("epsilon_max", epsilon_max, allow_zero=True)
+        self.epsilon_max = check_positive("epsilon_max", epsilon_max)
         self.tau_star = _fraction("tau_star", tau_star, upper_open=True)
         self.n_langevin_steps = check_int("n_langevin_steps", n_langevin_steps, minimum=1)
         self.langevin_dt = check_positive("langevin_dt", langevin_dt)
@@ -112,7 +124,8 @@ class EnergyMatching(PathLoss):
         return self.epsilon_max * min(1.0, (t - self.tau_star) / (1.0 - self.tau_star))
 
     def negatives(self, energy: Energy, x1: torch.Tensor) -> torch.Tensor:
-        """Draw the contrastive negatives by Langevin chains on ``energy`` (no graph kept)."""
+        """Draw the contrastive negatives by Langevin chains on the potential
+        ``V = epsilon_max * energy`` (no graph kept)."""
         batch = x1.shape[0]
         n_noise = int(round(batch * self.noise_fraction))
         noise = torch.randn((n_noise, *x1.shape[1:]), generator=self.generator,
@@ -128,7 +141,8 @@ class EnergyMatching(PathLoss):
                 eps = hot * self.epsilon_max + (1.0 - hot) * self.temperature(step)
                 xi = torch.randn(x.shape, generator=self.generator, device=x.device,
                                  dtype=x.dtype)
-                x = x - dt * energy.grad(x) + torch.sqrt(2.0 * eps * dt) * xi
+                x = x - (dt * self.epsilon_max) * energy.grad(x) \
+                    + torch.sqrt(2.0 * eps * dt) * xi
         return x.detach()
 
     def trimmed_mean(self, values: torch.Tensor) -> torch.Tensor:
@@ -143,6 +157,7 @@ class EnergyMatching(PathLoss):
             TypeError: When ``model`` is a field that is not ``-∇E`` of an energy.
         """
         energy = energy_of(model)
+        scale = self.epsilon_max  # V = scale * E
         phase = self.phase
         self.calls += 1
         path = self.draw_path(x)
@@ -150,14 +165,15 @@ class EnergyMatching(PathLoss):
         if self.sigma > 0:
             xt = xt + self.sigma * torch.randn(xt.shape, generator=self.generator,
                                                device=xt.device, dtype=xt.dtype)
-        error = (EnergyField(energy)(xt) - path.ut).square().reshape(x.shape[0], -1).mean(1)
+        error = (scale * EnergyField(energy)(xt) - path.ut).square().reshape(x.shape[0], -1)
+        error = error.mean(1)
         flow = (self.flow_weight(path.t) * error).mean()
         metrics: dict[str, float | torch.Tensor] = {"flow_loss": flow.detach(),
                                                     "phase": float(phase)}
         if phase == 1:
             return LossOutput(flow, metrics)
         negatives = self.negatives(energy, x)
-        cd = energy(x).mean() - self.trimmed_mean(energy(negatives))
+        cd = scale * (energy(x).mean() - self.trimmed_mean(energy(negatives)))
         cd_loss = self.lambda_cd * cd
         if self.cd_clamp is not None:
             cd_loss = cd_loss.clamp(min=-self.cd_clamp)

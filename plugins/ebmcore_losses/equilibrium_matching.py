@@ -31,6 +31,11 @@ class EquilibriumMatching(PathLoss):
     (it is called with ``t = 0``), so samples come from integrating ``v = f(x)`` or
     descending its energy (Nesterov or gradient descent) from noise.
 
+    In low dimension a point does not reveal its noise level, and the optimal time-free
+    field need not vanish on the data: on the 2-D ``rings`` its only attractor is the outer
+    ring, so no descent gives the rings' proportions (``benchmarks/eqm_rings_field.py``;
+    docs/training-results.md). Stop the descent early there (the 2-D recipe's span 0.25).
+
     Two variants, chosen by the model:
 
     - implicit (EqM): ``model`` is an :class:`ebmcore.Field` (``mlp_field``,

@@ -21,8 +21,9 @@ class FlowMatching(PathLoss):
     """Conditional flow matching: regress a field on the path's target at random times.
 
     Each step draws noise ``x0 ~ N(0, I)``, pairs it with the data batch ``x1`` through the
-    coupling, draws ``t ~ U(t_min, t_max)`` and places each pair on the interpolant's path,
-    ``x_t = alpha x1 + sigma x0``. The field's output ``f(x_t, t)`` is regressed on:
+    coupling, draws ``t ~ U(t_min, t_max)`` (or a logit-normal: ``time_sampling``) and
+    places each pair on the interpolant's path, ``x_t = alpha x1 + sigma x0``. The field's
+    output ``f(x_t, t)`` is regressed on:
 
     - ``prediction="velocity"``: the path's velocity ``u_t = alpha' x1 + sigma' x0``; the
       minimiser is the marginal velocity ``E[u_t | x_t]``, which carries noise to data;
@@ -43,12 +44,19 @@ class FlowMatching(PathLoss):
         prediction: ``"velocity"`` (default), ``"score"`` or ``"noise"``.
         t_min: The least training time.
         t_max: The greatest training time.
+        time_sampling: How the times are drawn: ``"uniform"`` (default) or
+            ``"logit_normal"`` (more steps in the middle of the path; see
+            :class:`~ebmcore_losses._paths.PathLoss`).
+        time_loc: The logit-normal's location.
+        time_scale: The logit-normal's scale.
     """
 
     def __init__(self, interpolant: str | Interpolant = "linear",
                  coupling: str | Coupling = "independent", prediction: str = "velocity",
-                 t_min: float = 0.0, t_max: float = 1.0) -> None:
-        super().__init__(interpolant, coupling, t_min, t_max)
+                 t_min: float = 0.0, t_max: float = 1.0, time_sampling: str = "uniform",
+                 time_loc: float = 0.0, time_scale: float = 1.0) -> None:
+        super().__init__(interpolant, coupling, t_min, t_max, time_sampling, time_loc,
+                         time_scale)
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got "
                              f"{prediction!r}")

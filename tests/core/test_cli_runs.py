@@ -101,6 +101,15 @@ def test_sample_a_trained_checkpoint(trained_run, tmp_path):
                  "10", "--burn-in", "0", "--out", str(tmp_path / "c"), "--quiet"]) == 0
 
 
+def test_sample_a_trained_checkpoint_with_its_runs_sampler(trained_run, tmp_path):
+    # no --sampler: the one the run wrote its samples with (the 2-D recipe's tempering)
+    out = tmp_path / "own"
+    assert main(["sample", "--checkpoint", str(trained_run / "model.pt"), "--chains", "40",
+                 "--steps", "10", "--burn-in", "10", "--out", str(out), "--quiet"]) == 0
+    written = json.loads((out / "diagnostics.json").read_text())
+    assert written["sampler"]["name"] == "parallel_tempering"
+
+
 def test_ctrl_c_writes_a_final_checkpoint(monkeypatch, tmp_path):
     from ebmcore.train import Trainer
 

@@ -32,6 +32,7 @@ def test_the_digits_recipe_tunes_each_field_loss():
     fm = defaults_for("digits", "flow_matching")
     assert fm["model"]["name"] == "mlp_field" and fm["train"]["ema"] == 0.999
     assert fm["sampler"]["params"] == {"integrator": "heun", "steps": 50}
+    assert fm["loss"]["params"] == {"time_sampling": "logit_normal"}
     eqm = defaults_for("digits", "equilibrium_matching")
     assert eqm["model"]["name"] == "mlp_field" and eqm["sampler"]["params"]["t_span"][1] == 0.35
     # the generic field recipe elsewhere, the contrastive recipe without a field loss
@@ -82,6 +83,40 @@ def test_evaluate_judges_a_saved_digits_field_as_its_run_did(digits_run, capsys)
     report = json.loads(capsys.readouterr().out)
     assert report["likelihood"]["n_points"] == 30
     assert report["image_samples"]["frechet"]["n_samples"] == 120
+
+
+def test_sample_draws_and_judges_a_saved_digits_field_as_its_run_did(digits_run, tmp_path,
+                                                                      capsys):
+    """``ebmcore sample --checkpoint`` on a field trained on images picks the run's flow
+    sampler, shapes the samples as the data set's images, draws them as the run does
+    (``samples.png`` beside held-out ``data.png``) and judges them on the held-out split."""
+    out = tmp_path / "drawn"
+    assert main(["sample", "--checkpoint", str(digits_run / "model.pt"), "--chains", "40",
+                 "--set", "sampler.steps=3", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "confident (logistic judge" in printed and "samples.png" in printed
+    report = json.loads((out / "diagnostics.json").read_text())
+    assert report["sampler"]["name"] == "flow" and report["nfe"] == 6
+    assert report["event_shape"] == [1, 8, 8]
+    assert torch.load(out / "samples.pt").shape == (40, 1, 8, 8)
+    judged = report["image_samples"]
+    assert judged["frechet"]["n_samples"] == 40 and judged["frechet"]["ratio"] > 1.0
+    assert judged["logistic_data_coverage"]["classes_covered"] == 10
+    assert report["plots"] == [str(out / "samples.png"), str(out / "data.png")]
+    assert (out / "samples.png").stat().st_size > 0 and (out / "data.png").is_file()
+    # a training checkpoint of the run: rebuilt from its config.toml, with the EMA weights
+    # the run saved as model.pt, so the same seed draws the same samples
+    (step,) = sorted((digits_run / "checkpoints").glob("step-*.pt"))
+    again = tmp_path / "from-step"
+    assert main(["sample", "--checkpoint", str(step), "--chains", "40", "--set",
+                 "sampler.steps=3", "--out", str(again), "--quiet"]) == 0
+    assert torch.equal(torch.load(again / "samples.pt"), torch.load(out / "samples.pt"))
+    assert (again / "samples.png").is_file()
+    stray = tmp_path / "stray.pt"
+    stray.write_bytes(step.read_bytes())
+    assert main(["sample", "--checkpoint", str(stray), "--out", str(tmp_path / "no")]) == 1
+    assert "is a training checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
 
 
 def test_the_likelihood_integrator_is_a_name_or_a_table():

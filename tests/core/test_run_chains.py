@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
-from ebmcore.runs.chains import RHAT_LIMIT, chain_diagnostics
+import ebmcore
+from ebmcore.config import apply_overrides, check_train_config, defaults_for
+from ebmcore.runs.chains import RHAT_LIMIT, RUN_FIX, chain_diagnostics
+from ebmcore.runs.sampling import writing_sampler
 
 
 def test_mixed_chains_carry_no_warning():
@@ -29,3 +34,18 @@ def test_chains_stuck_in_different_modes_are_flagged_with_the_fix():
 def test_too_short_chains_get_a_note_and_no_warning():
     report = chain_diagnostics(torch.zeros(2, 4, 1))
     assert report["rhat"] is None and "note" in report and "warning" not in report
+
+
+def test_a_training_runs_warning_names_a_sample_sampler_that_builds():
+    # A training run's fix is a [sample] setting, and the one it names is a valid sampler.
+    modes = torch.tensor([-2.0, 2.0]).repeat_interleave(8)
+    draws = modes[None, :, None] + 0.3 * torch.randn(400, 16, 1,
+                                                     generator=torch.Generator().manual_seed(2))
+    warning = chain_diagnostics(draws, fix=RUN_FIX)["warning"]
+    assert "sample.sampler" in warning and "--sampler " not in warning
+    item = re.search(r"--set '([^']+)'", warning).group(1)
+    config = apply_overrides(defaults_for("digits"), [item])
+    check_train_config(config)
+    energy = ebmcore.create("energy", "gaussian", mean=[0.0])
+    sampler = writing_sampler(energy, None, config["sample"])
+    assert type(sampler).__name__ == "ParallelTempering"

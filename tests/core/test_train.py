@@ -187,6 +187,27 @@ def test_ema_is_the_exponential_average_of_the_weights():
     assert Trainer(model, "dsm", data="eight_gaussians").ema_model is None
 
 
+def test_the_default_adam_is_fused_and_a_checkpoint_keeps_the_adam_that_wrote_it(tmp_path):
+    """The default optimiser is torch's fused Adam (one kernel per parameter), the same
+    updates as the per-tensor Adam to rounding; a checkpoint written by a per-tensor Adam
+    (an older run's) resumes with it, so the resumed run ends with the same bits."""
+    fused = _make(tmp_path / "fused", steps=20)
+    assert fused.optimizer.param_groups[0]["fused"] is True
+    plain = _make(tmp_path / "plain", steps=20,
+                  optimizer=lambda params: torch.optim.Adam(params, lr=3e-3))
+    assert not plain.optimizer.param_groups[0]["fused"]
+    fused.fit()
+    plain.fit()
+    for a, b in zip(fused.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # float32 rounding apart (6e-8 here), no more
+    resumed = _make(tmp_path / "resumed", steps=20)  # the default, fused Adam...
+    resumed.resume(tmp_path / "plain" / "step-000000010.pt")
+    assert not resumed.optimizer.param_groups[0]["fused"]  # ...takes the writer's back
+    resumed.fit()
+    for a, b in zip(_all_state(plain), _all_state(resumed), strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("data", ["dataset", "tensor", "loader"])
 def test_the_model_wall_is_fitted_to_the_data_before_training(tmp_path, data):
     """The trainer fits the mlp's wall from the data source and leaves every stream alone."""

@@ -35,6 +35,28 @@ def test_the_watch_keeps_the_first_bad_step_and_its_quantities():
     assert "no checkpoint was written before it" in str(error)
 
 
+def test_the_watch_finds_the_first_bad_gradient_past_its_buffer():
+    """Steps are buffered on the device and folded every ROWS steps: a bad gradient two
+    buffers in is named with its step, its largest magnitude and nothing else; a later bad
+    step does not replace it."""
+    watch = health.FiniteWatch()
+    p = torch.nn.Parameter(torch.zeros(3))
+    bad_step = 2 * health.FiniteWatch.ROWS + 5
+    for step in range(1, 3 * health.FiniteWatch.ROWS):
+        p.grad = torch.tensor([-4.0, 1.0, 2.0])
+        if step == bad_step:
+            p.grad[0] = -math.inf
+        loss = math.nan if step > bad_step + 3 else 1.0
+        health.watch_step(watch, step, LossOutput(torch.tensor(loss)), [p])
+        if step == bad_step - 1:
+            assert watch.first() is None  # a read folds the partial buffer
+    assert watch.first() == (bad_step, {"gradient": math.inf})
+    healthy = health.FiniteWatch()
+    for step in range(1, health.FiniteWatch.ROWS + 2):
+        health.watch_step(healthy, step, LossOutput(torch.tensor(1.0)), [p])
+    assert healthy.first() is None
+
+
 def test_the_words_for_several_quantities():
     assert health.describe_nonfinite({"loss": math.nan}) == "the loss = nan"
     assert health.describe_nonfinite({"energy_pos": math.inf, "loss": math.nan,

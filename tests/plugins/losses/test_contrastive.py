@@ -124,6 +124,28 @@ def test_pcd_is_reproducible_and_its_buffer_is_state(gaussian_setup):
     assert torch.equal(a(model, x[:64]).negatives, c(model, x[:64]).negatives)
 
 
+@pytest.mark.parametrize("name, margin", [("pcd", 0.0), ("cd", 0.25)])
+def test_noise_starts_fill_the_batch_range_widened_by_the_margin(gaussian_setup, name, margin):
+    """pcd restarts within the data's range by default, cd's noise starts reach a quarter past
+    it: frozen chains are the starts, whose range fills the widened box."""
+    model, x, _, _ = gaussian_setup
+    extra = {"buffer_size": 4000, "reinit_prob": 0.0} if name == "pcd" else {}
+    loss = ebmcore.create("loss", name, sampler=Frozen(), k=1, init="noise",
+                          generator=torch.Generator().manual_seed(0), **extra)
+    assert loss.noise_margin == margin
+    batch = x[:64]
+    low, high = batch.amin(0), batch.amax(0)
+    starts = loss(model, batch.repeat(63, 1)[:4000]).negatives
+    wide_low, wide_high = low - margin * (high - low), high + margin * (high - low)
+    assert bool((starts >= wide_low).all() and (starts <= wide_high).all())
+    # 4,000 uniform draws come within 1 % of the box's edges (failure odds ~ 4 e^-40)
+    span = wide_high - wide_low
+    assert bool((starts.amin(0) < wide_low + 0.01 * span).all())
+    assert bool((starts.amax(0) > wide_high - 0.01 * span).all())
+    with pytest.raises(ValueError, match="noise_margin"):
+        ebmcore.create("loss", name, noise_margin=-0.1)
+
+
 def test_pcd_data_init_and_validation(gaussian_setup):
     model, x, _, _ = gaussian_setup
     loss = ebmcore.create("loss", "pcd", sampler=Frozen(), k=1, buffer_size=50, init="data",
@@ -202,6 +224,26 @@ def test_the_energy_penalty_spares_a_gaussian_base():
         model.net[-1].bias.fill_(2.0)  # E - E_base = 2 everywhere: penalty 0.3 * (4 + 4)
     torch.testing.assert_close(penalised(model, data).loss - plain(model, data).loss,
                                torch.tensor(2.4, dtype=torch.float64))
+
+
+def test_the_energy_penalty_spares_the_confining_wall():
+    """The wall is fixed once fitted: the penalty sees the network's energy alone, so it
+    cannot hold negatives beyond the wall at E = 1 / (2 alpha) (the pcd halo)."""
+    data = torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = ebmcore.create("model", "mlp", dim=2, hidden=[4]).double()
+    model.fit_confinement(data)
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.zero_()
+        model.net[-1].bias.fill_(2.0)  # network energy 2 everywhere
+    far = data * 10.0  # mostly beyond the wall, where it adds up to hundreds
+    assert float(model.confinement(far).mean()) > 100.0
+    plain, penalised = (ebmcore.create("loss", "cd", sampler=Frozen(), k=1, alpha=alpha,
+                                       init="noise", noise_bounds=(-40.0, 40.0),
+                                       generator=torch.Generator().manual_seed(1))
+                        for alpha in (0.0, 0.3))
+    gap = penalised(model, far).loss - plain(model, far).loss  # positives beyond it too
+    torch.testing.assert_close(gap, torch.tensor(2.4, dtype=torch.float64))
 
 
 def test_the_contrastive_losses_answer_the_loss_protocols():

@@ -17,15 +17,16 @@ DATA = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
 
 
 class Bowl(Energy):
-    """``V(x) = |x - c|² / 2`` with a learnable centre ``c``: ``-∇V(x) = c - x``."""
+    """``E(x) = k |x - c|² / 2`` with a learnable centre ``c``: ``-∇E(x) = k (c - x)``."""
 
-    def __init__(self, centre: float, dim: int = 2) -> None:
+    def __init__(self, centre: float, dim: int = 2, curvature: float = 1.0) -> None:
         super().__init__()
         self.centre = nn.Parameter(torch.full((dim,), centre, dtype=torch.float64))
+        self.curvature = curvature
         self.event_shape = (dim,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (x - self.centre).square().sum(-1)
+        return 0.5 * self.curvature * (x - self.centre).square().sum(-1)
 
 
 def small(**params) -> EnergyMatching:
@@ -69,16 +70,19 @@ def test_the_switch_is_a_parameter_and_survives_a_state_dict():
 
 
 def test_the_flow_term_has_its_known_answer_on_a_bowl():
-    """Data N(m, s²), linear path, V = |x - m|²/2, no smoothing and no gate:
-    -∇V(x_t) - u_t = m - (1 + t) x1 + t x0, whose mean square per coordinate is
-    t² m² + (1 + t)² s² + t², which averages over t to m²/3 + 7 s²/3 + 1/3."""
-    m, s = 0.7, 0.5
+    """Data N(m, s²), linear path, V = |x - m|²/2 (so the model E = V / eps_max), no
+    smoothing and no gate: -∇V(x_t) - u_t = m - (1 + t) x1 + t x0, whose mean square per
+    coordinate is t² m² + (1 + t)² s² + t², which averages over t to m²/3 + 7 s²/3 + 1/3."""
+    m, s, eps = 0.7, 0.5, 0.25
     data = m + s * torch.randn(200_000, 2, generator=torch.Generator().manual_seed(2),
                                dtype=torch.float64)
-    loss = small(switch_step=None, sigma=0.0, flow_weight_cutoff=1.0)
+    loss = small(switch_step=None, sigma=0.0, flow_weight_cutoff=1.0, epsilon_max=eps)
     loss.set_generator(torch.Generator().manual_seed(3))
-    value = float(loss(Bowl(m), data).loss.detach())
+    value = float(loss(Bowl(m, curvature=1 / eps), data).loss.detach())
     assert value == pytest.approx(m**2 / 3 + 7 * s**2 / 3 + 1 / 3, rel=0.02)
+    # the same bowl read as V itself (E = V) is the wrong potential at eps != 1
+    loss.set_generator(torch.Generator().manual_seed(3))
+    assert float(loss(Bowl(m), data).loss.detach()) > 1.25 * value
 
 
 def test_the_gate_and_the_temperature_profile():
@@ -89,16 +93,22 @@ def test_the_gate_and_the_temperature_profile():
     assert [loss.temperature(k) for k in (0, 7, 9)] == pytest.approx([0.0, 0.0, 0.075])
 
 
-def test_the_negatives_follow_langevin_on_the_energy():
-    """On the bowl, data-started chains at temperature eps_max relax to N(c, eps_max)."""
-    loss = EnergyMatching(coupling="independent", noise_fraction=0.0, n_langevin_steps=400,
-                          langevin_dt=0.05, epsilon_max=0.15)
-    loss.set_generator(torch.Generator().manual_seed(5))
-    far = torch.full((4000, 2), 3.0, dtype=torch.float64)
-    neg = loss.negatives(Bowl(0.0), far)
-    assert neg.mean(0).abs().max() < 0.03
-    torch.testing.assert_close(neg.var(0), torch.full((2,), 0.15, dtype=torch.float64),
-                               rtol=0.1, atol=0)
+def test_the_negatives_sample_the_models_own_density():
+    """Data-started chains run Langevin on V = eps_max E at temperature eps_max, so on the
+    bowl E = k |x|² / 2 they relax to exp(-E) = N(0, 1 / k), whatever eps_max is."""
+    k = 2.0
+    for eps in (0.15, 0.6):
+        loss = EnergyMatching(coupling="independent", noise_fraction=0.0,
+                              n_langevin_steps=400, langevin_dt=0.02 / eps,
+                              epsilon_max=eps)
+        loss.set_generator(torch.Generator().manual_seed(5))
+        far = torch.full((4000, 2), 3.0, dtype=torch.float64)
+        neg = loss.negatives(Bowl(0.0, curvature=k), far)
+        # mean 3 exp(-k * 400 * 0.02) is 3e-7; the s.e. of the mean is 0.011
+        assert neg.mean(0).abs().max() < 0.045
+        # variance: s.e. sqrt(2 / 4000) / k = 0.011
+        torch.testing.assert_close(neg.var(0), torch.full((2,), 1 / k, dtype=torch.float64),
+                                   rtol=0.1, atol=0)
 
 
 def test_a_field_without_an_energy_is_a_clear_error():
@@ -117,3 +127,5 @@ def test_bad_arguments_name_the_argument():
         EnergyMatching(coupling="independent", langevin_dt=0.0)
     with pytest.raises(ValueError, match="n_langevin_steps"):
         EnergyMatching(coupling="independent", n_langevin_steps=0)
+    with pytest.raises(ValueError, match="epsilon_max"):
+        EnergyMatching(coupling="independent", epsilon_max=0.0)

@@ -174,23 +174,56 @@ def test_diffusion_is_noise_prediction_on_the_vp_path_away_from_the_data_end():
     assert value == pytest.approx(residual(vp, "noise", 1.0, t_max=loss.t_max), rel=0.02)
 
 
+class TimeRecorder(Field):
+    """A field that records the times it is called with (in :attr:`seen`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x, t):
+        self.seen.append(expand_time(t, x))
+        return x * self.w
+
+
 def test_the_training_times_stay_in_their_interval():
-    seen: list[torch.Tensor] = []
-
-    class Recorder(Field):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(()))
-
-        def forward(self, x, t):
-            seen.append(expand_time(t, x))
-            return x * self.w
-
+    recorder = TimeRecorder()
     loss = FlowMatching(t_min=0.2, t_max=0.3)
-    loss_value(loss, Recorder(), torch.randn(1000, 2).double())
-    assert float(seen[-1].min()) >= 0.2 and float(seen[-1].max()) <= 0.3
-    Diffusion(t_eps=0.5)(Recorder(), torch.randn(1000, 2))
-    assert float(seen[-1].max()) <= 0.5
+    loss_value(loss, recorder, torch.randn(1000, 2).double())
+    assert float(recorder.seen[-1].min()) >= 0.2 and float(recorder.seen[-1].max()) <= 0.3
+    Diffusion(t_eps=0.5)(recorder, torch.randn(1000, 2))
+    assert float(recorder.seen[-1].max()) <= 0.5
+
+
+def test_logit_normal_times_have_the_asked_location_and_scale():
+    n = 20_000
+    for loc, scale in ((0.0, 1.0), (0.5, 0.7)):
+        recorder = TimeRecorder()
+        loss = FlowMatching(time_sampling="logit_normal", time_loc=loc, time_scale=scale)
+        loss_value(loss, recorder, torch.randn(n, 2).double())
+        t = recorder.seen[-1]
+        assert float(t.min()) > 0.0 and float(t.max()) < 1.0
+        logit = torch.log(t / (1 - t))
+        # mean within 4 standard errors; the variance's standard error is about s² √(2/n)
+        assert float(logit.mean()) == pytest.approx(loc, abs=4 * scale / math.sqrt(n))
+        assert float(logit.var()) == pytest.approx(scale**2, abs=4 * scale**2 * math.sqrt(2 / n))
+    # mapped onto the training interval, and uniform stays the default
+    recorder = TimeRecorder()
+    loss = FlowMatching(t_min=0.2, t_max=0.3, time_sampling="logit_normal")
+    loss_value(loss, recorder, torch.randn(1000, 2).double())
+    assert float(recorder.seen[-1].min()) >= 0.2 and float(recorder.seen[-1].max()) <= 0.3
+    assert FlowMatching().time_sampling == "uniform"
+    assert "logit_normal" in repr(loss)
+
+
+def test_bad_time_sampling_names_the_argument():
+    with pytest.raises(ValueError, match="time_sampling must be one of uniform, logit_normal"):
+        FlowMatching(time_sampling="beta")
+    with pytest.raises(ValueError, match="time_scale must be positive"):
+        FlowMatching(time_sampling="logit_normal", time_scale=0.0)
+    with pytest.raises(TypeError, match="time_loc must be a finite number"):
+        FlowMatching(time_loc=float("nan"))
 
 
 def test_bad_arguments_name_the_argument():

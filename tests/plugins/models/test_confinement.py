@@ -44,7 +44,35 @@ def test_fit_sets_centre_radius_and_width_from_the_data():
     torch.testing.assert_close(wall.center.double(), centre, rtol=0, atol=1e-6)
     assert float(wall.radius) == pytest.approx(float((x - centre).norm(dim=1).max()), rel=1e-6)
     assert float(wall.width) == pytest.approx(0.5 * math.sqrt(float(x.var(0).mean())), rel=1e-6)
+    torch.testing.assert_close(wall.low.double(), x.amin(0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(wall.high.double(), x.amax(0), rtol=0, atol=1e-6)
     assert bool(wall.fitted)
+    assert float(wall(x.float()).max()) < 1e-9  # every fitted point is inside (to rounding)
+
+
+def test_the_box_walls_off_what_the_ball_leaves_beside_square_data():
+    """Exact values: the ball around [-1, 1]^2 reaches radius sqrt(2); past the square's edge
+    the box part, |x - clamp(x, low, high)|^2 / (2 w^2), rises at once."""
+    wall = Confinement((2,))
+    wall.fit(torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [1.0, -1.0]]))
+    wall.width.fill_(0.5)
+    x = torch.tensor([[0.5, -0.5], [1.2, 0.0], [0.0, -1.4], [2.0, 0.0]])
+    ball = (2.0 - math.sqrt(2.0)) ** 2  # only the last point is beyond the ball
+    expected = torch.tensor([0.0, 0.04, 0.16, 1.0 + ball]) / (2 * 0.25)
+    torch.testing.assert_close(wall(x), expected)
+
+
+def test_a_wall_saved_without_a_box_loads_with_none():
+    """A state dict from before the box (no low/high) loads, and its energies are unchanged."""
+    old = Confinement((2,))
+    old.fit(torch.randn(300, 2, generator=_gen()))
+    state = {k: v for k, v in old.state_dict().items() if k not in ("low", "high")}
+    wall = Confinement((2,))
+    wall.load_state_dict(state)
+    assert bool(torch.isinf(wall.low).all() and torch.isinf(wall.high).all())
+    x = torch.randn(50, 2, generator=_gen(1)) * 4
+    ball = (x - wall.center).norm(dim=1).sub(wall.radius).clamp_min(0)
+    torch.testing.assert_close(wall(x), 0.5 * (ball / wall.width).square())
 
 
 def test_wall_is_zero_inside_and_quadratic_outside():
