@@ -55,7 +55,7 @@ from ebmcore_samplers.adaptation import (
     windowed_covariance,
 )
 from ebmcore_samplers.compiled.leapfrog import CompiledLeapfrog
-from ebmcore_samplers.hmc import DIVERGENCE_THRESHOLD
+from ebmcore_samplers.hmc import DIVERGENCE_THRESHOLD, leapfrog_
 from ebmcore_samplers.metric import Metric, check_adapt_mass, check_mass
 
 #: Adam's decay of the squared-gradient average for ``log T`` (the paper's and TFP's 0.95).
@@ -267,29 +267,6 @@ class StepAverage:
     def final(self, current: float) -> float:
         """The averaged step size; ``current`` where no iteration was averaged."""
         return math.exp(self.log_step) if self.k else current
-
-
-def leapfrog_(energy: Energy, metric: Metric, x: torch.Tensor, p: torch.Tensor,
-              grad: torch.Tensor, step_size: float, n_steps: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``n_steps`` leapfrog steps in place on ``x`` ``(B, *event)`` and ``p`` ``(B, D)``.
-
-    ``grad`` is the energy gradient at the starting ``x``; the intermediate steps ask only
-    for gradients, the last for energy and gradient. Costs exactly ``n_steps`` evaluations.
-
-    Returns:
-        The energies ``(B,)`` and gradients (shaped like ``x``) at the end point.
-    """
-    b = x.shape[0]
-    xf = x.view(b, -1)
-    _common.axpy_(p, -0.5 * step_size, grad.reshape(b, -1))
-    for i in range(n_steps):
-        _common.axpy_(xf, step_size, metric.velocity(p))
-        if i < n_steps - 1:
-            _common.axpy_(p, -step_size, energy.grad(x).reshape(b, -1))
-    e1, g1 = energy.energy_and_grad(x)
-    _common.axpy_(p, -0.5 * step_size, g1.reshape(b, -1))
-    return e1.detach(), g1.detach()
 
 
 @dataclass

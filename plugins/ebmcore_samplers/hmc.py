@@ -23,6 +23,31 @@ __all__ = ["DIVERGENCE_THRESHOLD", "HMC", "HMCState", "Metric"]
 DIVERGENCE_THRESHOLD = 1000.0
 
 
+def leapfrog_(energy: Energy, metric: Metric, x: torch.Tensor, p: torch.Tensor,
+              grad: torch.Tensor, step_size: float | torch.Tensor, n_steps: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``n_steps`` leapfrog steps in place on ``x`` ``(B, *event)`` and ``p`` ``(B, D)``.
+
+    ``grad`` is the energy gradient at the starting ``x``; the intermediate steps ask only
+    for gradients, the last for energy and gradient. Costs exactly ``n_steps`` evaluations.
+    The two half kicks between full steps are merged into one full kick. ``step_size`` is one
+    float or a ``(B, 1)`` tensor of per-chain step sizes. :class:`HMC` and ``chees`` share it.
+
+    Returns:
+        The energies ``(B,)`` and gradients (shaped like ``x``) at the end point.
+    """
+    b = x.shape[0]
+    xf = x.view(b, -1)
+    _common.axpy_(p, -0.5 * step_size, grad.reshape(b, -1))
+    for i in range(n_steps):
+        _common.axpy_(xf, step_size, metric.velocity(p))
+        if i < n_steps - 1:
+            _common.axpy_(p, -step_size, energy.grad(x).reshape(b, -1))
+    e1, g1 = energy.energy_and_grad(x)
+    _common.axpy_(p, -0.5 * step_size, g1.reshape(b, -1))
+    return e1.detach(), g1.detach()
+
+
 @dataclass
 class HMCState(AdaptiveState):
     """State of :class:`HMC` chains (see :class:`~ebmcore_samplers._adaptive.AdaptiveState`).
@@ -108,34 +133,21 @@ class HMC(AdaptiveSampler, CompiledSampler, Sampler):
         gen = _common.generator_for(generator, state.x)
         searched = self._ensure_step_size(energy, state, gen)
         metric = state.metric
-        b = state.x.shape[0]
         eps = self._step_sizes(state, gen)
         if isinstance(eps, torch.Tensor):
             eps = eps.view(-1, 1)
-        neg_eps, neg_half = -eps, -0.5 * eps
         p = metric.draw_(state.momentum, gen)
         h0 = metric.kinetic(p).add_(state.energy)
         x1 = state.position.copy_(state.x)
-        xf = x1.view(b, -1)
-        # Leapfrog with the two half kicks between full steps merged into one full kick.
-        _common.axpy_(p, neg_half, state.grad.view(b, -1))
-        e1 = g1 = None
-        for i in range(self.n_leapfrog):
-            _common.axpy_(xf, eps, metric.velocity(p))
-            if i < self.n_leapfrog - 1:
-                g1 = energy.grad(x1)
-                _common.axpy_(p, neg_eps, g1.reshape(b, -1))
-            else:
-                e1, g1 = energy.energy_and_grad(x1)
-                _common.axpy_(p, neg_half, g1.reshape(b, -1))
-        energy_error = metric.kinetic(p).add_(e1.detach()).sub_(h0)
+        e1, g1 = leapfrog_(energy, metric, x1, p, state.grad, eps, self.n_leapfrog)
+        energy_error = metric.kinetic(p).add_(e1).sub_(h0)
         divergent = ~(energy_error <= DIVERGENCE_THRESHOLD)  # NaN counts as divergent
         accept_prob = energy_error.neg().clamp_max_(0.0).exp_().nan_to_num_(nan=0.0)
         accepted = _common.rand_(state.uniform, gen) < accept_prob
         acc_b = _common.per_chain(accepted, state.x.ndim)
         torch.where(acc_b, x1, state.x, out=state.x)
-        torch.where(acc_b, g1.detach().reshape(state.x.shape), state.grad, out=state.grad)
-        torch.where(accepted, e1.detach(), state.energy, out=state.energy)
+        torch.where(acc_b, g1.reshape(state.x.shape), state.grad, out=state.grad)
+        torch.where(accepted, e1, state.energy, out=state.energy)
         state.t += 1
         return state, {"accept_prob": accept_prob, "accepted": accepted,
                        "divergent": divergent, "energy_error": energy_error,
