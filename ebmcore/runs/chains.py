@@ -21,11 +21,11 @@ SAMPLE_FIX = ("Sample longer (--steps, --burn-in) or use a sampler that moves be
               "'sampler.temperatures=[1,2,4,8]'")
 
 #: What it tells a training run to do: its samples come from ``sample.sampler`` (the 2-D
-#: recipe's parallel tempering at temperatures up to 8), else from the sampler training used.
-#: The ladder named reaches 32: on ``rings`` the recipe's stopped at max R-hat 1.115 (1.080
-#: with twice the steps), this one at 1.035 (docs/training-results.md#samples-that-mix).
-RUN_FIX = ("Sample longer (--set sample.n_steps=N, sample.burn_in=N) or write the samples "
-           "with a sampler that moves between modes, or with a hotter ladder, e.g. --set "
+#: recipe's parallel tempering at temperatures up to 32), else from the sampler training used.
+#: A run already on that sampler samples longer; another one writes with it (the ladder that
+#: mixed every 2-D set, docs/training-results.md#samples-that-mix).
+RUN_FIX = ("Sample longer, e.g. --set sample.n_steps=1000 --set sample.burn_in=600, or write "
+           "the samples with a sampler that moves between modes, e.g. --set "
            "'sample.sampler={name = \"parallel_tempering\", params = {base = \"mala\", "
            "temperatures = [1, 2, 4, 8, 16, 32]}}'")
 
