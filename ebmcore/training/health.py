@@ -95,14 +95,6 @@ class FiniteWatch:
         self._steps[self._count].fill_(step)
         self._count += 1
 
-    def update(self, step: int, names: tuple[str, ...], values: torch.Tensor,
-               ok: torch.Tensor) -> None:
-        """Record ``values`` (named ``names``, finite where ``ok``) of ``step`` if it is the
-        first with a bad one (device operations; a host read only when the names change
-        after steps were recorded under others)."""
-        steps = torch.full((1,), step, dtype=torch.int64, device=values.device)
-        self._merge(names, steps, values[None], ok[None])
-
     def _merge(self, names: tuple[str, ...], steps: torch.Tensor, values: torch.Tensor,
                ok: torch.Tensor) -> None:
         """Fold rows of ``values`` ``(k, len(names))`` at ``steps`` ``(k,)`` into the record."""
@@ -150,20 +142,15 @@ class FiniteWatch:
                       zip(self.names, bad.tolist(), kept.tolist(), strict=True) if flag}
 
 
-def largest_magnitude(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The largest absolute entry of ``tensors`` (a 0-d tensor; NaN and inf propagate).
-
-    The same figure as ``torch.nn.utils.get_total_norm(tensors, inf)``, from each tensor's
-    ``aminmax``: on the CPU that norm costs about 2 ms for an MLP of 3 x 256 units (its
-    infinity norm is not vectorised), a tenth of a flow-matching step, against 0.2 ms here.
-    """
-    ends = extremes(tensors)
-    return torch.stack(ends).abs().amax() if ends else torch.zeros(())
-
-
 def extremes(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Each tensor's smallest and largest entry, 0-d tensors in that order (empty tensors
-    left out; NaN propagates)."""
+    left out; NaN propagates).
+
+    Their largest magnitude is ``torch.nn.utils.get_total_norm(tensors, inf)``, from each
+    tensor's ``aminmax``: on the CPU that norm costs about 2 ms for an MLP of 3 x 256 units
+    (its infinity norm is not vectorised), a tenth of a flow-matching step, against 0.2 ms
+    here.
+    """
     return [end for t in tensors if t.numel()  # aminmax refuses an empty tensor
             for end in torch.aminmax(t.detach())]
 
