@@ -196,17 +196,23 @@ def merge_run(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str
     """
     base = copy.deepcopy(dict(defaults))
     for section in COMPONENT_SECTIONS:
-        block = given.get(section)
-        name = block.get("name") if isinstance(block, Mapping) else None
-        if name is not None and name != (base.get(section) or {}).get("name"):
-            base[section] = {"name": name, "params": {}}
+        _restart_renamed(base, given, section)
     # the sampler that writes the samples (sample.sampler) is a component too
-    block = (given.get("sample") or {}).get("sampler")
-    name = block.get("name") if isinstance(block, Mapping) else None
-    old = (base.get("sample") or {}).get("sampler")
-    if name is not None and name != (old.get("name") if isinstance(old, Mapping) else old):
-        base.setdefault("sample", {})["sampler"] = {"name": name, "params": {}}
+    given_sample = given.get("sample") or {}
+    if isinstance(given_sample, Mapping) and isinstance(given_sample.get("sampler"), Mapping):
+        base["sample"] = dict(base.get("sample") or {})
+        _restart_renamed(base["sample"], given_sample, "sampler")
     return merge(base, given)
+
+
+def _restart_renamed(base: dict[str, Any], given: Mapping[str, Any], key: str) -> None:
+    """Start ``base[key]`` afresh from its component's defaults when ``given[key]`` names
+    another component than ``base[key]`` (a block or a bare name) does."""
+    block = given.get(key)
+    name = block.get("name") if isinstance(block, Mapping) else None
+    old = base.get(key)
+    if name is not None and name != (old.get("name") if isinstance(old, Mapping) else old):
+        base[key] = {"name": name, "params": {}}
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
