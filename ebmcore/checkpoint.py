@@ -260,16 +260,15 @@ def save_model(path: PathLike, model: nn.Module, *, spec: dict[str, Any] | None 
 
 
 def _model_payload(path: PathLike, map_location: Any) -> dict[str, Any]:
-    return _model_payload_with_meta(path, map_location)[0]
+    payload = load_checkpoint(path, map_location=map_location)
+    _require_state_dict(payload, path)
+    return payload
 
 
-def _model_payload_with_meta(path: PathLike, map_location: Any
-                             ) -> tuple[dict[str, Any], dict[str, Any]]:
-    payload, meta = load_checkpoint_with_meta(path, map_location=map_location)
-    if not isinstance(payload.get("state_dict"), dict):
+def _require_state_dict(payload: Any, path: PathLike) -> None:
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         raise CheckpointError(f"Checkpoint {str(path)!r} holds no model state_dict; write it "
                               f"with ebmcore.checkpoint.save_model")
-    return payload, meta
 
 
 def _load_into(module: nn.Module, payload: dict[str, Any], path: PathLike,
@@ -315,9 +314,23 @@ def build_model(path: PathLike, *, map_location: Any = "cpu") -> nn.Module:
             provenance :func:`save_model` recorded, the message names the distribution,
             its version and the ``pip install`` command.
     """
+    payload, meta = load_checkpoint_with_meta(path, map_location=map_location)
+    return model_from_payload(payload, meta, path)
+
+
+def model_from_payload(payload: dict[str, Any], meta: dict[str, Any],
+                       path: PathLike) -> nn.Module:
+    """Rebuild the model of a :func:`save_model` checkpoint already read by
+    :func:`load_checkpoint_with_meta` (``path`` names the file in errors).
+
+    Raises:
+        CheckpointError: When the payload holds no state_dict or no spec, or its weights do
+            not fit the rebuilt component.
+        UnknownComponentError: As :func:`build_model`.
+    """
     from ebmcore.provenance import require_recorded
 
-    payload, meta = _model_payload_with_meta(path, map_location)
+    _require_state_dict(payload, path)
     spec = payload.get("spec")
     if spec is None:
         raise CheckpointError(f"Checkpoint {str(path)!r} stores no spec; save it with "

@@ -115,13 +115,12 @@ def _sample(args: argparse.Namespace, config: dict[str, Any], out: Path, ranks: 
     from ebmcore.runs import is_flow_model, load_energy, sample_run
 
     device = torch.device(args.device)
-    from_run = None if args.checkpoint is None else _training_checkpoint(args.checkpoint)
-    if from_run is not None:
-        energy, run_config = from_run
+    if args.checkpoint is not None:
+        energy, run_config = _checkpoint_model(args.checkpoint)
         energy = energy.to(device)
     else:
-        energy = load_energy(config.get("energy"), args.checkpoint, device)
-        run_config = None
+        energy = load_energy(config.get("energy"), None, device)
+        run_config = {}
     if is_flow_model(energy):
         return _sample_field(args, config, energy, out, ranks, run_config)
     if args.sampler is None and args.checkpoint is not None:
@@ -144,20 +143,16 @@ def _sample(args: argparse.Namespace, config: dict[str, Any], out: Path, ranks: 
     return 0
 
 
-def _run_writing_sampler(checkpoint: Path, run_config: dict[str, Any] | None,
+def _run_writing_sampler(checkpoint: Path, run_config: dict[str, Any],
                          default: dict[str, Any]) -> dict[str, Any]:
     """The sampler ``ebmcore sample --checkpoint`` uses when ``--sampler`` names none: the one
     the run wrote its samples with (its ``sample.sampler``, e.g. parallel tempering on the 2-D
     data sets, whose energies are multimodal), with ``--set sampler.*`` over its parameters;
     ``default`` (MALA) for a run that names none or a file without its run's configuration.
     """
-    from ebmcore.checkpoint import load_checkpoint_with_meta
     from ebmcore.config import sample_sampler
     from ebmcore.errors import CommandError, ConfigError
-    from ebmcore.runs.fields import saved_run_config
 
-    if run_config is None:
-        run_config = saved_run_config(load_checkpoint_with_meta(checkpoint)[1])
     try:
         block = sample_sampler(run_config.get("sample") or {})
     except ConfigError as exc:
@@ -168,25 +163,27 @@ def _run_writing_sampler(checkpoint: Path, run_config: dict[str, Any] | None,
     return {"name": block["name"], "params": {**block["params"], **default["params"]}}
 
 
-def _training_checkpoint(path: Path) -> tuple[Any, dict[str, Any]] | None:
-    """The model of a training checkpoint (``RUN/checkpoints/step-*.pt``) and its run's
-    configuration, or ``None`` for any other file (a ``model.pt`` is loaded as it is).
+def _checkpoint_model(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The model in ``path`` and its run's configuration, from one read of the file.
 
-    The model is rebuilt from the run folder's ``config.toml`` and takes the checkpoint's
-    averaged weights where the run kept an EMA (the weights its run samples), else its
-    weights.
+    A training checkpoint (``RUN/checkpoints/step-*.pt``) is rebuilt from the run folder's
+    ``config.toml`` and takes the checkpoint's averaged weights where the run kept an EMA
+    (the weights its run samples), else its weights; a ``model.pt`` is rebuilt from the spec
+    it stores, with the configuration its file carries (``{}`` when it carries none).
 
     Raises:
-        CommandError: When the run folder's ``config.toml`` is not beside ``checkpoints/``.
+        CommandError: When a training checkpoint's ``config.toml`` is not beside
+            ``checkpoints/``.
     """
-    from ebmcore.checkpoint import load_checkpoint
+    from ebmcore.checkpoint import load_checkpoint_with_meta, model_from_payload
     from ebmcore.config import complete_run, load_toml
     from ebmcore.errors import CommandError
     from ebmcore.runs.build import build_training
+    from ebmcore.runs.fields import saved_run_config
 
-    state = load_checkpoint(path)
+    state, meta = load_checkpoint_with_meta(path)
     if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
-        return None
+        return model_from_payload(state, meta, path).eval(), saved_run_config(meta)
     saved = Path(path).resolve().parent.parent / "config.toml"
     if not saved.is_file():
         raise CommandError(f"{path} is a training checkpoint (step {state['step']}), but its "
@@ -199,20 +196,17 @@ def _training_checkpoint(path: Path) -> tuple[Any, dict[str, Any]] | None:
 
 
 def _sample_field(args: argparse.Namespace, config: dict[str, Any], field: Any, out: Path,
-                  ranks: Any, run_config: dict[str, Any] | None = None) -> int:
+                  ranks: Any, run_config: dict[str, Any]) -> int:
     """Sample a trained field without an energy as a flow: the run's own sampler (unless
     ``--sampler`` names one), read as the run's loss says, with ``--set sampler.*`` over its
     parameters; ``--chains`` samples. The MCMC options (steps, burn-in, thinning, backend)
-    do not apply. ``run_config`` is the run's configuration (``None``: the one the model
-    file carries)."""
-    from ebmcore.checkpoint import load_checkpoint_with_meta
+    do not apply. ``run_config`` is the run's configuration (``{}`` for a file that carries
+    none)."""
     from ebmcore.errors import CommandError
-    from ebmcore.runs.fields import sample_field_run, saved_flow_settings, saved_run_config
+    from ebmcore.runs.fields import sample_field_run, saved_flow_settings
 
     if ranks.active:
         raise CommandError("a field is sampled in one process; drop --nproc")
-    if run_config is None:
-        run_config = saved_run_config(load_checkpoint_with_meta(args.checkpoint)[1])
     saved = run_config.get("sampler")
     if args.sampler is None and isinstance(saved, dict) and saved.get("name"):
         spec = {"name": saved["name"],

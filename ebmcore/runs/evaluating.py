@@ -79,14 +79,14 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000,
         CheckpointError: When ``path`` is not a readable model file.
         ValueError: When the file records no data set.
     """
-    from ebmcore.checkpoint import build_model, load_checkpoint_with_meta
+    from ebmcore.checkpoint import load_checkpoint_with_meta, model_from_payload
     from ebmcore.provenance import require_recorded
     from ebmcore.threads import fit_threads
 
     target = Path(path)
     if target.is_dir():
         target = target / "model.pt"
-    _, meta = load_checkpoint_with_meta(target)
+    payload, meta = load_checkpoint_with_meta(target)  # read once: the file may be large
     dataset_spec = meta.get("dataset")
     if not isinstance(dataset_spec, dict):
         raise ValueError(f"{str(target)!r} records no data set; was it written by a "
@@ -95,8 +95,7 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int = 20000,
     if isinstance(recorded, dict):  # a missing plugin: name the distribution to install
         require_recorded({k: v for k, v in recorded.items() if k in ("model", "dataset")},
                          {"dataset": dataset_spec})
-    model = build_model(target)
-    model.eval()
+    model = model_from_payload(payload, meta, target).eval()
     dataset = ebmcore.create("dataset", dataset_spec["name"], **dataset_spec.get("params", {}))
     run_settings = _run_evaluate_settings(meta)
     n_chains, n_temps = ais_budget(dataset_spec["name"],

@@ -101,13 +101,22 @@ def test_sample_a_trained_checkpoint(trained_run, tmp_path):
                  "10", "--burn-in", "0", "--out", str(tmp_path / "c"), "--quiet"]) == 0
 
 
-def test_sample_a_trained_checkpoint_with_its_runs_sampler(trained_run, tmp_path):
-    # no --sampler: the one the run wrote its samples with (the 2-D recipe's tempering)
+def test_sample_a_trained_checkpoint_with_its_runs_sampler(trained_run, tmp_path,
+                                                           monkeypatch):
+    # no --sampler: the one the run wrote its samples with (the 2-D recipe's tempering),
+    # found in the model file's metadata without reading the file a second time
+    import ebmcore.checkpoint
+
+    reads = []
+    real = ebmcore.checkpoint.load_checkpoint_with_meta
+    monkeypatch.setattr(ebmcore.checkpoint, "load_checkpoint_with_meta",
+                        lambda path, **kw: reads.append(path) or real(path, **kw))
     out = tmp_path / "own"
     assert main(["sample", "--checkpoint", str(trained_run / "model.pt"), "--chains", "40",
                  "--steps", "10", "--burn-in", "10", "--out", str(out), "--quiet"]) == 0
     written = json.loads((out / "diagnostics.json").read_text())
     assert written["sampler"]["name"] == "parallel_tempering"
+    assert len(reads) == 1
 
 
 def test_ctrl_c_writes_a_final_checkpoint(monkeypatch, tmp_path):
