@@ -106,7 +106,7 @@ def flat_energy_and_grad(energy: Energy, event: torch.Size
 def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor,
                step_size: torch.Tensor, metric: Metric, max_depth: int,
                max_energy_error: float, generator: torch.Generator, *,
-               bookkeeping: str = "auto"
+               bookkeeping: str = "auto", evaluate: Callable | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Run one NUTS transition for every chain.
 
@@ -122,6 +122,10 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
         generator: Source of randomness.
         bookkeeping: ``"auto"`` (numba on the CPU for float32 and float64, else torch),
             ``"numba"`` or ``"torch"``.
+        evaluate: ``evaluate(z) -> (energies, flat gradients)`` on flat points ``(n, D)``
+            of any ``n <= B``, in place of ``energy``'s own (the compiled evaluation of
+            :class:`~ebmcore_samplers.compiled.leapfrog.CompiledGradient`); not for an
+            energy whose value depends on the row (``take_rows``).
 
     Returns:
         New positions, energies and gradients, and per-chain info: ``accept_prob`` (mean
@@ -136,12 +140,14 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
     b, shape = x.shape[0], x.shape
     xf, gf = x.reshape(b, -1), g.reshape(b, -1)
     if bookkeeping == "numba" or (bookkeeping == "auto" and _nuts_numba.supports(x)):
-        out = _nuts_numba.transition(_nuts_numba.rows_evaluator(energy, shape[1:]), xf, e, gf,
-                                     step_size, metric, max_depth, max_energy_error, generator)
+        rows = (_nuts_numba.rows_evaluator(energy, shape[1:]) if evaluate is None
+                else lambda _rows: evaluate)
+        out = _nuts_numba.transition(rows, xf, e, gf, step_size, metric, max_depth,
+                                     max_energy_error, generator)
     else:
         p0 = metric.draw_(torch.empty_like(xf), generator)
         out = _torch_transition(energy, xf, e, gf, step_size, p0, metric.inverse_mass(),
-                                shape, max_depth, max_energy_error, generator)
+                                shape, max_depth, max_energy_error, generator, evaluate)
     xn, en, gn, info = out
     return xn.view(shape), en, gn.view(shape), info
 
@@ -149,7 +155,7 @@ def transition(energy: Energy, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor
 def _torch_transition(energy: Energy, xf: torch.Tensor, e: torch.Tensor, gf: torch.Tensor,
                       step_size: torch.Tensor, p0: torch.Tensor, im: torch.Tensor | None,
                       shape: torch.Size, max_depth: int, max_energy_error: float,
-                      generator: torch.Generator
+                      generator: torch.Generator, evaluate: Callable | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                  dict[str, torch.Tensor]]:
     """:func:`transition` with torch operations (any device); flat points in and out."""
@@ -163,7 +169,9 @@ def _torch_transition(energy: Energy, xf: torch.Tensor, e: torch.Tensor, gf: tor
     nlf_t = torch.zeros(b, dtype=torch.long, device=dev)
     dep_t = torch.zeros(b, dtype=torch.long, device=dev)
     div_t = torch.zeros(b, dtype=torch.bool, device=dev)
-    evaluate = flat_energy_and_grad(energy, shape[1:])
+    fixed = evaluate is not None  # a given evaluation serves every subset of the rows
+    if evaluate is None:
+        evaluate = flat_energy_and_grad(energy, shape[1:])
     neg_max = -max_energy_error
     idx: torch.Tensor | None = None  # full-batch rows of the batch once it is compacted
     out: list[torch.Tensor] = []  # full-size proposal (x, e, g) once it is compacted
@@ -275,7 +283,7 @@ def _torch_transition(energy: Energy, xf: torch.Tensor, e: torch.Tensor, gf: tor
         tree = [t.index_select(0, sel) for t in tree]
         # Energies that depend on the row (tempered replicas) follow the compaction.
         take_rows = getattr(energy, "take_rows", None)
-        if take_rows is not None:
+        if take_rows is not None and not fixed:
             evaluate = flat_energy_and_grad(take_rows(idx), shape[1:])
     px, pe, pg = tree[8:11]
     if not out:

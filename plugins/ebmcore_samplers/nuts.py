@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ebmcore.energy import Energy
+from ebmcore.errors import BackendUnavailableError
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_int, check_positive
 from ebmcore_samplers._common import (
@@ -23,6 +25,7 @@ from ebmcore_samplers.adaptation import (
     find_reasonable_step_size,
     windowed_covariance,
 )
+from ebmcore_samplers.compiled.leapfrog import CompiledGradient
 from ebmcore_samplers.metric import Metric, check_adapt_mass, check_mass
 
 
@@ -39,6 +42,8 @@ class NUTSState(SamplerState):
         search_step_size: Run the step-size heuristic before the next transition.
         dual: Step-size adaptation in progress during burn-in, else ``None``.
         welford: Covariance accumulator of the mass adaptation in progress, else ``None``.
+        compiled: The compiled energy-and-gradient call (``compiled=True``), else ``None``.
+        compiled_refusal: Why ``compiled=True`` fell back to eager calls, else ``None``.
     """
 
     step_size: torch.Tensor | None = None
@@ -46,6 +51,8 @@ class NUTSState(SamplerState):
     search_step_size: bool = False
     dual: DualAveraging | None = None
     welford: Welford | None = None
+    compiled: CompiledGradient | None = None
+    compiled_refusal: str | None = None
 
     @property
     def inverse_mass(self) -> torch.Tensor | None:
@@ -91,6 +98,14 @@ class NUTS(Sampler):
         jitter: Draw each transition's step size uniformly from
             ``step_size * [1 - jitter, 1 + jitter]`` per chain (``0 <= jitter < 1``).
         max_energy_error: Energy error ``H - H0`` beyond which a trajectory is divergent.
+        compiled: Evaluate the energy and gradient of every leaf through ``torch.compile``
+            (:class:`~ebmcore_samplers.compiled.leapfrog.CompiledGradient`: graphs over
+            fixed batches, all chains (compiled in :meth:`init`) and smaller ones for the
+            doublings in which few chains still grow; ``diagnostics["compile_seconds"]``).
+            It repays on small models, where eager torch's fixed cost per call dominates
+            the leaf. An energy that does not compile, or whose value depends on the row
+            (``take_rows``), runs eagerly with a ``RuntimeWarning``
+            (``diagnostics["compiled_refusal"]``).
     """
 
     acceptance_key = "accept_prob"
@@ -99,7 +114,8 @@ class NUTS(Sampler):
     def __init__(self, step_size: float | None = None, max_tree_depth: int = 10,
                  target_accept: float = 0.8, mass: Any = None,
                  adapt_mass: str | None = "diag", adapt_step_size: bool = True,
-                 jitter: float = 0.0, max_energy_error: float = 1000.0) -> None:
+                 jitter: float = 0.0, max_energy_error: float = 1000.0,
+                 compiled: bool = False) -> None:
         self.step_size = None if step_size is None else check_positive("step_size", step_size)
         self.max_tree_depth = check_int("max_tree_depth", max_tree_depth, minimum=1)
         self.target_accept = validate_target_accept(target_accept)
@@ -110,6 +126,7 @@ class NUTS(Sampler):
         if self.jitter >= 1.0:
             raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
         self.max_energy_error = check_positive("max_energy_error", max_energy_error)
+        self.compiled = check_flag("compiled", compiled)
 
     def init(self, energy: Energy, x: torch.Tensor) -> NUTSState:
         """Return the state of chains at ``x`` (a copy), caching energy and gradient.
@@ -120,10 +137,31 @@ class NUTS(Sampler):
         """
         x, e, g = initial_energy_and_grad(energy, x)  # raises at non-finite energies
         eps = 1.0 if self.step_size is None else self.step_size
-        return NUTSState(x=x, energy=e, grad=g,
-                         step_size=torch.full_like(e, eps),
-                         metric=Metric(self.mass, x[0].numel(), x.dtype, x.device),
-                         search_step_size=self.step_size is None)
+        state = NUTSState(x=x, energy=e, grad=g,
+                          step_size=torch.full_like(e, eps),
+                          metric=Metric(self.mass, x[0].numel(), x.dtype, x.device),
+                          search_step_size=self.step_size is None)
+        if self.compiled:
+            self._compile(energy, state)
+        return state
+
+    @staticmethod
+    def _compile(energy: Energy, state: NUTSState) -> None:
+        """Compile the energy-and-gradient call on the chains (or record why not)."""
+        x = state.x
+        try:
+            if getattr(energy, "take_rows", None) is not None:
+                raise BackendUnavailableError(
+                    "the energy's value depends on the row (it has take_rows), and the "
+                    "compiled call evaluates a fixed batch")
+            compiled = CompiledGradient(energy, x)
+            compiled(energy, x.reshape(x.shape[0], -1))  # compiles now, or fails here
+        except BackendUnavailableError as exc:
+            state.compiled_refusal = str(exc)
+            warnings.warn(f"nuts(compiled=True) evaluates its energy eagerly: {exc}",
+                          RuntimeWarning, stacklevel=3)
+        else:
+            state.compiled = compiled
 
     def step(self, energy: Energy, state: NUTSState,
              generator: torch.Generator | None = None) -> tuple[NUTSState, dict[str, Any]]:
@@ -147,9 +185,11 @@ class NUTS(Sampler):
         if self.jitter > 0:
             u = torch.rand(eps.shape, generator=gen, dtype=eps.dtype, device=eps.device)
             eps = u.mul_(2.0 * self.jitter).add_(1.0 - self.jitter).mul_(eps)
-        x, e, g, info = transition(energy, state.x, state.energy, state.grad, eps,
-                                   state.metric, self.max_tree_depth, self.max_energy_error,
-                                   gen)
+        compiled = state.compiled
+        x, e, g, info = transition(
+            energy, state.x, state.energy, state.grad, eps, state.metric,
+            self.max_tree_depth, self.max_energy_error, gen,
+            evaluate=None if compiled is None else lambda z: compiled(energy, z))
         if searched:
             info["n_grad"] += searched
         info["step_size"] = eps
@@ -196,13 +236,19 @@ class NUTS(Sampler):
     def final_diagnostics(self, state: NUTSState) -> dict[str, Any]:
         """Report the per-chain step sizes and the inverse mass in use at the end.
 
-        ``inverse_mass`` is ``(D,)`` (diagonal), ``(D, D)`` (dense) or ``None`` (identity).
+        ``inverse_mass`` is ``(D,)`` (diagonal), ``(D, D)`` (dense) or ``None`` (identity);
+        with ``compiled=True`` also ``compile_seconds`` (or ``compiled_refusal``).
 
         Args:
             state: The final state.
         """
         inv = state.inverse_mass
-        return {"step_size": state.step_size.clone(),
+        extra: dict[str, Any] = {}
+        if state.compiled is not None:
+            extra["compile_seconds"] = state.compiled.compile_seconds
+        if state.compiled_refusal is not None:
+            extra["compiled_refusal"] = state.compiled_refusal
+        return {**extra, "step_size": state.step_size.clone(),
                 "inverse_mass": None if inv is None else inv.clone()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -211,7 +257,8 @@ class NUTS(Sampler):
                 "target_accept": self.target_accept,
                 "mass": None if self.mass is None else self.mass.clone(),
                 "adapt_mass": self.adapt_mass, "adapt_step_size": self.adapt_step_size,
-                "jitter": self.jitter, "max_energy_error": self.max_energy_error}
+                "jitter": self.jitter, "max_energy_error": self.max_energy_error,
+                "compiled": self.compiled}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore settings saved by :meth:`state_dict` (validated as in the constructor).
