@@ -8,8 +8,8 @@ on ``[0, 1]``):
   recipe says (no other setting), through :func:`ebmcore.runs.train_run`;
 - TorchEBM 0.8.9: ``FlowMatchingLoss`` and ``EquilibriumMatchingLoss`` with their defaults
   (linear path, independent coupling, uniform times; EqM truncated c(t), threshold 0.8,
-  multiplier 4, time-invariant), on the *same* network (ebmcore's ``mlp_field`` module, the
-  width the recipe names, same initial weights), the same steps, batch, Adam learning rate
+  multiplier 4, time-invariant), on the *same* network (the field module the recipe names,
+  with its widths and the same initial weights), the same steps, batch, Adam learning rate
   and weight average (EMA) as the recipe, sampled by TorchEBM's ``FlowSampler`` with the
   recipe's integrator and steps.
 
@@ -31,11 +31,11 @@ Usage::
         docs/images/digits-flow-samples.png "flow matching samples (ebmcore recipe)"
 
 It prints a markdown table, with the machine's one-minute load at the start and end of each
-row. Runtime: per method, its training (the recipes' 20,000 steps take about 300 s of one
-unloaded core, 15 ms a step; on 7 December 2026, with the two cores shared by about twenty
-processes, each took 43 minutes of wall clock) plus 1 to 2 minutes of evaluation (flow
-matching's likelihood takes most). The TorchEBM rows follow the recipe's network, steps,
-batch, rate and EMA, with TorchEBM's own (uniform) training times.
+row. Runtime: per method, its training (the recipes' 6,000 U-Net steps take about 430 s of
+one core, 70 ms a step) plus a few minutes of evaluation (flow matching's exact likelihood
+takes most: one backward pass of the U-Net per dimension and field evaluation). The
+TorchEBM rows follow the recipe's network, steps, batch, rate and EMA, with TorchEBM's own
+(uniform) training times.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ import torch
 import ebmcore
 from ebmcore.config import check_train_config, defaults_for
 from ebmcore.runs import train_run
+from ebmcore.runs.build import descriptor, shape_params
 from ebmcore.runs.field_images import held_out_images, image_sample_report
 
 #: ebmcore's losses by the short name the table uses.
@@ -95,7 +96,10 @@ def torchebm_row(name: str, steps: int | None, seed: int = 0) -> dict[str, Any]:
     train_cfg, model_cfg = config["train"], config["model"]
     digits = ebmcore.create("dataset", "digits")
     torch.manual_seed(seed)
-    field = ebmcore.create("model", model_cfg["name"], dim=64, **model_cfg["params"])
+    field = ebmcore.create("model", model_cfg["name"],
+                           **shape_params(descriptor("model", model_cfg["name"]), digits),
+                           **model_cfg["params"])
+    shape = tuple(field.event_shape)  # (64,) for an MLP field, (1, 8, 8) for the U-Net
     eqm = name == "torchebm_eqm"
     loss_fn = (EquilibriumMatchingLoss(model=field) if eqm else FlowMatchingLoss(model=field))
     optimizer = torch.optim.Adam(field.parameters(), lr=train_cfg["lr"])
@@ -105,7 +109,7 @@ def torchebm_row(name: str, steps: int | None, seed: int = 0) -> dict[str, Any]:
     torch.set_num_threads(1)
     started = time.perf_counter()
     for _ in range(int(train_cfg["steps"])):
-        batch = digits.sample(int(train_cfg["batch_size"]), data_gen).flatten(1)
+        batch = digits.sample(int(train_cfg["batch_size"]), data_gen).reshape(-1, *shape)
         loss = loss_fn(batch, generator=loss_gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -118,7 +122,7 @@ def torchebm_row(name: str, steps: int | None, seed: int = 0) -> dict[str, Any]:
     sampler = FlowSampler(model, integrator=sampler_params.get("integrator", "heun"),
                           negate_velocity=eqm)
     with torch.no_grad():
-        samples = sampler.sample(dim=64, n_steps=int(sampler_params.get("steps", 50)),
+        samples = sampler.sample(dim=shape, n_steps=int(sampler_params.get("steps", 50)),
                                  n_samples=int(config["sample"]["n_chains"]),
                                  generator=torch.Generator().manual_seed(seed + 20_000))
     report = image_sample_report(digits, samples.reshape(-1, 1, 8, 8), seed=seed)
@@ -128,7 +132,7 @@ def torchebm_row(name: str, steps: int | None, seed: int = 0) -> dict[str, Any]:
         integ = config["evaluate"]["integrator"]
         integrator = ebmcore.create("integrator", integ["name"], **integ.get("params", {}))
         n = int(config["evaluate"]["likelihood_points"])
-        bits = flow_log_likelihood(model, test[:n].float().flatten(1), integrator,
+        bits = flow_log_likelihood(model, test[:n].float().reshape(-1, *shape), integrator,
                                    bin_width=digits.bin_width).bits_per_dim
     return {"train_seconds": seconds, "steps": int(train_cfg["steps"]), "report": report,
             "bits_per_dim": bits}

@@ -14,7 +14,7 @@ from ebmcore.runs.field_images import held_out_images, logistic_coverage
 
 pytest.importorskip("sklearn")
 
-TINY = ["--set", "train.steps=20", "--set", "model.hidden=[32]", "--set", "train.ema=0.9",
+TINY = ["--set", "train.steps=20", "--set", "model.channels=[8]", "--set", "train.ema=0.9",
         "--set", "sample.n_chains=120", "--set", "sampler.steps=4",
         "--set", "evaluate.likelihood_points=30",
         "--set", 'evaluate.integrator={name = "rk4", params = {steps = 2}}', "--quiet"]
@@ -30,11 +30,12 @@ def digits_run(tmp_path_factory):
 
 def test_the_digits_recipe_tunes_each_field_loss():
     fm = defaults_for("digits", "flow_matching")
-    assert fm["model"]["name"] == "mlp_field" and fm["train"]["ema"] == 0.999
+    assert fm["model"] == {"name": "unet_field", "params": {"channels": [16, 32]}}
+    assert fm["train"]["steps"] == 6000 and fm["train"]["ema"] == 0.999
     assert fm["sampler"]["params"] == {"integrator": "heun", "steps": 50}
     assert fm["loss"]["params"] == {"time_sampling": "logit_normal"}
     eqm = defaults_for("digits", "equilibrium_matching")
-    assert eqm["model"]["name"] == "mlp_field" and eqm["sampler"]["params"]["t_span"][1] == 0.35
+    assert eqm["model"]["name"] == "unet_field" and eqm["sampler"]["params"]["t_span"][1] == 0.35
     # the generic field recipe elsewhere, the contrastive recipe without a field loss
     assert defaults_for("eight_gaussians", "fm")["train"]["steps"] == 20000
     assert defaults_for("digits")["model"]["name"] == "conv"
