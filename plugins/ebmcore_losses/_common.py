@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -164,3 +165,43 @@ def uniform_noise(n: int, low: torch.Tensor, high: torch.Tensor,
     """
     u = torch.rand((n, *low.shape), generator=generator, dtype=low.dtype, device=low.device)
     return low + (high - low) * u
+
+
+def draw_replayed(buffer: torch.Tensor, n: int, reinit_prob: float,
+                  fresh: Callable[[int], torch.Tensor], x: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``n`` chain starts from a replay buffer of past negatives: ``(starts, rows)``.
+
+    Each start is a random row of ``buffer``, or with probability ``reinit_prob`` the
+    matching row of ``fresh(n)`` (drawn for every chain and selected by a mask, so no host
+    sync); ``rows`` are the buffer rows to write the advanced chains back to.
+
+    Args:
+        buffer: The chains kept ``(N, *event_shape)``.
+        n: Number of chains to draw.
+        reinit_prob: Probability that a drawn chain restarts.
+        fresh: Draws ``n`` restart points.
+        x: The data batch ``(B, *event_shape)``: device, dtype and event shape.
+        generator: Source of randomness.
+
+    Raises:
+        ValueError: When ``x``'s event shape is not the buffer's.
+    """
+    if buffer.shape[1:] != x.shape[1:]:
+        raise ValueError(f"x has event shape {tuple(x.shape[1:])} but the replay buffer "
+                         f"holds {tuple(buffer.shape[1:])}")
+    rows = torch.randint(buffer.shape[0], (n,), generator=generator, device=x.device)
+    restart = torch.rand(n, generator=generator, device=x.device) < reinit_prob
+    mask = restart.view(n, *([1] * (x.ndim - 1)))
+    return torch.where(mask, fresh(n), buffer[rows].to(x.dtype)), rows
+
+
+def load_lazy_buffers(module: torch.nn.Module, state_dict: dict[str, Any],
+                      prefix: str) -> None:
+    """Give ``module``'s lazily shaped buffers (a replay buffer, empty until its first use)
+    the shape saved in ``state_dict``, so that ``load_state_dict`` can copy values in; call
+    from ``_load_from_state_dict`` before torch's own."""
+    for name, buf in module._buffers.items():
+        saved = state_dict.get(prefix + name)
+        if buf is not None and isinstance(saved, torch.Tensor) and saved.shape != buf.shape:
+            module._buffers[name] = torch.empty_like(saved, device=buf.device)

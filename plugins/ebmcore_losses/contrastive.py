@@ -22,6 +22,8 @@ from ebmcore.validation import check_energy_output, check_int, check_positive
 from ebmcore_losses._common import (
     StochasticLoss,
     check_bounds,
+    draw_replayed,
+    load_lazy_buffers,
     noise_box,
     resolve_sampler,
     uniform_noise,
@@ -144,11 +146,7 @@ class ContrastiveDivergence(StochasticLoss):
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
                               **kwargs: Any) -> None:
-        # Lazily shaped buffers take the saved shape before torch copies values in.
-        for name, buf in self._buffers.items():
-            saved = state_dict.get(prefix + name)
-            if buf is not None and isinstance(saved, torch.Tensor) and saved.shape != buf.shape:
-                self._buffers[name] = torch.empty_like(saved, device=buf.device)
+        load_lazy_buffers(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- negatives -------------------------------------------------------------------------
@@ -268,16 +266,9 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         """Advance ``n_negatives`` chains drawn from the replay buffer and store them back."""
         if self.buffer.numel() == 0:
             self.buffer = self._restart_points(model, self.buffer_size, x, generator)
-        elif self.buffer.shape[1:] != x.shape[1:]:
-            raise ValueError(f"x has event shape {tuple(x.shape[1:])} but the replay buffer "
-                             f"holds {tuple(self.buffer.shape[1:])}")
-        n = self.n_negatives or x.shape[0]
-        idx = torch.randint(self.buffer_size, (n,), generator=generator, device=x.device)
-        # Draw restart points for every chain and select with a mask: no host sync.
-        restart = torch.rand(n, generator=generator, device=x.device) < self.reinit_prob
-        fresh = self._restart_points(model, n, x, generator)
-        mask = restart.view(n, *([1] * (x.ndim - 1)))
-        x0 = torch.where(mask, fresh, self.buffer[idx].to(x.dtype))
+        x0, idx = draw_replayed(self.buffer, self.n_negatives or x.shape[0], self.reinit_prob,
+                                lambda n: self._restart_points(model, n, x, generator), x,
+                                generator)
         negatives = self._run_chains(model, x0, generator)
         self.buffer[idx] = negatives.to(self.buffer.dtype)
         return negatives

@@ -15,7 +15,9 @@ from ebmcore.field import EnergyField, energy_of
 from ebmcore.interpolant import Interpolant
 from ebmcore.loss import LossOutput
 from ebmcore.validation import check_int, check_positive
+from ebmcore_losses._common import draw_replayed, load_lazy_buffers, noise_box, uniform_noise
 from ebmcore_losses._paths import PathLoss
+from ebmcore_losses.contrastive import fixed_energy
 
 
 def _fraction(name: str, value: Any, *, upper_open: bool = False) -> float:
@@ -51,15 +53,20 @@ class EnergyMatching(PathLoss):
 
         L_cd = lambda_cd (E_data[V] - trimmed mean of V over the negatives),
 
-    floored at ``-cd_clamp``. The negatives come from Langevin chains on ``V``
+    floored at ``-cd_clamp`` if set. The negatives come from Langevin chains on ``V``
     (``x ← x - dt ∇V + sqrt(2 eps dt) ξ``): a ``noise_fraction`` of them start from noise
     and sweep the temperature ``eps(t)`` (zero up to ``tau_star``, then a linear ramp to
-    ``eps_max`` at ``t = 1``), the rest start at data and stay at ``eps_max``. The loss
+    ``eps_max`` at ``t = 1``), the rest start at data (or, with ``buffer_size``, continue
+    from a replay buffer of past negatives) and stay at ``eps_max``. The loss
     counts its calls (one per training step) in a buffer, so the switch survives a resume;
     a recipe sets it with ``loss.switch_step`` (``0``: contrastive from the start; ``None``:
     phase 1 only).
 
-    Defaults follow the paper's 2-D configuration as TorchEBM 0.8.9 ships it.
+    Defaults follow the paper's 2-D configuration as TorchEBM 0.8.9 ships it, but for the
+    floor: none, as in the paper's released 2-D code (TorchEBM floors the term at -0.02,
+    which stops its gradient whenever the data's energy is already below the negatives').
+    A run's config.toml leaves ``None`` out, so a default of ``None`` replays as itself.
+    The 2-D data sets' recipe (``ebmcore_datasets.toy_recipe``) changes the negatives.
 
     Args:
         interpolant: The path, by name or instance.
@@ -76,7 +83,20 @@ class EnergyMatching(PathLoss):
         noise_fraction: Fraction of the negatives started from noise.
         cd_trim_fraction: Fraction of the highest-energy negatives left out of their mean.
         cd_clamp: The floor ``-cd_clamp`` of the contrastive term; ``None`` for none.
+        buffer_size: ``None`` (the paper's chains): the chains not started from noise start
+            at the data batch. A count: they continue instead from a replay buffer of that
+            many past negatives (persistent chains, as pcd's), filled at first with uniform
+            noise over the data batch's range.
+        reinit_prob: The chance that a chain drawn from the replay buffer restarts from
+            that uniform noise.
+        alpha: Weight of an energy-magnitude penalty in the contrastive phase,
+            ``lambda_cd eps_max alpha (mean E(x+)² + mean E(x-)²)`` on the learned part of
+            ``E`` (as pcd's ``alpha``, relative to the contrastive term); 0 for none.
     """
+
+    # the replay buffer's rows are chains: each rank of a distributed run keeps its share
+    chain_counts = ("buffer_size",)
+    sharded_state = ("buffer",)
 
     def __init__(self, interpolant: str | Interpolant = "linear",
                  coupling: str | Coupling = "exact_ot", switch_step: int | None = 2000,
@@ -84,7 +104,8 @@ class EnergyMatching(PathLoss):
                  epsilon_max: float = 0.15, tau_star: float = 0.8,
                  n_langevin_steps: int = 200, langevin_dt: float = 0.01,
                  noise_fraction: float = 0.5, cd_trim_fraction: float = 0.1,
-                 cd_clamp: float | None = 0.02) -> None:
+                 cd_clamp: float | None = None, buffer_size: int | None = None,
+                 reinit_prob: float = 0.05, alpha: float = 0.0) -> None:
         super().__init__(interpolant, coupling)
         self.switch_step = (None if switch_step is None
                             else check_int("switch_step", switch_step, minimum=0))
@@ -101,7 +122,12 @@ class EnergyMatching(PathLoss):
                                           upper_open=True)
         self.cd_clamp = None if cd_clamp is None else check_positive("cd_clamp", cd_clamp,
                                                                      allow_zero=True)
+        self.buffer_size = (None if buffer_size is None
+                            else check_int("buffer_size", buffer_size, minimum=1))
+        self.reinit_prob = _fraction("reinit_prob", reinit_prob)
+        self.alpha = check_positive("alpha", alpha, allow_zero=True)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.register_buffer("buffer", torch.empty(0))
 
     @property
     def phase(self) -> int:
@@ -130,8 +156,12 @@ class EnergyMatching(PathLoss):
         n_noise = int(round(batch * self.noise_fraction))
         noise = torch.randn((n_noise, *x1.shape[1:]), generator=self.generator,
                             device=x1.device, dtype=x1.dtype)
-        rows = torch.randperm(batch, generator=self.generator, device=x1.device)
-        x = torch.cat([noise, x1[rows[:batch - n_noise]].detach()])
+        if self.buffer_size is None:
+            rows = torch.randperm(batch, generator=self.generator, device=x1.device)
+            warm, slots = x1[rows[:batch - n_noise]].detach(), None
+        else:
+            warm, slots = self.replayed(batch - n_noise, x1)
+        x = torch.cat([noise, warm])
         # per-chain noise scale: the noise chains follow the sweep, the data chains eps_max
         hot = torch.zeros((batch,) + (1,) * (x1.dim() - 1), device=x1.device, dtype=x1.dtype)
         hot[n_noise:] = 1.0
@@ -143,7 +173,26 @@ class EnergyMatching(PathLoss):
                                  dtype=x.dtype)
                 x = x - (dt * self.epsilon_max) * energy.grad(x) \
                     + torch.sqrt(2.0 * eps * dt) * xi
+        if slots is not None:
+            self.buffer[slots] = x[n_noise:].to(self.buffer.dtype)
         return x.detach()
+
+    def replayed(self, n: int, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``n`` chain starts from the replay buffer and return them with their rows.
+
+        The buffer is filled at its first use with uniform noise over the range of the batch
+        ``x1``; each drawn chain restarts from such noise (over the current batch's range)
+        with probability ``reinit_prob``.
+
+        Raises:
+            ValueError: When ``x1``'s event shape is not the buffer's.
+        """
+        low, high = noise_box(x1, None, margin=0.0)
+        if self.buffer.numel() == 0:
+            self.buffer = uniform_noise(self.buffer_size, low, high, self.generator)
+        return draw_replayed(self.buffer, n, self.reinit_prob,
+                             lambda k: uniform_noise(k, low, high, self.generator), x1,
+                             self.generator)
 
     def trimmed_mean(self, values: torch.Tensor) -> torch.Tensor:
         """The mean of ``values`` without the highest ``cd_trim_fraction`` of them."""
@@ -173,12 +222,29 @@ class EnergyMatching(PathLoss):
         if phase == 1:
             return LossOutput(flow, metrics)
         negatives = self.negatives(energy, x)
-        cd = scale * (energy(x).mean() - self.trimmed_mean(energy(negatives)))
+        e_pos, e_neg = energy(x), energy(negatives)
+        cd = scale * (e_pos.mean() - self.trimmed_mean(e_neg))
         cd_loss = self.lambda_cd * cd
         if self.cd_clamp is not None:
             cd_loss = cd_loss.clamp(min=-self.cd_clamp)
+        if self.alpha > 0:
+            cd_loss = cd_loss + self.lambda_cd * scale * self.alpha * (
+                self.learned(energy, x, e_pos).square().mean()
+                + self.learned(energy, negatives, e_neg).square().mean())
         metrics["cd_value"] = cd.detach()
         return LossOutput(flow + cd_loss, metrics, negatives)
+
+    @staticmethod
+    def learned(energy: Energy, x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (the energies at ``x``) less the model's fixed part there (its wall or
+        Gaussian base, which training does not change): what the penalty ``alpha`` holds."""
+        fixed = fixed_energy(energy, x)
+        return values if fixed is None else values - fixed.detach().to(values.dtype)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
+                              **kwargs: Any) -> None:
+        load_lazy_buffers(self, state_dict, prefix)  # the replay buffer, shaped at first use
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"switch_step={self.switch_step}, lambda_cd={self.lambda_cd}, "

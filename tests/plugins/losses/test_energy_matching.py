@@ -66,7 +66,10 @@ def test_the_switch_is_a_parameter_and_survives_a_state_dict():
     assert small(switch_step=None).phase == 1
     assert small(switch_step=0, lambda_cd=0.0).phase == 1
     config = ebmcore.config.defaults_for("eight_gaussians", "energy_matching")
-    assert config["loss"]["params"]["switch_step"] == 2000  # the recipe sets the switch
+    params = config["loss"]["params"]
+    assert params["switch_step"] == 2000  # the recipe sets the switch
+    # the 2-D recipe's contrastive phase: persistent negatives and the energy penalty
+    assert params["buffer_size"] > 0 and params["alpha"] > 0 and params["noise_fraction"] == 0
 
 
 def test_the_flow_term_has_its_known_answer_on_a_bowl():
@@ -129,3 +132,74 @@ def test_bad_arguments_name_the_argument():
         EnergyMatching(coupling="independent", n_langevin_steps=0)
     with pytest.raises(ValueError, match="epsilon_max"):
         EnergyMatching(coupling="independent", epsilon_max=0.0)
+
+
+def test_the_replay_buffer_keeps_its_chains_and_they_relax_to_the_density():
+    """With a replay buffer the warm chains persist across calls: on the bowl
+    E = k |x|² / 2 the buffer, started as uniform noise over the batch's range, relaxes to
+    exp(-E) = N(0, 1 / k); and it travels in the state dict."""
+    k, size = 2.0, 2000
+    loss = EnergyMatching(coupling="independent", noise_fraction=0.0, buffer_size=size,
+                          reinit_prob=0.0, n_langevin_steps=20, langevin_dt=0.04,
+                          epsilon_max=0.5)
+    loss.set_generator(torch.Generator().manual_seed(7))
+    box = torch.full((500, 2), 3.0, dtype=torch.float64)
+    box[::2] = 4.0  # the batch's range: the buffer starts uniform on [3, 4]²
+    loss.negatives(Bowl(0.0, curvature=k), box)
+    assert loss.buffer.shape == (size, 2)
+    for _ in range(40):  # each row is drawn about 10 times: 10 x 20 x 0.02 = 4 time units
+        loss.negatives(Bowl(0.0, curvature=k), box)
+    # s.e. of the mean sqrt(1 / (k size)) = 0.016; of the variance sqrt(2 / size) = 3.2 %,
+    # plus the Langevin step's bias 1 / (1 - k h / 2) - 1 = 2 % at h = dt eps = 0.02
+    assert loss.buffer.mean(0).abs().max() < 0.065
+    torch.testing.assert_close(loss.buffer.var(0), torch.full((2,), 1 / k, dtype=torch.float64),
+                               rtol=0.15, atol=0)
+    resumed = EnergyMatching(coupling="independent", buffer_size=size)
+    resumed.load_state_dict(loss.state_dict())
+    torch.testing.assert_close(resumed.buffer, loss.buffer)
+
+
+def test_the_replay_buffer_restarts_from_noise_in_the_batch_range():
+    loss = EnergyMatching(coupling="independent", noise_fraction=0.0, buffer_size=50,
+                          reinit_prob=1.0, n_langevin_steps=1, langevin_dt=1e-8)
+    loss.set_generator(torch.Generator().manual_seed(1))
+    far = torch.tensor([[10.0, -3.0], [12.0, -1.0]]).repeat(200, 1)
+    loss.buffer = torch.zeros(50, 2)  # every chain restarts: none may start at zero
+    starts = loss.negatives(Bowl(0.0), far)
+    assert starts[:, 0].min() > 9.99 and starts[:, 0].max() < 12.01
+    assert starts[:, 1].min() > -3.01 and starts[:, 1].max() < -0.99
+    # uniform on the range: mean 11 and -2, s.e. 0.58 / sqrt(400) = 0.029
+    torch.testing.assert_close(starts.mean(0), torch.tensor([11.0, -2.0]), atol=0.12, rtol=0)
+
+
+def test_bad_buffer_and_penalty_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="buffer_size"):
+        EnergyMatching(coupling="independent", buffer_size=0)
+    with pytest.raises(ValueError, match="reinit_prob must lie in"):
+        EnergyMatching(coupling="independent", reinit_prob=1.5)
+    with pytest.raises(TypeError, match="reinit_prob must be a number"):
+        EnergyMatching(coupling="independent", reinit_prob="high")
+    with pytest.raises(ValueError, match="alpha"):
+        EnergyMatching(coupling="independent", alpha=-0.1)
+
+
+def test_the_energy_penalty_adds_its_known_value_and_leaves_the_wall_out():
+    """alpha adds lambda_cd eps_max alpha (mean E(x+)² + mean E(x-)²) of the learned part."""
+    bowl, data = Bowl(0.5), DATA.double()
+    params = {"switch_step": 0, "lambda_cd": 3.0, "epsilon_max": 0.2}
+    plain, penalised = small(**params), small(alpha=0.5, **params)
+    plain.set_generator(torch.Generator().manual_seed(4))
+    penalised.set_generator(torch.Generator().manual_seed(4))
+    base, out = plain(bowl, data), penalised(bowl, data)
+    torch.testing.assert_close(out.negatives, base.negatives)
+    with torch.no_grad():
+        expected = 3.0 * 0.2 * 0.5 * (bowl(data).square().mean()
+                                       + bowl(out.negatives).square().mean())
+    torch.testing.assert_close(out.loss - base.loss, expected)
+    walled = MLPEnergy(2, hidden=(8,))
+    walled.confinement.fit(DATA * 0.1)  # the data's box is small: most of DATA is outside
+    with torch.no_grad():
+        values = walled(DATA)
+        wall = walled.confinement(DATA)
+    assert wall.abs().max() > 0.1
+    torch.testing.assert_close(EnergyMatching.learned(walled, DATA, values), values - wall)
