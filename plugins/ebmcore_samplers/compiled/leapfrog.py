@@ -36,7 +36,7 @@ import torch
 from ebmcore.energy import Energy
 
 from .backend import CompiledPlan, _Block, _compiled_block, closed_form, compiler_reason
-from .steps import Carry, _rows
+from .steps import Carry, _rows, velocity
 
 
 def leapfrog_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
@@ -53,7 +53,7 @@ def leapfrog_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
     x, _, g, p = carry
     (eps,) = inputs
     p = p - 0.5 * eps * _rows(g)
-    x = x + (eps * (p * inv if kind == "diag" else p @ inv)).view_as(x)
+    x = x + (eps * velocity(kind, p, inv)).view_as(x)
     e, g = eg(x)
     p = p - 0.5 * eps * _rows(g)
     return (x, e, g, p), None, None

@@ -23,6 +23,14 @@ def _rows(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], -1)
 
 
+def velocity(kind: str, p: torch.Tensor, inv: torch.Tensor | None) -> torch.Tensor:
+    """``M⁻¹ p`` for momenta ``p`` ``(B, D)`` under a metric of ``kind``: ``"identity"``,
+    ``"diag"`` (``inv`` the vector ``M⁻¹``) or ``"dense"`` (``inv`` the matrix)."""
+    if kind == "identity":
+        return p
+    return p * inv if kind == "diag" else p @ inv
+
+
 def _sq(v: torch.Tensor) -> torch.Tensor:
     """Per-chain squared norm ``(B,)``."""
     return _rows(v).square().sum(1)
@@ -116,20 +124,16 @@ def hmc_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
     x, e, g = carry
     eps, xi, u = inputs
     eps_r = eps.view(-1, 1)
-
-    def velocity(p: torch.Tensor) -> torch.Tensor:
-        return p if kind == "identity" else (p * inv if kind == "diag" else p @ inv)
-
     p = xi if kind == "identity" else (xi * sqrt if kind == "diag" else xi @ sqrt)
-    h0 = 0.5 * (p * velocity(p)).sum(1) + e
+    h0 = 0.5 * (p * velocity(kind, p, inv)).sum(1) + e
     # Leapfrog with the two half kicks between full steps merged into one full kick.
     p = p - 0.5 * eps_r * _rows(g)
     x1, e1, g1 = x, e, g
     for i in range(n_leapfrog):
-        x1 = x1 + (eps_r * velocity(p)).view_as(x)
+        x1 = x1 + (eps_r * velocity(kind, p, inv)).view_as(x)
         e1, g1 = eg(x1)
         p = p - (eps_r if i < n_leapfrog - 1 else 0.5 * eps_r) * _rows(g1)
-    energy_error = 0.5 * (p * velocity(p)).sum(1) + e1 - h0
+    energy_error = 0.5 * (p * velocity(kind, p, inv)).sum(1) + e1 - h0
     divergent = ~(energy_error <= threshold)  # NaN counts as divergent
     new, accept_prob = _metropolis(carry, (x1, e1, g1), -energy_error, u)
     return new, accept_prob, divergent
