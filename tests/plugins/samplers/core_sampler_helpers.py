@@ -9,6 +9,20 @@ import torch
 from ebmcore.energy import Energy
 
 
+class BranchingEnergy(Energy):
+    """A quadratic whose forward branches in Python on tensor values: dynamo cannot trace it
+    (a graph break), so the compiled paths must refuse it."""
+
+    def __init__(self, dim: int = 2) -> None:
+        super().__init__()
+        self.event_shape = (dim,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x.abs() > 1e6).any()):
+            x = x.clamp(-1e6, 1e6)
+        return 0.5 * x.square().sum(1)
+
+
 class Counting(Energy):
     """Wrap an energy and count its evaluations by kind."""
 

@@ -12,6 +12,7 @@ import copy
 import ebmcore_samplers.compiled as compiled
 import pytest
 import torch
+from core_sampler_helpers import BranchingEnergy
 from ebmcore_samplers.chees import ChEES, leapfrog_
 from ebmcore_samplers.compiled.leapfrog import CompiledLeapfrog
 from ebmcore_samplers.metric import Metric
@@ -38,17 +39,6 @@ class Quadratic(ebmcore.Energy):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 0.5 * (x * x * self.precision).sum(1)
-
-
-class Branching(ebmcore.Energy):
-    """A quadratic whose forward branches in Python on tensor values: dynamo cannot trace it."""
-
-    event_shape = (3,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool((x.abs() > 1e6).any()):
-            x = x.clamp(-1e6, 1e6)
-        return 0.5 * x.square().sum(1)
 
 
 SCALES = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64)
@@ -101,7 +91,7 @@ def test_compiled_chees_matches_the_moments_and_counts_its_evaluations() -> None
 
 def test_an_energy_that_does_not_trace_warns_and_runs_eagerly() -> None:
     with pytest.warns(RuntimeWarning, match="eagerly"):
-        result = ChEES(compiled=True).sample(Branching(), _starts(5), 20, burn_in=20,
+        result = ChEES(compiled=True).sample(BranchingEnergy(3), _starts(5), 20, burn_in=20,
                                              generator=torch.Generator().manual_seed(0))
     assert "compiled_refusal" in result.diagnostics
     assert bool(torch.isfinite(result.samples).all())

@@ -13,6 +13,7 @@ import math
 import ebmcore_samplers.compiled as compiled
 import pytest
 import torch
+from core_sampler_helpers import BranchingEnergy
 from ebmcore_samplers.compiled import backend as compiled_backend
 from ebmcore_samplers.compiled import passes as compiled_passes
 from ebmcore_samplers.compiled.loop import CompiledBackend
@@ -32,17 +33,6 @@ class PreconditionedGaussian(GaussianTarget):
 
     def preconditioner(self) -> torch.Tensor:
         return self.chol
-
-
-class BranchingEnergy(ebmcore.Energy):
-    """A quadratic whose forward branches in Python on tensor values: a graph break."""
-
-    event_shape = (2,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool((x.abs() > 1e6).any()):
-            x = x.clamp(-1e6, 1e6)
-        return 0.5 * x.square().sum(1)
 
 
 class AutogradComposite(ebmcore.Energy):

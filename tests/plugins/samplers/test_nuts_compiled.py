@@ -13,6 +13,7 @@ import ebmcore_samplers.compiled as compiled
 import ebmcore_samplers.compiled.leapfrog as leapfrog
 import pytest
 import torch
+from core_sampler_helpers import BranchingEnergy
 from ebmcore_samplers._nuts_tree import transition
 from ebmcore_samplers.compiled.leapfrog import CompiledGradient
 from ebmcore_samplers.metric import Metric
@@ -43,17 +44,6 @@ class ShiftedQuadratic(ebmcore.Energy):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = x - self.mean
         return 0.5 * (d * d * self.precision).sum(1)
-
-
-class Branching(ebmcore.Energy):
-    """A quadratic whose forward branches in Python on tensor values: dynamo cannot trace it."""
-
-    event_shape = (3,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool((x.abs() > 1e6).any()):
-            x = x.clamp(-1e6, 1e6)
-        return 0.5 * x.square().sum(1)
 
 
 class RowDependent(ShiftedQuadratic):
@@ -150,7 +140,7 @@ def test_compiled_nuts_matches_the_moments() -> None:
 
 
 @pytest.mark.parametrize(("energy", "reason"), [
-    (Branching(), "could not compile"),
+    (BranchingEnergy(3), "could not compile"),
     (RowDependent(), "depends on the row"),
 ])
 def test_an_energy_that_cannot_be_compiled_warns_and_runs_eagerly(
