@@ -33,7 +33,7 @@ _RETIRED_HOOKS = ("_backends_for", "_auto_backend", "_run_backend", "_run_fused"
                   "_choose_backend")
 
 #: The built-in backend names (plugins may register more; ``"auto"`` picks among them).
-BACKENDS: tuple[str, ...] = ("auto", "torch", "numba", "cuda", "compiled")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "numba", "cuda", "compiled", "async")
 
 __all__ = ["BACKENDS", "KeepHook", "RunSpec", "SampleResult", "Sampler", "SamplerState",
            "TrajectoryFile", "check_finite_points", "nonfinite_rows", "trace_stride"]
@@ -203,7 +203,8 @@ class Sampler:
                 modify. Only the ``torch`` backend runs step by step in Python: with a hook,
                 ``"auto"`` picks ``"torch"`` and ``"numba"`` / ``"cuda"`` are refused.
             backend: ``"auto"``, ``"torch"`` or a registered backend's name (built in:
-                ``"numba"``, ``"cuda"``, ``"compiled"``; see :mod:`ebmcore.sampling`).
+                ``"numba"``, ``"cuda"``, ``"compiled"``, ``"async"``; see
+                :mod:`ebmcore.sampling`).
                 ``"auto"`` picks the fastest that can run, by a rule for short runs and by
                 timing a few steps of each on long ones (:mod:`ebmcore.sampling.auto`);
                 ``diagnostics["backend"]`` and ``["backend_reason"]`` say which and why.

@@ -18,7 +18,7 @@ _SAMPLERS = [
     ("hmc", "ebmcore_samplers.hmc:HMC",
      "Hamiltonian Monte Carlo with diagonal or dense mass and step-size jitter.", ()),
     ("nuts", "ebmcore_samplers.nuts:NUTS",
-     "No-U-Turn sampler with multinomial sampling; chains run in lockstep with masks.", ()),
+     "No-U-Turn sampler with multinomial sampling; chains in lockstep or asynchronous.", ()),
     ("chees", "ebmcore_samplers.chees:ChEES",
      "ChEES-HMC: many-chain HMC, one step size and trajectory length tuned across chains.",
      ("chees_hmc",)),
@@ -49,6 +49,8 @@ _BACKENDS = [
      "Fused numba.cuda kernel, one GPU thread per chain (energies with a numba face)."),
     ("compiled", "ebmcore_samplers.compiled.loop:CompiledBackend",
      "Blocks of torch steps traced by torch.compile (CUDA graphs on GPUs)."),
+    ("async", "ebmcore_samplers.async_backend:AsyncBackend",
+     "NUTS chains that each run their own transitions, one batched call per leaf (CPU)."),
 ]
 
 

@@ -123,39 +123,46 @@ def _logaddexp(a, b):  # noqa: ANN001, ANN202
 
 
 @_jit
+def _init_chain(vec, sca, ints, c, x, p, g, e, eps, minv, msqrt, kind):  # noqa: ANN001, ANN202
+    """Fill chain ``c``'s tree record from its start ``x`` (energy ``e``, gradient ``g``);
+    ``p`` holds standard normal draws on entry and the momentum ``N(0, M)`` on return
+    (``msqrt``: ``M``'s factor); ``x`` may be the record's own proposal row."""
+    d = x.shape[0]
+    if kind == 1:
+        for i in range(d):
+            p[i] *= msqrt[0, i]
+    elif kind == 2:  # xi @ L^T, L L^T = M
+        xi = vec[VEL, c]
+        _copy(xi, p)
+        for i in range(d):
+            s = 0.0
+            for k in range(i + 1):
+                s += xi[k] * msqrt[k, i]
+            p[i] = s
+    for r in (XL, XR, PX):
+        _copy(vec[r, c], x)
+    for r in (PL, PR, RHOT):
+        _copy(vec[r, c], p)
+    for r in (GL, GR, PG):
+        _copy(vec[r, c], g)
+    v = vec[VEL, c]
+    _velocity(p, v, minv, kind)
+    sca[H0, c] = 0.5 * _dot(v, p) + e
+    sca[EPS, c] = eps
+    sca[LOGWT, c] = 0.0
+    sca[PE, c] = e
+    sca[ACC, c] = 0.0
+    ints[NGRAD, c] = 0
+    ints[DEPTH, c] = 0
+    ints[DIV, c] = 0
+
+
+@_jit
 def _init(vec, sca, ints, x, p0, g, e, eps, minv, msqrt, kind):  # noqa: ANN001, ANN202
     """Fill the tree record of every chain from its start ``x``; ``p0`` holds standard
     normal draws on entry and the momenta ``N(0, M)`` on return (``msqrt``: ``M``'s factor)."""
-    b, d = x.shape
-    for c in range(b):
-        p = p0[c]
-        if kind == 1:
-            for i in range(d):
-                p[i] *= msqrt[0, i]
-        elif kind == 2:  # rows of xi @ L^T, L L^T = M
-            xi = vec[VEL, c]
-            _copy(xi, p)
-            for i in range(d):
-                s = 0.0
-                for k in range(i + 1):
-                    s += xi[k] * msqrt[k, i]
-                p[i] = s
-        for r in (XL, XR, PX):
-            _copy(vec[r, c], x[c])
-        for r in (PL, PR, RHOT):
-            _copy(vec[r, c], p)
-        for r in (GL, GR, PG):
-            _copy(vec[r, c], g[c])
-        v = vec[VEL, c]
-        _velocity(p, v, minv, kind)
-        sca[H0, c] = 0.5 * _dot(v, p) + e[c]
-        sca[EPS, c] = eps[c]
-        sca[LOGWT, c] = 0.0
-        sca[PE, c] = e[c]
-        sca[ACC, c] = 0.0
-        ints[NGRAD, c] = 0
-        ints[DEPTH, c] = 0
-        ints[DIV, c] = 0
+    for c in range(x.shape[0]):
+        _init_chain(vec, sca, ints, c, x[c], p0[c], g[c], e[c], eps[c], minv, msqrt, kind)
         ints[ACT, c] = c
 
 
@@ -175,23 +182,118 @@ def _finish(vec, sca, ints, xo, go, fo, io, div):  # noqa: ANN001, ANN202
 
 
 @_jit
+def _begin_chain(vec, sca, ints, c, fwd, xout, minv, kind):  # noqa: ANN001, ANN202
+    """Start a doubling of chain ``c`` in direction ``fwd``: half kick, drift into ``xout``."""
+    ints[FWD, c] = fwd
+    sca[STEP, c] = sca[EPS, c] if fwd else -sca[EPS, c]
+    sca[HALF, c] = 0.5 * sca[STEP, c]
+    step, half = sca[STEP, c], sca[HALF, c]
+    ex, ep, eg = (XR, PR, GR) if fwd else (XL, PL, GL)
+    p, v = vec[P, c], vec[VEL, c]
+    _copy(p, vec[ep, c])
+    _kick(p, vec[eg, c], half, v, minv, kind)
+    x0 = vec[ex, c]
+    for i in range(p.shape[0]):
+        xout[i] = x0[i] + step * v[i]
+
+
+@_jit
 def _begin(vec, sca, ints, u, xc, minv, kind, m):  # noqa: ANN001, ANN202
     """Start a doubling for the ``m`` growing chains: direction, half kick, drift into ``xc``."""
     for j in range(m):
         c = ints[ACT, j]
         ints[COL, c] = j
-        fwd = u[0, j] < 0.5
-        ints[FWD, c] = fwd
-        sca[STEP, c] = sca[EPS, c] if fwd else -sca[EPS, c]
-        sca[HALF, c] = 0.5 * sca[STEP, c]
-        step, half = sca[STEP, c], sca[HALF, c]
-        ex, ep, eg = (XR, PR, GR) if fwd else (XL, PL, GL)
-        p, v = vec[P, c], vec[VEL, c]
-        _copy(p, vec[ep, c])
-        _kick(p, vec[eg, c], half, v, minv, kind)
-        x0, xj = vec[ex, c], xc[j]
-        for i in range(p.shape[0]):
-            xj[i] = x0[i] + step * v[i]
+        _begin_chain(vec, sca, ints, c, u[0, j] < 0.5, xc[j], minv, kind)
+
+
+@_jit
+def _advance(vec, sca, c, g, x, xout, minv, kind):  # noqa: ANN001, ANN202
+    """Chain ``c``'s next leaf within its half: half kick with ``g``, drift from ``x`` into
+    ``xout`` (which may be ``x`` itself)."""
+    p, v = vec[P, c], vec[VEL, c]
+    _kick(p, g, sca[HALF, c], v, minv, kind)
+    step = sca[STEP, c]
+    for i in range(p.shape[0]):
+        xout[i] = x[i] + step * v[i]
+
+
+# What a finished leaf means for its chain (see _leaf_chain).
+TREE_ENDS, NEXT_LEAF, NEXT_DOUBLING = 0, 1, 2
+
+
+@_jit
+def _leaf_chain(vec, ck, col, sca, ints, c, xj, gj, ej, u_take, u_merge, minv, kind, leaf,
+                slot, lo, hi, last, final, neg_max):  # noqa: ANN001, ANN202
+    """Finish leaf ``leaf`` of chain ``c`` (energy ``ej``, gradient ``gj`` at ``xj``): second
+    half kick, energy error, weight, proposal pick (uniform ``u_take``), checkpoints (column
+    ``col`` of ``ck``) and U-turn checks, divergence, and at the half's last leaf the merge
+    (uniform ``u_merge``). Return ``TREE_ENDS``, ``NEXT_LEAF`` or ``NEXT_DOUBLING``."""
+    d = xj.shape[0]
+    fwd = ints[FWD, c] != 0
+    p, v, rho = vec[P, c], vec[VEL, c], vec[RHO, c]
+    nd = sca[H0, c] - (0.5 * _kick(p, gj, sca[HALF, c], v, minv, kind) + ej)
+    if math.isnan(nd):  # an undefined energy is an infinite energy error
+        nd = -math.inf
+    sca[ACC, c] += min(1.0, math.exp(nd))
+    ints[NGRAD, c] += 1
+    stop = nd < neg_max
+    if stop:
+        ints[DIV, c] = 1
+    if leaf == 0:
+        sca[LOGW, c] = nd
+        _copy(rho, p)
+        take = math.isfinite(nd)
+    else:
+        new_logw = _logaddexp(sca[LOGW, c], nd)
+        take = u_take < math.exp(nd - new_logw)
+        sca[LOGW, c] = new_logw
+        for i in range(d):
+            rho[i] += p[i]
+    if take:
+        _copy(vec[SX, c], xj)
+        _copy(vec[SG, c], gj)
+        sca[SE, c] = ej
+    if slot >= 0:
+        _copy(ck[0, slot, col], p)
+        _copy(ck[1, slot, col], v)
+        _copy(ck[2, slot, col], rho)
+    for s in range(lo, hi + 1):
+        if stop:
+            break
+        a = 0.0
+        bb = 0.0
+        cp, cv, cr = ck[0, s, col], ck[1, s, col], ck[2, s, col]
+        for i in range(d):
+            span = rho[i] - cr[i] + cp[i]
+            a += cv[i] * span
+            bb += v[i] * span
+        stop = a <= 0.0 or bb <= 0.0
+    if stop:
+        return TREE_ENDS  # the half is discarded: the tree ends with its proposal as it is
+    if not last:
+        return NEXT_LEAF
+    ex, ep, eg = (XR, PR, GR) if fwd else (XL, PL, GL)
+    _copy(vec[ex, c], xj)
+    _copy(vec[ep, c], p)
+    _copy(vec[eg, c], gj)
+    if u_merge < math.exp(sca[LOGW, c] - sca[LOGWT, c]):
+        _copy(vec[PX, c], vec[SX, c])
+        _copy(vec[PG, c], vec[SG, c])
+        sca[PE, c] = sca[SE, c]
+    sca[LOGWT, c] = _logaddexp(sca[LOGWT, c], sca[LOGW, c])
+    rt = vec[RHOT, c]
+    for i in range(d):
+        rt[i] += rho[i]
+    ints[DEPTH, c] += 1
+    if final:
+        return TREE_ENDS
+    _velocity(vec[PL, c], v, minv, kind)
+    if not _dot(v, rt) > 0.0:
+        return TREE_ENDS
+    _velocity(vec[PR, c], v, minv, kind)
+    if not _dot(v, rt) > 0.0:
+        return TREE_ENDS
+    return NEXT_DOUBLING
 
 
 @_jit
@@ -199,83 +301,17 @@ def _leaf(vec, ck, sca, ints, u, xc, g, e, minv, kind, m, leaf, slot, lo, hi, la
           final, neg_max):  # noqa: ANN001, ANN202
     """Finish leaf ``leaf`` of the ``m`` growing chains (energies ``e`` and gradients ``g`` at
     ``xc``, rows in the order of ``ints[ACT]``); return how many still grow, compacted."""
-    d = xc.shape[1]
     k = 0
     for j in range(m):
         c = ints[ACT, j]
         col = ints[COL, c]
-        fwd = ints[FWD, c] != 0
-        step, half = sca[STEP, c], sca[HALF, c]
-        p, v, rho, gj = vec[P, c], vec[VEL, c], vec[RHO, c], g[j]
-        nd = sca[H0, c] - (0.5 * _kick(p, gj, half, v, minv, kind) + e[j])
-        if math.isnan(nd):  # an undefined energy is an infinite energy error
-            nd = -math.inf
-        sca[ACC, c] += min(1.0, math.exp(nd))
-        ints[NGRAD, c] += 1
-        stop = nd < neg_max
-        if stop:
-            ints[DIV, c] = 1
-        if leaf == 0:
-            sca[LOGW, c] = nd
-            _copy(rho, p)
-            take = math.isfinite(nd)
-        else:
-            new_logw = _logaddexp(sca[LOGW, c], nd)
-            take = u[leaf + 1, col] < math.exp(nd - new_logw)
-            sca[LOGW, c] = new_logw
-            for i in range(d):
-                rho[i] += p[i]
-        if take:
-            _copy(vec[SX, c], xc[j])
-            _copy(vec[SG, c], gj)
-            sca[SE, c] = e[j]
-        if slot >= 0:
-            _copy(ck[0, slot, col], p)
-            _copy(ck[1, slot, col], v)
-            _copy(ck[2, slot, col], rho)
-        for s in range(lo, hi + 1):
-            if stop:
-                break
-            a = 0.0
-            bb = 0.0
-            cp, cv, cr = ck[0, s, col], ck[1, s, col], ck[2, s, col]
-            for i in range(d):
-                span = rho[i] - cr[i] + cp[i]
-                a += cv[i] * span
-                bb += v[i] * span
-            stop = a <= 0.0 or bb <= 0.0
-        if stop:
-            continue  # the half is discarded: the tree ends with its proposal as it is
-        if last:
-            ex, ep, eg = (XR, PR, GR) if fwd else (XL, PL, GL)
-            _copy(vec[ex, c], xc[j])
-            _copy(vec[ep, c], p)
-            _copy(vec[eg, c], gj)
-            if u[leaf + 2, col] < math.exp(sca[LOGW, c] - sca[LOGWT, c]):
-                _copy(vec[PX, c], vec[SX, c])
-                _copy(vec[PG, c], vec[SG, c])
-                sca[PE, c] = sca[SE, c]
-            sca[LOGWT, c] = _logaddexp(sca[LOGWT, c], sca[LOGW, c])
-            rt = vec[RHOT, c]
-            for i in range(d):
-                rt[i] += rho[i]
-            ints[DEPTH, c] += 1
-            if final:
-                continue
-            _velocity(vec[PL, c], v, minv, kind)
-            if not _dot(v, rt) > 0.0:
-                continue
-            _velocity(vec[PR, c], v, minv, kind)
-            if not _dot(v, rt) > 0.0:
-                continue
-            ints[ACT, k] = c
-            k += 1
+        u_merge = u[leaf + 2, col] if last else 0.0
+        status = _leaf_chain(vec, ck, col, sca, ints, c, xc[j], g[j], e[j], u[leaf + 1, col],
+                             u_merge, minv, kind, leaf, slot, lo, hi, last, final, neg_max)
+        if status == TREE_ENDS:
             continue
-        # Next leaf: half kick with this gradient, then drift (rows move up to row k).
-        _kick(p, gj, half, v, minv, kind)
-        xj, xk = xc[j], xc[k]
-        for i in range(d):
-            xk[i] = xj[i] + step * v[i]
+        if status == NEXT_LEAF:  # rows move up to row k
+            _advance(vec, sca, c, g[j], xc[j], xc[k], minv, kind)
         ints[ACT, k] = c
         k += 1
     return k

@@ -1,4 +1,4 @@
-"""The No-U-Turn sampler (multinomial, Betancourt 2017) with chains in lockstep."""
+"""The No-U-Turn sampler (multinomial, Betancourt 2017), chains in lockstep or asynchronous."""
 
 from __future__ import annotations
 
@@ -106,6 +106,14 @@ class NUTS(Sampler):
             the leaf. An energy that does not compile, or whose value depends on the row
             (``take_rows``), runs eagerly with a ``RuntimeWarning``
             (``diagnostics["compiled_refusal"]``).
+        asynchronous: Let each chain run its own transitions (CPU, float32 or float64):
+            ``sample()`` then runs on the ``async`` backend
+            (:mod:`ebmcore_samplers.async_backend`), where a chain whose tree ends starts
+            its next transition at once instead of waiting for the deepest tree in the
+            batch, so every batched energy call carries one leaf of every chain. The same
+            kernel and adaptation (a barrier at each mass window's end); it repays where
+            tree depths vary between chains (Neal's funnel). A run with ``on_keep``,
+            ``time_limit`` or ``should_stop`` runs in lockstep on the torch backend.
     """
 
     acceptance_key = "accept_prob"
@@ -115,7 +123,7 @@ class NUTS(Sampler):
                  target_accept: float = 0.8, mass: Any = None,
                  adapt_mass: str | None = "diag", adapt_step_size: bool = True,
                  jitter: float = 0.0, max_energy_error: float = 1000.0,
-                 compiled: bool = False) -> None:
+                 compiled: bool = False, asynchronous: bool = False) -> None:
         self.step_size = None if step_size is None else check_positive("step_size", step_size)
         self.max_tree_depth = check_int("max_tree_depth", max_tree_depth, minimum=1)
         self.target_accept = validate_target_accept(target_accept)
@@ -127,6 +135,7 @@ class NUTS(Sampler):
             raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
         self.max_energy_error = check_positive("max_energy_error", max_energy_error)
         self.compiled = check_flag("compiled", compiled)
+        self.asynchronous = check_flag("asynchronous", asynchronous)
 
     def init(self, energy: Energy, x: torch.Tensor) -> NUTSState:
         """Return the state of chains at ``x`` (a copy), caching energy and gradient.
@@ -258,7 +267,7 @@ class NUTS(Sampler):
                 "mass": None if self.mass is None else self.mass.clone(),
                 "adapt_mass": self.adapt_mass, "adapt_step_size": self.adapt_step_size,
                 "jitter": self.jitter, "max_energy_error": self.max_energy_error,
-                "compiled": self.compiled}
+                "compiled": self.compiled, "asynchronous": self.asynchronous}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore settings saved by :meth:`state_dict` (validated as in the constructor).

@@ -16,7 +16,7 @@ X = torch.randn(40, 2, generator=torch.Generator().manual_seed(4), dtype=torch.f
 
 
 def test_the_plugin_registers_the_built_in_backends() -> None:
-    assert ebmcore.names("backend") == ["compiled", "cuda", "numba"]
+    assert ebmcore.names("backend") == ["async", "compiled", "cuda", "numba"]
     assert isinstance(ebmcore.create("backend", "numba"), NumbaBackend)
     assert isinstance(ebmcore.create("backend", "cuda"), CudaBackend)
 
