@@ -55,6 +55,7 @@ from ebmcore_samplers.adaptation import (
     windowed_covariance,
 )
 from ebmcore_samplers.compiled.leapfrog import CompiledLeapfrog
+from ebmcore_samplers.compiled.loop import CompiledFlagSampler
 from ebmcore_samplers.hmc import DIVERGENCE_THRESHOLD, leapfrog_
 from ebmcore_samplers.metric import Metric, check_adapt_mass, check_mass
 
@@ -309,7 +310,7 @@ class ChEESState(SamplerState):
     compiled_refusal: str | None = None
 
 
-class ChEES(Sampler):
+class ChEES(CompiledFlagSampler, Sampler):
     """ChEES-HMC: jittered HMC whose shared step size and trajectory length adapt across chains.
 
     Every iteration, all chains run the same number of leapfrog steps,

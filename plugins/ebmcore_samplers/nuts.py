@@ -26,6 +26,7 @@ from ebmcore_samplers.adaptation import (
     windowed_covariance,
 )
 from ebmcore_samplers.compiled.leapfrog import CompiledGradient
+from ebmcore_samplers.compiled.loop import CompiledFlagSampler
 from ebmcore_samplers.metric import Metric, check_adapt_mass, check_mass
 
 
@@ -61,7 +62,7 @@ class NUTSState(SamplerState):
 
 
 
-class NUTS(Sampler):
+class NUTS(CompiledFlagSampler, Sampler):
     """No-U-Turn sampler with multinomial trajectory sampling, all chains in lockstep.
 
     Each chain builds its own tree (Betancourt 2017, as in Stan and BlackJAX): random

@@ -6,6 +6,7 @@ See the package's docstring (:mod:`ebmcore_samplers.compiled`) for what it does 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -72,6 +73,16 @@ class CompiledSampler:
 CompiledBackendMixin = CompiledSampler
 
 
+class CompiledFlagSampler:
+    """A sampler that compiles its own inner calls when built with ``compiled=True`` (NUTS's
+    energy-and-gradient calls, ChEES's leapfrog blocks): its iterations change length, so
+    no fixed block can be its step. ``backend="compiled"`` runs a copy of it with the flag
+    set, on the backend that sampler picks (NUTS with ``asynchronous=True``: ``async``,
+    unless the run calls ``on_keep``; otherwise ``torch``)."""
+
+    compiled: bool = False
+
+
 class CompiledBackend(Backend):
     """``backend="compiled"``: blocks of torch steps traced by ``torch.compile``."""
 
@@ -83,14 +94,20 @@ class CompiledBackend(Backend):
 
     def supports(self, sampler: Sampler, energy: Energy, x: torch.Tensor,
                  run: RunSpec) -> Reason:
-        """``None`` for a :class:`CompiledSampler` and chains torch.compile can take."""
+        """``None`` for a :class:`CompiledSampler` or :class:`CompiledFlagSampler` and chains
+        torch.compile can take."""
+        if isinstance(sampler, CompiledFlagSampler):
+            return compiler_reason(x)
         if not isinstance(sampler, CompiledSampler):
             return f"{type(sampler).__name__} has no compiled step"
         return sampler.compiled_refusal() or compiled_reason(x)
 
     def rule_picks(self, sampler: Sampler, energy: Energy, x: torch.Tensor,
                    run: RunSpec) -> bool:
-        """:func:`~.backend.auto_picks_compiled`: a neural energy and a long enough run."""
+        """:func:`~.backend.auto_picks_compiled`: a neural energy and a long enough run (a
+        :class:`CompiledFlagSampler` is compiled by its flag, not by ``auto``)."""
+        if isinstance(sampler, CompiledFlagSampler):
+            return False
         rows = sampler.compiled_rows_per_chain if isinstance(sampler, CompiledSampler) else 1
         return auto_picks_compiled(energy, x, run.n_total, rows)
 
@@ -101,10 +118,28 @@ class CompiledBackend(Backend):
 
     def run(self, sampler: Sampler, energy: Energy, x0: torch.Tensor, run: RunSpec,
             generator: torch.Generator) -> RawRun:
-        """Run :func:`run_compiled`."""
+        """Run :func:`run_compiled` (a :class:`CompiledFlagSampler`: a copy with its flag set)."""
+        if isinstance(sampler, CompiledFlagSampler):
+            return _run_flagged(sampler, energy, x0, run, generator)
         if not isinstance(sampler, CompiledSampler):
             raise BackendUnavailableError(f"{type(sampler).__name__} has no compiled step")
         return run_compiled(sampler, energy, x0, run, generator)
+
+
+def _run_flagged(sampler: Any, energy: Energy, x0: torch.Tensor, run: RunSpec,
+                 generator: torch.Generator) -> RawRun:
+    """Run a copy of a :class:`CompiledFlagSampler` with ``compiled=True`` where it runs."""
+    from ebmcore.sampling.torch_loop import TorchBackend
+
+    twin = copy.copy(sampler)
+    twin.compiled = True
+    inner: Backend = TorchBackend()
+    if run.on_keep is None and getattr(twin, "asynchronous", False):
+        from ebmcore_samplers.async_backend import AsyncBackend
+
+        if AsyncBackend().supports(twin, energy, x0, run) is None:
+            inner = AsyncBackend()
+    return inner.run(twin, energy, x0, run, generator)
 
 
 def _compiled_setup(sampler: Any, energy: Energy, x0: torch.Tensor, burn_in: int,

@@ -158,3 +158,16 @@ def test_compiled_flag_is_checked_and_round_trips() -> None:
     again = NUTS()
     again.load_state_dict(NUTS(compiled=True, max_tree_depth=7).state_dict())
     assert again.compiled and again.max_tree_depth == 7
+
+
+def test_the_compiled_backend_runs_nuts_with_its_calls_compiled() -> None:
+    energy = ShiftedQuadratic()
+    for kwargs in ({}, {"asynchronous": True}):
+        sampler = NUTS(**kwargs)
+        result = sampler.sample(energy, _starts(8), 20, burn_in=20, backend="compiled",
+                                generator=torch.Generator().manual_seed(9))
+        assert result.diagnostics["backend"] == "compiled"
+        assert "compile_seconds" in result.diagnostics and not sampler.compiled
+    # auto leaves a NUTS without the flag eager, however long the run.
+    choice = NUTS().choose_backend(energy, _starts(8), 100_000, burn_in=1000)
+    assert choice.backend.name == "torch"
