@@ -56,6 +56,10 @@ NI = 6
 # Reassociation lets the dot products vectorise; NaN and infinity keep their meaning.
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True,
                   fastmath={"reassoc", "contract", "nsz", "arcp"})
+# The per-chain steps that both the lockstep and the asynchronous kernels loop over: inlined
+# into those loops (as separate calls they cost the lockstep kernel about 4 % per leaf).
+_jit_inline = numba.njit(cache=True, error_model="numpy", nogil=True, inline="always",
+                         fastmath={"reassoc", "contract", "nsz", "arcp"})
 
 
 @_jit
@@ -122,7 +126,7 @@ def _logaddexp(a, b):  # noqa: ANN001, ANN202
     return hi + math.log1p(math.exp(lo - hi))
 
 
-@_jit
+@_jit_inline
 def _init_chain(vec, sca, ints, c, x, p, g, e, eps, minv, msqrt, kind):  # noqa: ANN001, ANN202
     """Fill chain ``c``'s tree record from its start ``x`` (energy ``e``, gradient ``g``);
     ``p`` holds standard normal draws on entry and the momentum ``N(0, M)`` on return
@@ -181,7 +185,7 @@ def _finish(vec, sca, ints, xo, go, fo, io, div):  # noqa: ANN001, ANN202
         div[c] = ints[DIV, c] != 0
 
 
-@_jit
+@_jit_inline
 def _begin_chain(vec, sca, ints, c, fwd, xout, minv, kind):  # noqa: ANN001, ANN202
     """Start a doubling of chain ``c`` in direction ``fwd``: half kick, drift into ``xout``."""
     ints[FWD, c] = fwd
@@ -206,7 +210,7 @@ def _begin(vec, sca, ints, u, xc, minv, kind, m):  # noqa: ANN001, ANN202
         _begin_chain(vec, sca, ints, c, u[0, j] < 0.5, xc[j], minv, kind)
 
 
-@_jit
+@_jit_inline
 def _advance(vec, sca, c, g, x, xout, minv, kind):  # noqa: ANN001, ANN202
     """Chain ``c``'s next leaf within its half: half kick with ``g``, drift from ``x`` into
     ``xout`` (which may be ``x`` itself)."""
@@ -221,7 +225,7 @@ def _advance(vec, sca, c, g, x, xout, minv, kind):  # noqa: ANN001, ANN202
 TREE_ENDS, NEXT_LEAF, NEXT_DOUBLING = 0, 1, 2
 
 
-@_jit
+@_jit_inline
 def _leaf_chain(vec, ck, col, sca, ints, c, xj, gj, ej, u_take, u_merge, minv, kind, leaf,
                 slot, lo, hi, last, final, neg_max):  # noqa: ANN001, ANN202
     """Finish leaf ``leaf`` of chain ``c`` (energy ``ej``, gradient ``gj`` at ``xj``): second
