@@ -6,8 +6,10 @@ by one leaf per batched energy call, a chain whose tree ends starting its next t
 once, instead of waiting at every transition for the deepest tree in the batch. Warm-up
 follows NUTS's own adaptation (per-chain dual averaging, a mass pooled over the chains in
 Stan's windows, the step-size heuristic after each mass update), with a barrier at each
-window's end. The run returns at its end only: it cannot call ``on_keep`` or stop at a
-``time_limit`` (``auto`` then runs the lockstep NUTS on the torch backend).
+window's end. A ``time_limit`` or ``should_stop`` is asked after every batched call; when it
+fires no chain starts another transition, the transitions under way finish, and the run
+returns what every chain has completed. The run cannot call ``on_keep`` (``auto`` then runs
+the lockstep NUTS on the torch backend).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from ebmcore.sampling.backend import Backend, RawRun, Reason, RunSpec
-from ebmcore.sampling.recording import nonfinite_rows
+from ebmcore.sampling.recording import StopCheck, nonfinite_rows
 from ebmcore_samplers import _nuts_async as kern
 from ebmcore_samplers import _nuts_numba as lock
 from ebmcore_samplers.adaptation import (
@@ -43,6 +45,7 @@ class AsyncBackend(Backend):
     """Runs NUTS chains asynchronously on the CPU (float32 or float64); see the module."""
 
     name: ClassVar[str] = "async"
+    stops: ClassVar[bool] = True
     measurable: ClassVar[bool] = False
     rule_priority: ClassVar[int] = 10
 
@@ -135,6 +138,8 @@ class _AsyncRun:
         self.wmean = np.zeros((b, d), dtype=np.float64)
         self.wm2 = np.zeros((b, d if dense else 1, d), dtype=np.float64)
         self.adapt_step = bool(sampler.adapt_step_size and run.burn_in > 0)
+        self.stop = StopCheck(run) if run.stoppable else None
+        self.stopped = False
         self.cfg_f = np.array([-float(sampler.max_energy_error), sampler.target_accept,
                                _DUAL.gamma, _DUAL.t0, _DUAL.kappa, sampler.jitter])
 
@@ -200,6 +205,10 @@ class _AsyncRun:
                               self.rng, self.xc, lock._as_array(g, self.dt),
                               lock._as_array(e, self.dt), m, minv, msqrt, kind, self.wn,
                               self.wmean, self.wm2, self.trace, self.traj, cfg_i, self.cfg_f)
+            if self.stop is not None and not self.stopped and self.stop():
+                # No chain starts another transition; those under way finish.
+                self.stopped = True
+                cfg_i[kern.SEG_END] = 0
             if m_new != m:
                 m = m_new
                 xm = xc_t[:m]
@@ -218,6 +227,8 @@ class _AsyncRun:
         windows = mass_windows(run.burn_in, "stan") if self.sampler.adapt_mass else []
         for window in windows:
             self._segment(window[1], window)
+            if self.stopped:
+                return self._raw()
             self._pooled_mass()
             if self.adapt_step:
                 self._search_step_size()
@@ -233,18 +244,27 @@ class _AsyncRun:
         new.__dict__.update(st.__dict__, x=x, energy=e, grad=g,
                             step_size=torch.from_numpy(self.af[kern.BASE].copy()).to(self.dt),
                             search_step_size=False, dual=None, welford=None)
-        steps = run.n_steps
-        trace = torch.from_numpy(self.trace[:run.n_kept] / b).to(self.dt)
-        trace_steps = torch.arange(1, run.n_kept + 1, dtype=torch.long) * run.thin
+        # Every chain completed ``done`` transitions (some one more, after a stop).
+        done = int(self.ai[kern.ITER].min())
+        kept_rows = min(run.n_kept, max(0, done - run.burn_in) // run.thin)
+        trace = torch.from_numpy(self.trace[:kept_rows] / b).to(self.dt)
+        trace_steps = torch.arange(1, kept_rows + 1, dtype=torch.long) * run.thin
         trajectory = None
         if run.return_trajectory:
             trajectory = torch.from_numpy(self.traj).view(run.n_kept, -1, *self.shape[1:])
+            trajectory = trajectory[:kept_rows]
+        kept = np.maximum(self.ai[kern.ITER] - run.burn_in, 0)
+        ran = done > run.burn_in  # every chain has kept steps
+        steps = np.maximum(kept, 1)
         nonfinite = nonfinite_rows(x) | ~torch.isfinite(e)
         return RawRun(
             samples=x.clone(), state=new, trajectory=trajectory, energy_trace=trace,
             energy_trace_steps=trace_steps, nonfinite=nonfinite,
-            acceptance=torch.from_numpy(self.af[kern.ACCSUM] / steps).to(self.dt),
+            acceptance=(torch.from_numpy(self.af[kern.ACCSUM] / steps).to(self.dt) if ran
+                        else None),
             divergences=torch.from_numpy(self.ai[kern.NDIV].copy()),
             n_grad_warmup=torch.from_numpy(self.ai[kern.NG_WARM].copy()),
             n_grad_sampling=torch.from_numpy(self.ai[kern.NG_KEPT].copy()),
-            tree_depth=torch.from_numpy(self.af[kern.DEPTHSUM] / steps))
+            tree_depth=torch.from_numpy(self.af[kern.DEPTHSUM] / steps) if ran else None,
+            n_steps_done=done if self.stopped else None,
+            stopped_early=self.stop.reason if self.stopped and self.stop is not None else None)

@@ -113,8 +113,8 @@ class NUTS(CompiledFlagSampler, Sampler):
             its next transition at once instead of waiting for the deepest tree in the
             batch, so every batched energy call carries one leaf of every chain. The same
             kernel and adaptation (a barrier at each mass window's end); it repays where
-            tree depths vary between chains (Neal's funnel). A run with ``on_keep``,
-            ``time_limit`` or ``should_stop`` runs in lockstep on the torch backend.
+            tree depths vary between chains (Neal's funnel). A run with ``on_keep`` runs
+            in lockstep on the torch backend.
     """
 
     acceptance_key = "accept_prob"

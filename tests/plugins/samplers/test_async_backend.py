@@ -190,3 +190,30 @@ def test_which_runs_go_asynchronous() -> None:
 
 def test_the_async_backend_keeps_the_backend_contract() -> None:
     check_backend("async", NUTS(), DiagonalGaussian(), _starts(10, n=9), trace_chains=4)
+
+
+def test_a_stopped_run_returns_what_every_chain_completed() -> None:
+    energy = DiagonalGaussian()
+    calls = {"n": 0}
+
+    def after_many_calls() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 5100  # of 5,313 for the whole run (seeded)
+
+    result = NUTS(asynchronous=True).sample(
+        energy, _starts(11, n=8), 200, burn_in=50, thin=2, return_trajectory=True,
+        should_stop=after_many_calls, generator=torch.Generator().manual_seed(12))
+    d = result.diagnostics
+    assert d["backend"] == "async" and d["stopped_early"] == "should_stop"
+    assert d["burn_in_done"] == 50 and 0 < d["n_steps_done"] < 200
+    assert result.trajectory.shape[0] == d["n_steps_done"] // 2
+    assert d["energy_trace"].shape == (d["n_steps_done"] // 2,)
+    # Each chain finished the transition it was in: it completed done or done + 1.
+    assert bool(torch.isfinite(result.samples).all())
+    assert int(d["n_grad_sampling"].min()) >= d["n_steps_done"]
+    # A time limit stops the run the same way (here during warm-up: nothing kept).
+    early = NUTS(asynchronous=True).sample(energy, _starts(11, n=8), 200, burn_in=100,
+                                           time_limit=1e-6)
+    assert early.diagnostics["backend"] == "async"
+    assert early.diagnostics["stopped_early"] == "time_limit"
+    assert early.diagnostics["n_steps_done"] == 0 and "acceptance" not in early.diagnostics
