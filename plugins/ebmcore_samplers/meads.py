@@ -21,7 +21,8 @@ parameters of fold ``(t + 1) mod K`` are recomputed from the positions and gradi
   ``delta = alpha / 2``.
 
 Every ``K`` iterations the chains are reshuffled over the folds. After burn-in each fold keeps
-its parameters.
+its parameters, so ``backend="compiled"`` runs the burn-in eagerly and the kept steps as
+compiled blocks (:func:`ebmcore_samplers.compiled.steps.meads_step`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from ebmcore.energy import Energy
 from ebmcore.sampler import Sampler, SamplerState
 from ebmcore.validation import check_int, check_positive
 from ebmcore_samplers import _common
+from ebmcore_samplers.compiled.backend import CompiledPlan, Draws
+from ebmcore_samplers.compiled.loop import CompiledSampler
+from ebmcore_samplers.compiled.steps import meads_step
 from ebmcore_samplers.hmc import DIVERGENCE_THRESHOLD
 
 
@@ -83,7 +87,7 @@ class MEADSState(SamplerState):
     position: torch.Tensor | None = None
 
 
-class MEADS(Sampler):
+class MEADS(CompiledSampler, Sampler):
     """MEADS: generalized HMC tuned across folds of chains (Hoffman & Sountsov 2022).
 
     No step size, trajectory length or mass to set: all come from the chains (see the module
@@ -222,6 +226,31 @@ class MEADS(Sampler):
         state.delta[target] = 0.5 * alpha
         state.shuffle = iteration % k == k - 1 and iteration < n_adapt - 1
         return state
+
+    def _compiled_adapts(self) -> bool:
+        """Burn-in sets the folds' parameters step by step: it runs eagerly."""
+        return True
+
+    def _compiled_plan(self, energy: Energy, state: MEADSState, draws: Draws) -> CompiledPlan:
+        """The compiled backend's plan: :func:`ebmcore_samplers.compiled.steps.meads_step`,
+        each chain's fold parameters passed per step (they split with the chains)."""
+        x = state.x
+        b, d = x.shape[0], x[0].numel()
+        if state.t == 0:  # as the eager first step: stationary momenta and slices
+            state.momentum = draws.normal(b, d, tag="momentum").clone()
+            state.slice = draws.uniform(b, tag="slice").clone().mul_(2.0).sub_(1.0)
+            state.t = 1
+        f = state.fold
+        per_chain = (state.step_size[f][:, None], state.alpha[f][:, None], state.sigma[f],
+                     state.delta[f])
+
+        def inputs(t0: int, k: int, dr: Draws) -> tuple[torch.Tensor, ...]:
+            fixed = tuple(v.expand(k, *v.shape) for v in per_chain)
+            return (*fixed, dr.normal(k, b, d))
+
+        return CompiledPlan(meads_step, static=(DIVERGENCE_THRESHOLD,), consts=(),
+                            inputs=inputs, extra=("momentum", "slice"), acceptance=True,
+                            divergence=True)
 
     def final_diagnostics(self, state: MEADSState) -> dict[str, Any]:
         """Report per-chain step sizes and damping, and the scales (see the class)."""

@@ -75,13 +75,20 @@ from .loop import (
     state_carry,
     store_carry,
 )
-from .steps import hmc_step, langevin_step, mala_step, tempering_step, underdamped_step
+from .steps import (
+    hmc_step,
+    langevin_step,
+    mala_step,
+    meads_step,
+    tempering_step,
+    underdamped_step,
+)
 
 __all__ = [
     "AUTO_CPU_CHAIN_STEPS", "AUTO_CUDA_STEPS", "BLOCK_GRADS", "CPU_CHUNK",
     "CompiledBackend", "CompiledBackendMixin", "CompiledPlan", "CompiledSampler", "Draws",
     "auto_picks_compiled", "chunk_size",
     "clear_compiled_blocks", "closed_form", "compiled_blocks", "compiled_reason",
-    "compiler_reason", "hmc_step", "langevin_step", "mala_step", "run_compiled",
+    "compiler_reason", "hmc_step", "langevin_step", "mala_step", "meads_step", "run_compiled",
     "state_carry", "store_carry", "tempering_step", "underdamped_step",
 ]

@@ -157,6 +157,40 @@ def underdamped_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
     return (x, e, g, p), None, None
 
 
+def meads_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
+               inputs: tuple[torch.Tensor, ...], consts: tuple[Any, ...]
+               ) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+    """One generalized-HMC step as :meth:`ebmcore_samplers.meads.MEADS.step` computes it,
+    with each chain's fold parameters fixed (after burn-in).
+
+    ``static = (divergence threshold,)``, ``carry = (x, E, grad, r (B, D), u (B,))``,
+    ``inputs = (eps (B, 1), alpha (B, 1), sigma (B, D), delta (B,), xi (B, D))``.
+    """
+    (threshold,) = static
+    x, e, g, r, s = carry
+    eps, alpha, sigma, delta, xi = inputs
+    r = r * (1.0 - alpha).sqrt() + xi * alpha.sqrt()
+    u = (s + 1.0 + delta).remainder(2.0) - 1.0
+    h0 = 0.5 * (r * r).sum(1) + e
+    scale = eps * sigma
+    r1 = r - 0.5 * scale * _rows(g)
+    x1 = x + (scale * r1).view_as(x)
+    e1, g1 = eg(x1)
+    r1 = r1 - 0.5 * scale * _rows(g1)
+    energy_error = 0.5 * (r1 * r1).sum(1) + e1 - h0
+    log_ratio = torch.where(torch.isnan(energy_error), -torch.inf, -energy_error)
+    divergent = ~(energy_error <= threshold)
+    accepted = (u.abs().log() <= log_ratio) & ~divergent
+    # Accepted: u <- u p(x) / p(x'), uniform again given the new state (Neal 2020).
+    s = torch.where(accepted, u * torch.exp(-log_ratio.where(accepted, 0.0)), u)
+    acc_x = accepted.view(-1, *[1] * (x.ndim - 1))
+    x = torch.where(acc_x, x1, x)
+    g = torch.where(acc_x, g1, g)
+    e = torch.where(accepted, e1, e)
+    r = torch.where(accepted[:, None], r1, -r)
+    return (x, e, g, r, s), log_ratio.clamp(max=0.0).exp(), divergent
+
+
 def tempering_step(static: tuple[Any, ...], eg: Callable, carry: Carry,
                    inputs: tuple[torch.Tensor, ...], consts: tuple[Any, ...]
                    ) -> tuple[Carry, torch.Tensor | None, torch.Tensor | None]:
