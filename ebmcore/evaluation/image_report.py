@@ -11,6 +11,7 @@ classes they fall in; and an MMD test of the samples against held-out images.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -174,6 +175,27 @@ def _bracket(model: Energy, test: torch.Tensor, start: Energy, bin_width: float,
     return bounds, forward.samples
 
 
+def crossed_bracket_note(bounds: LikelihoodBounds) -> str | None:
+    """Say why the bracket is no bracket when its lower end lies above its upper end by more
+    than two standard errors, else ``None``.
+
+    Each end holds only in expectation and only when the annealing reaches the model's
+    distribution; a lower end clearly above the upper one means it did not (or ``exp(-E)``
+    is not a density), and neither figure may be read as a bound.
+
+    Args:
+        bounds: The AIS bracket.
+    """
+    gap = bounds.lower - bounds.upper
+    if not gap > 2.0 * math.hypot(bounds.lower_stderr, bounds.upper_stderr):
+        return None
+    return (f"the AIS bracket crossed: its lower end lies {gap:.3g} nats per image above its "
+            f"upper end (forward / reverse ESS {bounds.forward_ess:.3g} / "
+            f"{bounds.reverse_ess:.3g}), so neither is a bound: the annealing did not reach "
+            f"the model's distribution, or exp(-E) is not a density; more temperatures "
+            f"(evaluate.ais_temps) or a confining base may help")
+
+
 def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None = None, *,
                      n_ais_chains: int = 200, n_ais_temps: int = 500,
                      ais_step_size: float = AIS_STEP_SIZE, n_components: int = 10,
@@ -212,6 +234,10 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
     bounds, forward_samples = _bracket(model, test.to(device, dtype), start, dataset.bin_width,
                                        n_chains=n_ais_chains, n_temps=n_ais_temps,
                                        step_size=ais_step_size, generator=generator)
+    crossed = crossed_bracket_note(bounds)
+    if crossed is not None:
+        notes.append(crossed)
+        warnings.warn(crossed, RuntimeWarning, stacklevel=2)
     if samples is None:
         notes.append("coverage and MMD use the forward AIS chains' final states")
         samples = forward_samples

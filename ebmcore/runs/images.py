@@ -3,7 +3,9 @@
 During training :class:`ReplayPictures` draws the chains as they form; at the end
 :func:`evaluate_images` starts the chains from the model's base energy, judges the model on
 the held-out split (:func:`ebmcore.evaluation.image_report.image_evaluation`: AIS bounds of
-the test log-likelihood, class coverage, MMD) and draws samples, held-out images and one
+the test log-likelihood, class coverage, MMD; and
+:func:`ebmcore.runs.field_images.image_sample_report`, the logistic judge and Fréchet ratio a
+field run reports) and draws samples, held-out images and one
 chain's evolution. The AIS budget comes from the data set's recipe
 (:func:`ebmcore.runs.evaluating.ais_budget`).
 """
@@ -76,6 +78,7 @@ def evaluate_images(model: Any, dataset: Any, sampler: Any, config: dict[str, An
     """
     from ebmcore import plot
     from ebmcore.evaluation.image_report import image_evaluation
+    from ebmcore.runs.field_images import image_sample_report
 
     eval_cfg, sample_cfg = config["evaluate"], config["sample"]
     n_ais_chains, n_ais_temps = ais_budget(config["dataset"]["name"],
@@ -101,5 +104,7 @@ def evaluate_images(model: Any, dataset: Any, sampler: Any, config: dict[str, An
     save_figure(plot.image_grid(held_out, value_range=_SHOWN), out / "data.png")
     chains = finite_chains(trajectory)
     save_figure(plot.chain_strip(chains[:, 0], value_range=_SHOWN), out / "chain.png")
-    return {"image_evaluation": evaluation.to_dict(), "sampling": sample_metrics,
-            "evaluate_seconds": time.perf_counter() - started}
+    # the figures every image model gets, whatever drew its samples (a field run's too)
+    judged = image_sample_report(dataset, finite, seed=seed)
+    return {"image_evaluation": evaluation.to_dict(), "image_samples": judged,
+            "sampling": sample_metrics, "evaluate_seconds": time.perf_counter() - started}

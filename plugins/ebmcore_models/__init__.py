@@ -26,4 +26,7 @@ def ebmcore_models() -> list[ebmcore.Component]:
         ebmcore.Component("unet_field", "ebmcore_models.fields:UNetField",
                           "Small convolutional U-Net vector field v(x, t) for images.",
                           aliases=("unet",), data_shape="event_shape"),
+        ebmcore.Component("unet_energy", "ebmcore_models.unet_energy:UNetEnergy",
+                          "Scalar image energy from a U-Net's output (for energy matching).",
+                          data_shape="event_shape"),
     ]

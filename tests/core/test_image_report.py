@@ -6,7 +6,13 @@ import pytest
 import torch
 
 import ebmcore
-from ebmcore.evaluation.image_report import ais_start, image_evaluation, likelihood_bounds
+from ebmcore.evaluation.image_report import (
+    LikelihoodBounds,
+    ais_start,
+    crossed_bracket_note,
+    image_evaluation,
+    likelihood_bounds,
+)
 from ebmcore.evaluation.images import bits_per_dim, gaussian_baseline
 
 pytest.importorskip("sklearn")
@@ -76,3 +82,16 @@ def test_image_evaluation_refuses_a_data_set_outside_the_image_protocol():
     model = ebmcore.create("model", "conv", in_channels=1, image_size=8, channels=[2])
     with pytest.raises(TypeError, match="image-data protocol"):
         image_evaluation(model, ebmcore.create("dataset", "eight_gaussians"))
+
+
+def test_a_crossed_bracket_is_named_not_reported_as_bounds() -> None:
+    def bounds(lower: float, upper: float) -> LikelihoodBounds:
+        return LikelihoodBounds(lower=lower, upper=upper, lower_stderr=1.0, upper_stderr=1.0,
+                                bits_per_dim_lower=0.0, bits_per_dim_upper=0.0,
+                                log_z_lower=0.0, log_z_upper=0.0, forward_ess=2.0,
+                                reverse_ess=1.0, acceptance=None)
+
+    assert crossed_bracket_note(bounds(-10.0, -5.0)) is None
+    assert crossed_bracket_note(bounds(-5.0, -6.0)) is None  # within the noise
+    note = crossed_bracket_note(bounds(-2.0, -6.0))
+    assert note is not None and "crossed" in note and "neither is a bound" in note
