@@ -176,12 +176,13 @@ def _finish(vec, sca, ints, ai, af, c, wn, wmean, wm2, trace, traj, cfg_i, cfg_f
 
 
 @_jit
-def leaf(vec, ck, sca, ints, ai, af, rng, xc, g, e, m, minv, msqrt, kind, wn, wmean, wm2,  # noqa: ANN001, ANN201
-         trace, traj, cfg_i, cfg_f):
+def leaf(vec, ck, sca, ints, ai, af, rng, plan, xc, g, e, m, minv, msqrt, kind, wn, wmean,  # noqa: ANN001, ANN201
+         wm2, trace, traj, cfg_i, cfg_f):
     """Finish one leaf of each of the ``m`` active chains (energies ``e``, gradients ``g`` at
     ``xc``, rows in the order of ``ints[ACT]``); a chain whose tree ends finishes its
-    transition and starts the next one if the segment has room. Return how many chains are
-    active now, their next positions compacted into ``xc``."""
+    transition and starts the next one if the segment has room. ``plan`` is the checkpoint
+    plan of every depth (``async_backend.plan_table``). Return how many chains are active
+    now, their next positions compacted into ``xc``."""
     max_depth = cfg_i[MAX_DEPTH]
     neg_max = cfg_f[NEG_MAX]
     k = 0
@@ -189,23 +190,8 @@ def leaf(vec, ck, sca, ints, ai, af, rng, xc, g, e, m, minv, msqrt, kind, wn, wm
         c = ints[ACT, j]
         depth = ints[DEPTH, c]
         lf = ai[LEAF, c]
-        # The checkpoint plan of the lockstep kernels (_nuts_tree.leaf_plan) for this leaf.
-        slot, lo, hi = -1, 0, -1
-        if depth > 0:
-            top = 0
-            n = lf >> 1
-            while n:
-                top += n & 1
-                n >>= 1
-            if lf % 2 == 0:
-                slot = top
-            else:
-                trailing = 0
-                n = lf
-                while n & 1:
-                    n >>= 1
-                    trailing += 1
-                lo, hi = top - trailing + 1, top
+        row = (1 << depth) - 1 + lf  # the lockstep kernels' plan for this leaf
+        slot, lo, hi = plan[row, 0], plan[row, 1], plan[row, 2]
         last = lf == (1 << depth) - 1
         st = rng[c]
         u_take = _uniform(st)

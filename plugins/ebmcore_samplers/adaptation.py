@@ -33,6 +33,10 @@ MIN_TERMINAL = 10
 #: doubling, each ending with a mass estimate, and a terminal fast window.
 INIT_BUFFER, BASE_WINDOW, TERM_BUFFER = 75, 25, 50
 
+#: Dual averaging's constants (Hoffman & Gelman 2014, as in Stan): shrinkage ``gamma``
+#: toward ``mu``, iteration offset ``t0`` and the averaging weights' decay ``kappa``.
+DUAL_GAMMA, DUAL_T0, DUAL_KAPPA = 0.05, 10.0, 0.75
+
 
 class DualAveraging:
     """Per-chain dual averaging of ``log(step_size)`` toward ``target_accept``.
@@ -49,8 +53,9 @@ class DualAveraging:
     """
 
     def __init__(self, step_size: torch.Tensor | float, target_accept: float, *,
-                 n_chains: int | None = None, gamma: float = 0.05, t0: float = 10.0,
-                 kappa: float = 0.75, dtype: torch.dtype = torch.float64,
+                 n_chains: int | None = None, gamma: float = DUAL_GAMMA,
+                 t0: float = DUAL_T0, kappa: float = DUAL_KAPPA,
+                 dtype: torch.dtype = torch.float64,
                  device: torch.device | str | None = None) -> None:
         if not 0.0 < float(target_accept) < 1.0:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")

@@ -24,8 +24,11 @@ from ebmcore.sampling.backend import Backend, RawRun, Reason, RunSpec
 from ebmcore.sampling.recording import StopCheck, nonfinite_rows
 from ebmcore_samplers import _nuts_async as kern
 from ebmcore_samplers import _nuts_numba as lock
+from ebmcore_samplers._nuts_tree import leaf_plan
 from ebmcore_samplers.adaptation import (
-    DualAveraging,
+    DUAL_GAMMA,
+    DUAL_KAPPA,
+    DUAL_T0,
     Welford,
     find_reasonable_step_size,
     mass_windows,
@@ -37,8 +40,13 @@ if TYPE_CHECKING:
     from ebmcore.sampler import Sampler
     from ebmcore_samplers.nuts import NUTS, NUTSState
 
-#: Dual averaging's constants, the lockstep sampler's (:class:`DualAveraging`'s defaults).
-_DUAL = DualAveraging(1.0, 0.8, n_chains=1)
+
+def plan_table(max_depth: int) -> np.ndarray:
+    """The lockstep kernels' checkpoint plan (:func:`~ebmcore_samplers._nuts_tree.leaf_plan`)
+    of every depth below ``max_depth`` as one array: row ``2**depth - 1 + leaf`` holds
+    ``(slot, lo, hi)`` for that leaf of a ``2**depth``-leaf half."""
+    return np.array([row for depth in range(max_depth) for row in leaf_plan(depth)],
+                    dtype=np.int64)
 
 
 class AsyncBackend(Backend):
@@ -140,8 +148,9 @@ class _AsyncRun:
         self.adapt_step = bool(sampler.adapt_step_size and run.burn_in > 0)
         self.stop = StopCheck(run) if run.stoppable else None
         self.stopped = False
+        self.plan = plan_table(sampler.max_tree_depth)
         self.cfg_f = np.array([-float(sampler.max_energy_error), sampler.target_accept,
-                               _DUAL.gamma, _DUAL.t0, _DUAL.kappa, sampler.jitter])
+                               DUAL_GAMMA, DUAL_T0, DUAL_KAPPA, sampler.jitter])
 
     def _cfg_i(self, seg_end: int, window: tuple[int, int]) -> np.ndarray:
         run = self.run
@@ -149,15 +158,12 @@ class _AsyncRun:
                          window[1], self.adapt_step, run.thin, run.n_kept, run.trace_stride,
                          run.return_trajectory, self.dense], dtype=np.int64)
 
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a)
-
     def _search_step_size(self) -> None:
         """The step-size heuristic from the step sizes in use; dual averaging restarts."""
         st = self.state
-        x = self._tensor(self.vec[lock.PX].copy()).view(self.shape)
-        g = self._tensor(self.vec[lock.PG].copy()).view(self.shape)
-        e = self._tensor(self.sca[lock.PE].copy())
+        x = torch.from_numpy(self.vec[lock.PX].copy()).view(self.shape)
+        g = torch.from_numpy(self.vec[lock.PG].copy()).view(self.shape)
+        e = torch.from_numpy(self.sca[lock.PE].copy())
         eps = torch.from_numpy(self.af[kern.BASE].copy()).to(self.dt)
         eps, searched = find_reasonable_step_size(self.energy, x, e, g, eps, st.metric,
                                                   self.generator, with_count=True)
@@ -165,12 +171,17 @@ class _AsyncRun:
         self.ai[phase] += searched
         self.af[kern.BASE] = eps.double().numpy()
         if self.adapt_step:
-            log_eps = np.log(self.af[kern.BASE])
-            self.af[kern.MU] = log_eps + math.log(10.0)
-            self.af[kern.LOGSTEP] = log_eps
-            self.af[kern.LOGBAR] = 0.0
-            self.af[kern.HBAR] = 0.0
-            self.af[kern.DAT] = 0.0
+            self._restart_dual()
+
+    def _restart_dual(self) -> None:
+        """Dual averaging starts over from the step sizes in use (as
+        :meth:`~ebmcore_samplers.adaptation.DualAveraging.restart`)."""
+        log_eps = np.log(self.af[kern.BASE])
+        self.af[kern.MU] = log_eps + math.log(10.0)
+        self.af[kern.LOGSTEP] = log_eps
+        self.af[kern.LOGBAR] = 0.0
+        self.af[kern.HBAR] = 0.0
+        self.af[kern.DAT] = 0.0
 
     def _pooled_mass(self) -> None:
         """Replace the mass by the window's estimate pooled over the chains."""
@@ -202,7 +213,7 @@ class _AsyncRun:
         while m > 0:
             e, g = evaluate(xm)
             m_new = kern.leaf(self.vec, self.ck, self.sca, self.ints, self.ai, self.af,
-                              self.rng, self.xc, lock._as_array(g, self.dt),
+                              self.rng, self.plan, self.xc, lock._as_array(g, self.dt),
                               lock._as_array(e, self.dt), m, minv, msqrt, kind, self.wn,
                               self.wmean, self.wm2, self.trace, self.traj, cfg_i, self.cfg_f)
             if self.stop is not None and not self.stopped and self.stop():
@@ -222,8 +233,7 @@ class _AsyncRun:
         if st.search_step_size:
             self._search_step_size()
         elif self.adapt_step:
-            self.af[kern.MU] = np.log(self.af[kern.BASE]) + math.log(10.0)
-            self.af[kern.LOGSTEP] = np.log(self.af[kern.BASE])
+            self._restart_dual()
         windows = mass_windows(run.burn_in, "stan") if self.sampler.adapt_mass else []
         for window in windows:
             self._segment(window[1], window)
