@@ -200,7 +200,8 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
                      n_ais_chains: int = 200, n_ais_temps: int = 500,
                      ais_step_size: float = AIS_STEP_SIZE, n_components: int = 10,
                      classifier_epochs: int = 30, threshold: float = 0.9,
-                     seed: int = 0) -> ImageEvaluation:
+                     seed: int = 0,
+                     classifier: torch.nn.Module | None = None) -> ImageEvaluation:
     """Evaluate an image model on its data set's held-out split.
 
     Args:
@@ -216,6 +217,10 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
         classifier_epochs: Training epochs of the coverage classifier.
         threshold: Softmax probability that counts a sample as confidently classified.
         seed: Seeds every draw (dequantisation, AIS, the classifier, the MMD permutations).
+        classifier: A coverage classifier already trained on this split (what
+            :func:`~ebmcore.evaluation.images.train_classifier` gives for the training
+            images dequantised from ``seed``), so that a caller judging the samples again
+            trains it once; ``None`` trains it here.
     """
     dataset = _check_image_dataset(dataset)
     dtype, device = placement(model)
@@ -243,8 +248,9 @@ def image_evaluation(model: Energy, dataset: Any, samples: torch.Tensor | None =
         samples = forward_samples
     samples = samples.detach().to("cpu", torch.float64)
 
-    classifier = train_classifier(train.float(), train_labels, dataset.n_classes,
-                                  epochs=classifier_epochs, seed=seed)
+    if classifier is None:
+        classifier = train_classifier(train.float(), train_labels, dataset.n_classes,
+                                      epochs=classifier_epochs, seed=seed)
     accuracy = classifier_accuracy(classifier, test.float(), test_labels)
     coverage = class_coverage(classifier, samples.float(), dataset.n_classes,
                               threshold=threshold)

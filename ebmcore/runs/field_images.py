@@ -110,8 +110,8 @@ def likelihood_baselines(train: torch.Tensor, test: torch.Tensor, bin_width: flo
     return {**fitted, **{name: {"note": f"left out: {why}"} for name, why in failed.items()}}
 
 
-def image_sample_report(dataset: ImageDataset, samples: torch.Tensor, *, seed: int = 0
-                        ) -> dict[str, Any]:
+def image_sample_report(dataset: ImageDataset, samples: torch.Tensor, *, seed: int = 0,
+                        classifier: torch.nn.Module | None = None) -> dict[str, Any]:
     """Judge image samples on ``dataset``'s held-out split, whatever produced them.
 
     Args:
@@ -119,6 +119,9 @@ def image_sample_report(dataset: ImageDataset, samples: torch.Tensor, *, seed: i
         samples: Samples ``(N, *event_shape)`` on the data's scale (any finite values;
             non-finite rows count as failures).
         seed: Seeds the dequantisation and the classifier.
+        classifier: The MLP judge already trained on the training images dequantised from
+            ``seed`` (:func:`~ebmcore.evaluation.images.train_classifier` with ``seed``),
+            so that it is trained once per evaluation; ``None`` trains it here.
 
     Returns:
         ``coverage`` (the MLP classifier's) and ``data_coverage`` (the held-out images'),
@@ -136,7 +139,8 @@ def image_sample_report(dataset: ImageDataset, samples: torch.Tensor, *, seed: i
     samples = samples.detach().to("cpu", torch.float32).reshape(-1, *shape)
     (train, train_labels), (test, test_labels) = held_out_images(dataset, seed)
     train, test = train.float(), test.float()
-    classifier = train_classifier(train, train_labels, dataset.n_classes, seed=seed)
+    if classifier is None:
+        classifier = train_classifier(train, train_labels, dataset.n_classes, seed=seed)
     return {
         "classifier_accuracy": classifier_accuracy(classifier, test, test_labels),
         "coverage": class_coverage(classifier, samples, dataset.n_classes,

@@ -78,7 +78,8 @@ def evaluate_images(model: Any, dataset: Any, sampler: Any, config: dict[str, An
     """
     from ebmcore import plot
     from ebmcore.evaluation.image_report import image_evaluation
-    from ebmcore.runs.field_images import image_sample_report
+    from ebmcore.evaluation.images import train_classifier
+    from ebmcore.runs.field_images import held_out_images, image_sample_report
 
     eval_cfg, sample_cfg = config["evaluate"], config["sample"]
     n_ais_chains, n_ais_temps = ais_budget(config["dataset"]["name"],
@@ -96,8 +97,11 @@ def evaluate_images(model: Any, dataset: Any, sampler: Any, config: dict[str, An
                             start_generator, dtype, device)
     finite, trajectory, sample_metrics = draw_samples(model, sampler, x0, sample_cfg, seed,
                                                       out, progress)
+    # One judge serves the AIS report's coverage and the sample report below.
+    (train, train_labels), _ = held_out_images(dataset, seed)
+    classifier = train_classifier(train.float(), train_labels, dataset.n_classes, seed=seed)
     evaluation = image_evaluation(model, dataset, finite, n_ais_chains=n_ais_chains,
-                                  n_ais_temps=n_ais_temps, seed=seed)
+                                  n_ais_temps=n_ais_temps, seed=seed, classifier=classifier)
     sample_metrics["mmd_to_test_data"] = evaluation.mmd
     save_figure(plot.image_grid(finite.cpu(), value_range=_SHOWN), out / "samples.png")
     held_out = dataset.held_out().sample(64, torch.Generator().manual_seed(seed + 50_000))
@@ -105,6 +109,6 @@ def evaluate_images(model: Any, dataset: Any, sampler: Any, config: dict[str, An
     chains = finite_chains(trajectory)
     save_figure(plot.chain_strip(chains[:, 0], value_range=_SHOWN), out / "chain.png")
     # the figures every image model gets, whatever drew its samples (a field run's too)
-    judged = image_sample_report(dataset, finite, seed=seed)
+    judged = image_sample_report(dataset, finite, seed=seed, classifier=classifier)
     return {"image_evaluation": evaluation.to_dict(), "image_samples": judged,
             "sampling": sample_metrics, "evaluate_seconds": time.perf_counter() - started}
