@@ -63,7 +63,7 @@ class NUTSState(SamplerState):
 
 
 class NUTS(CompiledFlagSampler, Sampler):
-    """No-U-Turn sampler with multinomial trajectory sampling, all chains in lockstep.
+    """No-U-Turn sampler with multinomial trajectory sampling, chains in lockstep by default.
 
     Each chain builds its own tree (Betancourt 2017, as in Stan and BlackJAX): random
     direction per doubling, the generalised U-turn criterion on every balanced sub-tree,
@@ -99,10 +99,12 @@ class NUTS(CompiledFlagSampler, Sampler):
         jitter: Draw each transition's step size uniformly from
             ``step_size * [1 - jitter, 1 + jitter]`` per chain (``0 <= jitter < 1``).
         max_energy_error: Energy error ``H - H0`` beyond which a trajectory is divergent.
-        compiled: Evaluate the energy and gradient of every leaf through ``torch.compile``
-            (:class:`~ebmcore_samplers.compiled.leapfrog.CompiledGradient`: graphs over
-            fixed batches, all chains (compiled in :meth:`init`) and smaller ones for the
-            doublings in which few chains still grow; ``diagnostics["compile_seconds"]``).
+        compiled: Evaluate the energy and gradient of every leaf as a compiled graph
+            (:class:`~ebmcore_samplers.compiled.leapfrog.CompiledGradient`: traced once and
+            called without ``torch.compile``'s per-call guards where the energy traces,
+            through ``torch.compile`` otherwise; graphs over fixed batches, all chains
+            (compiled in :meth:`init`) and smaller ones for the doublings in which few
+            chains still grow; ``diagnostics["compile_seconds"]``).
             It repays on small models, where eager torch's fixed cost per call dominates
             the leaf. An energy that does not compile, or whose value depends on the row
             (``take_rows``), runs eagerly with a ``RuntimeWarning``
