@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import ebmcore
 from ebmcore.checkpoint import load_checkpoint
 from ebmcore.cli import main
 from ebmcore.config import defaults_for
@@ -26,6 +27,10 @@ def test_the_digits_recipe_tunes_energy_matching():
     assert config["loss"]["name"] == "energy_matching"
     params = config["loss"]["params"]
     assert 0 < params["switch_step"] < config["train"]["steps"]  # both phases run
+    # the negatives are the sampler's own procedure: descents from the base's noise, cold
+    loss = ebmcore.create("loss", "energy_matching", **params)
+    assert loss.noise_fraction == 1.0 and loss.buffer_size is None
+    assert all(loss.temperature(k) == 0.0 for k in range(loss.n_langevin_steps))
     assert config["sampler"] == {"name": "gradient_descent", "params": {"step_size": 0.003}}
     # one kept state per chain, after the descent: the written samples are its end points
     sample = config["sample"]
