@@ -10,6 +10,7 @@ loss's chains over ranks (:mod:`ebmcore.training.loss_state`), checkpoints
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ from ebmcore.training.loss_state import share_chain_counts
 from ebmcore.training.setup import build_optimizer, check_flag, model_device, resolve_loss
 from ebmcore.validation import check_int, check_positive
 
+#: The learning-rate schedules :class:`Trainer` takes (``None``: the optimiser's own rate).
+LR_SCHEDULES = (None, "cosine")
+
 
 class Trainer:
     """Train an energy or a field with a loss for a fixed number of steps.
@@ -68,6 +72,10 @@ class Trainer:
         grad_clip: Clip the global gradient norm to this value (``None``: no clipping).
         ema: Decay of an exponential moving average of the weights (``None``: no EMA); the
             averaged model is :attr:`ema_model`.
+        lr_schedule: ``None`` leaves the optimiser's rate alone; ``"cosine"`` sets every
+            parameter group's rate before each step to ``lr * (1 + cos(pi * step / steps)) /
+            2``, from ``lr`` at the first step down towards 0 at the last (a function of the
+            step, so a resumed run continues on the same curve).
         callbacks: Callables run after every step as ``callback(trainer, output)``; one may
             call :meth:`request_stop`.
         progress: Show a progress bar on a terminal.
@@ -120,7 +128,8 @@ class Trainer:
     def __init__(self, model: Energy | Field, loss: Loss | str, optimizer: Any = None,
                  data: Any = None, *, steps: int = 1000, batch_size: int = 256, lr: float = 3e-3,
                  grad_clip: float | None = None, ema: float | None = None,
-                 callbacks: Sequence[Callback] = (), progress: bool = False,
+                 lr_schedule: str | None = None, callbacks: Sequence[Callback] = (),
+                 progress: bool = False,
                  log_every: int = 100, checkpoint_dir: str | Path | None = None,
                  checkpoint_every: int | None = None, seed: int = 0,
                  runaway_energy: float | None = 1e3, skip_nonfinite: bool = False,
@@ -137,6 +146,9 @@ class Trainer:
         self.grad_clip = None if grad_clip is None else check_positive("grad_clip", grad_clip)
         if ema is not None and not 0.0 < check_positive("ema", ema) < 1.0:
             raise ValueError(f"ema must be a decay in (0, 1), got {ema}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        self.lr_schedule = lr_schedule
         self.callbacks = check_callbacks(callbacks)
         self.progress = bool(progress)
         self.log_every = check_int("log_every", log_every, minimum=1)
@@ -241,6 +253,11 @@ class Trainer:
             self._skip_step(loss_state)
             return output
         health.watch_step(self._watch, self.step + 1, output, self._params)
+        if self.lr_schedule == "cosine":
+            rate = 0.5 * self.lr * (1.0 + math.cos(math.pi * min(self.step, self.steps)
+                                                   / self.steps))
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
         self.optimizer.step()
         if self._ema is not None:
             self._ema.update()
