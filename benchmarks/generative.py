@@ -9,8 +9,9 @@ set (``eight_gaussians``, ``checkerboard``, ``rings``) it trains
 - **TorchEBM 0.8.9** (``--libraries torchebm``): its ``FlowMatchingLoss``,
   ``EquilibriumMatchingLoss`` or ``EnergyMatchingLoss`` at their defaults (or as
   ``--torchebm-set`` changes them), on the same data set, network (the same model class,
-  width and initial weights as ebmcore's recipe), steps, batch size, Adam learning rate and
-  weight average (EMA) as the ebmcore run, in a plain loop. Energy matching is trained the
+  width and initial weights as ebmcore's recipe), steps, batch size, Adam learning rate (and
+  its schedule, ``train.lr_schedule``) and weight average (EMA) as the ebmcore run, in a
+  plain loop. Energy matching is trained the
   way TorchEBM documents it: ``lambda_cd = 0`` (optimal-transport flow only) until the
   ebmcore recipe's ``switch_step``, then the loss's own ``lambda_cd`` (2.0 at its
   defaults), with its own Langevin negatives. The potential it trains is ``V = eps_max * E``
@@ -113,7 +114,7 @@ def train_ebmcore(built: dict[str, Any]) -> tuple[Any, float]:
     from ebmcore.train import Trainer
 
     train = dict(built["config"]["train"])
-    kwargs = {k: train[k] for k in ("lr", "grad_clip", "ema") if k in train}
+    kwargs = {k: train[k] for k in ("lr", "grad_clip", "ema", "lr_schedule") if k in train}
     trainer = Trainer(built["model"], built["loss"], data=built["dataset"],
                       steps=int(train["steps"]), batch_size=int(train["batch_size"]),
                       log_every=1000, seed=int(built["config"].get("seed", 0)), threads=1,
@@ -213,6 +214,9 @@ def train_torchebm(built: dict[str, Any], method: str,
         loss.backward()
         if train.get("grad_clip"):
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(train["grad_clip"]))
+        if train.get("lr_schedule") == "cosine":  # as the Trainer's schedule
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * float(train["lr"]) * (1 + math.cos(math.pi * step / steps))
         opt.step()
         if ema is not None:
             ema.update()
