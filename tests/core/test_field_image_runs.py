@@ -37,7 +37,8 @@ def test_the_digits_recipe_tunes_each_field_loss():
     eqm = defaults_for("digits", "equilibrium_matching")
     assert eqm["model"]["name"] == "unet_field" and eqm["sampler"]["params"]["t_span"][1] == 0.35
     # the generic field recipe elsewhere, the contrastive recipe without a field loss
-    assert defaults_for("eight_gaussians", "fm")["train"]["steps"] == 20000
+    assert defaults_for("eight_gaussians", "fm")["train"]["steps"] == 80000  # 2-D: longer
+    assert defaults_for("eight_gaussians", "equilibrium_matching")["train"]["steps"] == 20000
     assert defaults_for("digits")["model"]["name"] == "conv"
 
 
