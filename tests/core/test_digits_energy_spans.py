@@ -3,13 +3,12 @@ for step, on the weights the checkpoint holds (its EMA when kept)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from benchmark_modules import load_benchmark
 
 import ebmcore
 from ebmcore.checkpoint import save_checkpoint
@@ -18,18 +17,10 @@ from ebmcore.runs.field_images import image_sample_report
 
 pytest.importorskip("sklearn")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "digits_energy_spans.py"
-
 
 def load_spans() -> ModuleType:
     """Import ``benchmarks/digits_energy_spans.py`` as a module (once per session)."""
-    name = "ebmcore_benchmark_digits_energy_spans"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_benchmark("digits_energy_spans")
 
 
 def tiny_energy(seed: int) -> torch.nn.Module:

@@ -3,26 +3,16 @@ histogram TV of n samples drawn from cell probabilities."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "flow_grid_tv.py"
+from benchmark_modules import load_benchmark
 
 
 def load_script() -> ModuleType:
     """Import ``benchmarks/flow_grid_tv.py`` as a module (once per session)."""
-    name = "ebmcore_benchmark_flow_grid_tv"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_benchmark("flow_grid_tv")
 
 
 def _gaussian_cells(script: ModuleType, std: float) -> tuple[torch.Tensor, float, torch.Tensor]:

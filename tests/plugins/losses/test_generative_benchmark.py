@@ -3,29 +3,20 @@ two phases on ebmcore's network, and its exact-OT solver is TorchEBM's assignmen
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from benchmark_modules import load_benchmark
 
 pytest.importorskip("torchebm")
 pytest.importorskip("scipy")
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "generative.py"
 
 
 def load_generative() -> ModuleType:
     """Import ``benchmarks/generative.py`` as a module (once per session)."""
-    name = "ebmcore_benchmark_generative"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_benchmark("generative")
 
 
 def test_scipy_exact_ot_pairs_as_torchebm_auction() -> None:
